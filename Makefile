@@ -1,0 +1,49 @@
+# initsweep: `make sweep`, then `make ui` / `make best`; `make test` runs the suite.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXPERIMENT ?=
+STUDY ?= default
+TOP ?=
+ARGS ?=
+PORT ?= 5000
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: EXPERIMENT=<preset> STUDY=<name> TOP=<k> ARGS=\"key=value ...\" PORT=5000"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project (done by the other targets)
+
+sweep: $(STAMP) ## run the default study (EXPERIMENT=<preset>, ARGS="study.n_trials=16 ...")
+	$(BIN)/python -m pipeline sweep $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
+
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT), opened on the study's runs table
+	$(BIN)/python -m pipeline ui --port $(PORT) study.name=$(STUDY) $(ARGS)
+
+best: $(STAMP) ## write the top configs of STUDY to conf/best/<STUDY>.yaml
+	$(BIN)/python -m pipeline best $(if $(TOP),--top $(TOP)) study.name=$(STUDY) $(ARGS)
+
+train: $(STAMP) ## train one configuration: make train ARGS="model.depth=30 init.weights=he_normal"
+	$(BIN)/python -m pipeline train $(ARGS)
+
+test: $(STAMP) ## the whole test suite
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/ruff format --check pipeline tests
+
+clean: ## remove runs/ (studies, MLflow store, caches)
+	rm -rf runs
+
+.PHONY: help install sweep ui best train test lint clean

@@ -1,0 +1,48 @@
+"""Activation registry: the function and its recommended gain.
+
+Recommended gains follow ``torch.nn.init.calculate_gain`` so that ``init.gain=auto`` means the
+same thing here as in PyTorch: the factor that keeps the variance of a layer's output equal to the
+variance of its input for that nonlinearity (He et al. 2015 derive the ReLU value, sqrt(2)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Activation(NamedTuple):
+    fn: Callable[[jax.Array, jax.Array], jax.Array]  # (x, negative_slope) -> y
+    gain: Callable[[float], float]  # negative_slope -> recommended gain
+
+
+def _constant(value: float) -> Callable[[float], float]:
+    return lambda slope: value
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "identity": Activation(lambda x, s: x, _constant(1.0)),
+    "relu": Activation(lambda x, s: jax.nn.relu(x), _constant(math.sqrt(2.0))),
+    # The slope is a traced per-trial number, so one executable serves every slope.
+    "leaky_relu": Activation(
+        lambda x, s: jnp.where(x >= 0, x, s * x), lambda s: math.sqrt(2.0 / (1.0 + s * s))
+    ),
+    # torch has no recommended gain for ELU, GELU or SiLU; like torch.nn.init we fall back to 1.
+    "elu": Activation(lambda x, s: jax.nn.elu(x), _constant(1.0)),
+    # torch's 3/4 for SELU; Klambauer et al. 2017 pair SELU with LeCun normal at gain 1 instead.
+    "selu": Activation(lambda x, s: jax.nn.selu(x), _constant(0.75)),
+    "gelu": Activation(lambda x, s: jax.nn.gelu(x), _constant(1.0)),
+    "silu": Activation(lambda x, s: jax.nn.silu(x), _constant(1.0)),
+    "swish": Activation(lambda x, s: jax.nn.silu(x), _constant(1.0)),
+    "tanh": Activation(lambda x, s: jnp.tanh(x), _constant(5.0 / 3.0)),
+    "sigmoid": Activation(lambda x, s: jax.nn.sigmoid(x), _constant(1.0)),
+}
+
+
+def recommended_gain(activation: str, negative_slope: float = 0.01) -> float:
+    """The gain ``torch.nn.init.calculate_gain`` recommends for ``activation``."""
+    return ACTIVATIONS[activation].gain(negative_slope)

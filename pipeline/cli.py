@@ -1,0 +1,194 @@
+"""Command line: ``python -m pipeline {sweep,train,best,ui,keys} [key=value ...]``.
+
+Only parsing and calling lives here. Bad input prints one ``error:`` line and exits with 2
+before anything is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.config import RULES, SEARCHABLE_KEYS, ConfigError, load_config, to_flat_dict
+
+EXIT_BAD_INPUT = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sweep", help="run (or continue) a study")
+    s.add_argument("--experiment", help="preset from conf/experiment/")
+    t = sub.add_parser("train", help="train one configuration and print its metrics")
+    t.add_argument("--config", help="a best-config file (conf/best/<study>.yaml)")
+    t.add_argument("--rank", type=int, default=0, help="which config of --config (0 = best)")
+    t.add_argument("--json", action="store_true", help="print metrics as JSON")
+    t.add_argument("--experiment", help="preset from conf/experiment/")
+    b = sub.add_parser("best", help="write the top configs to conf/best/<study>.yaml")
+    b.add_argument("--top", type=int, help="how many configs (default study.top_k)")
+    b.add_argument("--out", help="output file (default conf/best/<study>.yaml)")
+    u = sub.add_parser("ui", help="serve the MLflow UI on the study's store")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--print-url", action="store_true", help="print the runs-table address and exit")
+    sub.add_parser("keys", help="list every config key and what it accepts")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    # key=value overrides may come before or after the options, as in Hydra.
+    args, rest = parser.parse_known_args(argv)
+    flags = [a for a in rest if a.startswith("-")]
+    if flags:
+        parser.error(f"unrecognized arguments: {' '.join(flags)}")
+    args.overrides = rest
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.width = 120  # logs and CI: keep tables readable
+    try:
+        return COMMANDS[args.command](args, console)
+    except (ConfigError, LookupError) as e:
+        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        console.print("interrupted: finished trials are saved; rerun the same command to continue")
+        return 130
+
+
+def cmd_sweep(args, console: Console) -> int:
+    from pipeline.report import best_table
+    from pipeline.sweep import run_sweep
+
+    cfg = load_config(args.overrides, args.experiment)
+    summary = run_sweep(cfg, args.experiment, console)
+    console.print(best_table(summary.study, cfg.study.top_k, cfg.train.steps))
+    wall = max(summary.wall_s, 1e-9)
+    console.print(
+        f"{summary.trials_run} trials in {summary.wall_s:.1f} s: "
+        f"compile {summary.compile_s:.1f} s, "
+        f"training {summary.train_s:.1f} s, Optuna {summary.optuna_s:.1f} s "
+        f"({100 * summary.optuna_s / wall:.1f}%), MLflow logging {summary.logging_s:.1f} s "
+        f"({100 * summary.logging_s / wall:.1f}%, on a background thread; the sweep waited "
+        f"{summary.logging_wait_s:.1f} s for it)"
+    )
+    if summary.parent_run_id:
+        console.print("see it with `make ui`; reuse the winners with `make best`")
+    return 0
+
+
+def cmd_train(args, console: Console) -> int:
+    from pipeline.data import load_dataset
+    from pipeline.engine import Engine
+    from pipeline.export import config_overrides, read_best
+    from pipeline.sweep import TRIAL_SECTIONS, enable_compilation_cache
+
+    layers = []
+    if args.config:
+        layers.append((config_overrides(read_best(args.config, args.rank)), args.config))
+    # One configuration: the overrides describe it, so the search space plays no part.
+    cfg = load_config(args.overrides, args.experiment, layers)
+    cfg.space = {}
+    enable_compilation_cache(cfg)
+    engine = Engine(cfg, load_dataset(cfg.data), [cfg.init.weights])
+    trial = to_flat_dict(cfg, TRIAL_SECTIONS)
+    [result] = engine.run([trial])
+    report = {
+        **result.metrics,
+        "seeds": result.seeds,
+        "layer_grad_norm_init": [float(v) for v in result.layer_grad_norm_init],
+        "config": to_flat_dict(cfg, ("data", "model", "init", "train", "metrics")),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, default=float, allow_nan=True))
+    else:
+        for k, v in result.metrics.items():
+            print(f"{k:>20}: {v:.6g}")
+    return 0
+
+
+def cmd_best(args, console: Console) -> int:
+    from pipeline.export import best_document, write_best
+    from pipeline.report import best_table
+    from pipeline.study import load_study, ranked_trials, storage_spec
+    from pipeline.tracking import Tracker, default_uri, find_trial_run, latest_parent
+
+    cfg = load_config(args.overrides)
+    study = load_study(cfg)
+    top = args.top or cfg.study.top_k
+    if not ranked_trials(study):
+        raise LookupError(f"study {cfg.study.name!r} has no completed trial yet")
+    run_ids, parent, tracker = {}, None, None
+    if cfg.tracking.enabled:
+        tracker = Tracker(
+            cfg.tracking.uri or default_uri(cfg.runs_dir), cfg.study.name, cfg.runs_dir
+        )
+        for trial in ranked_trials(study)[:top]:
+            run_ids[trial.number] = find_trial_run(
+                tracker.client, tracker.experiment_id, trial.number
+            )
+        parent = latest_parent(tracker.client, tracker.experiment_id)
+    document = best_document(study, top, run_ids, parent, storage_spec(cfg))
+    path = write_best(document, Path(args.out or f"conf/best/{cfg.study.name}.yaml"))
+    if tracker is not None:
+        if parent is not None:
+            tracker.client.log_artifact(parent, str(path), "best")
+        tracker._pool.shutdown()
+    console.print(best_table(study, top, cfg.train.steps))
+    console.print(f"wrote {path}; use it with pipeline.load_initializer({str(path)!r}, rank=0)")
+    return 0
+
+
+def cmd_ui(args, console: Console) -> int:
+    from pipeline.tracking import default_uri, runs_table_url
+
+    cfg = load_config(args.overrides)
+    uri = cfg.tracking.uri or default_uri(cfg.runs_dir)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise LookupError(f"no MLflow store at {uri}: run `make sweep` first")
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(cfg.study.name)
+    url = (
+        runs_table_url(args.host, args.port, experiment.experiment_id)
+        if experiment
+        else f"http://{args.host}:{args.port}/"
+    )
+    print(f"MLflow UI for study {cfg.study.name!r}: {url}", flush=True)
+    if args.print_url:
+        return 0
+    cmd = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    os.execvp(str(Path(sys.executable).parent / "mlflow"), cmd)
+    return 0  # pragma: no cover
+
+
+def cmd_keys(args, console: Console) -> int:
+    cfg = load_config()
+    flat = to_flat_dict(cfg)
+    for key, (_, expected) in RULES.items():
+        mark = " (searchable)" if key in SEARCHABLE_KEYS else ""
+        print(f"{key} = {flat.get(key)!r}: {expected}{mark}")
+    return 0
+
+
+COMMANDS = {
+    "sweep": cmd_sweep,
+    "train": cmd_train,
+    "best": cmd_best,
+    "ui": cmd_ui,
+    "keys": cmd_keys,
+}

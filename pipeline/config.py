@@ -1,0 +1,490 @@
+"""Typed configuration: YAML defaults + experiment preset + ``key=value`` overrides, validated.
+
+Every error is a ``ConfigError`` whose message is one line naming the key, the bad value and what
+is allowed; the CLI prints it and exits non-zero before anything is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.activations import ACTIVATIONS
+from pipeline.initializers import BIAS_INITS, FAN_MODES, INITIALIZERS
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+DATASETS = ("gaussian", "digits")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsgaii")
+PRUNERS = ("none", "median", "hyperband")
+OBJECTIVES = ("steps_to_target", "explosion_count")
+
+
+class ConfigError(ValueError):
+    """Bad configuration input; ``str(error)`` is the one line shown to the user."""
+
+
+# The schema: types only. Defaults live in conf/config.yaml, the one place a reader looks.
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    classes: int = MISSING
+    features: int = MISSING
+    samples: int = MISSING
+    val_samples: int = MISSING
+    separation: float = MISSING
+    clusters_per_class: int = MISSING
+    val_fraction: float = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class ModelConfig:
+    depth: int = MISSING
+    width: int = MISSING
+    activation: str = MISSING
+    negative_slope: float = MISSING
+
+
+@dataclass
+class InitConfig:
+    weights: str = MISSING
+    gain: Any = MISSING
+    mode: str = MISSING
+    std: float = MISSING
+    limit: float = MISSING
+    value: float = MISSING
+    bias: str = MISSING
+    bias_value: float = MISSING
+    bias_std: float = MISSING
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = MISSING
+    learning_rate: float = MISSING
+    momentum: float = MISSING
+    clip_norm: float | None = MISSING
+    batch_size: int = MISSING
+    steps: int = MISSING
+    seeds: int = MISSING
+    seed: int = MISSING
+    target_loss: float = MISSING
+    eval_every_steps: int = MISSING
+
+
+@dataclass
+class MetricsConfig:
+    smoothing: float = MISSING
+    explode_threshold: float = MISSING
+    vanish_threshold: float = MISSING
+    curve_every_steps: int = MISSING
+
+
+@dataclass
+class StudyConfig:
+    name: str = MISSING
+    n_trials: int = MISSING
+    batch_size: int = MISSING
+    sampler: str = MISSING
+    seed: int = MISSING
+    pruner: str = MISSING
+    objectives: list[str] = MISSING
+    storage: str | None = MISSING
+    top_k: int = MISSING
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = MISSING
+    enabled: bool = MISSING
+
+
+@dataclass
+class EngineConfig:
+    memory_gb: float = MISSING
+    depth_buckets: list[int] = MISSING
+    compilation_cache: bool = MISSING
+    unroll: int = MISSING
+
+
+@dataclass
+class Config:
+    runs_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    space: Any = field(default_factory=dict)
+
+
+# Keys a study may search. Structural ones pick the executable (trials are grouped by them); the
+# others are traced numbers inside one executable.
+STRUCTURAL_KEYS = ("model.depth", "model.width", "model.activation", "train.optimizer")
+TRACED_KEYS = (
+    "model.negative_slope",
+    "init.weights",
+    "init.gain",
+    "init.mode",
+    "init.std",
+    "init.limit",
+    "init.value",
+    "init.bias",
+    "init.bias_value",
+    "init.bias_std",
+    "train.learning_rate",
+    "train.momentum",
+    "train.clip_norm",
+)
+SEARCHABLE_KEYS = STRUCTURAL_KEYS + TRACED_KEYS
+
+
+# --- value rules: (check, what is expected) per dotted key -------------------------------------
+
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_in(lo: int, hi: int | None = None) -> Rule:
+    text = f"an integer >= {lo}" if hi is None else f"an integer from {lo} to {hi}"
+
+    def ok(v: Any) -> bool:
+        is_int = isinstance(v, int) and not isinstance(v, bool)
+        return is_int and v >= lo and (hi is None or v <= hi)
+
+    return ok, text
+
+
+def _float(lo: float | None = None, hi: float | None = None, lo_open=True, hi_open=False) -> Rule:
+    def ok(v: Any) -> bool:
+        if not _number(v):
+            return False
+        above = lo is None or (v > lo if lo_open else v >= lo)
+        below = hi is None or (v < hi if hi_open else v <= hi)
+        return above and below
+
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+    return ok, "a number " + " and ".join(parts) if parts else "a finite number"
+
+
+def _one_of(names: Iterable[str]) -> Rule:
+    names = tuple(names)
+    return (lambda v: v in names), "one of " + ", ".join(names)
+
+
+MAX_DEPTH = 1024
+RULES: dict[str, Rule] = {
+    "runs_dir": ((lambda v: isinstance(v, str) and v.strip() != ""), "a folder path"),
+    "data.name": _one_of(DATASETS),
+    "data.classes": _int_in(2),
+    "data.features": _int_in(1),
+    "data.samples": _int_in(2),
+    "data.val_samples": _int_in(1),
+    "data.separation": _float(0.0),
+    "data.clusters_per_class": _int_in(1),
+    "data.val_fraction": _float(0.0, 1.0, hi_open=True),
+    "data.seed": _int_in(0),
+    "model.depth": _int_in(1, MAX_DEPTH),
+    "model.width": _int_in(1, 8192),
+    "model.activation": _one_of(ACTIVATIONS),
+    "model.negative_slope": _float(0.0, lo_open=False),
+    "init.weights": _one_of(INITIALIZERS),
+    "init.gain": (
+        lambda v: v == "auto" or (_number(v) and v > 0),
+        "a number > 0 or auto",
+    ),
+    "init.mode": _one_of(FAN_MODES),
+    "init.std": _float(0.0),
+    "init.limit": _float(0.0),
+    "init.value": _float(),
+    "init.bias": _one_of(BIAS_INITS),
+    "init.bias_value": _float(),
+    "init.bias_std": _float(0.0, lo_open=False),
+    "train.optimizer": _one_of(OPTIMIZERS),
+    "train.learning_rate": _float(0.0),
+    "train.momentum": _float(0.0, 1.0, lo_open=False, hi_open=True),
+    "train.clip_norm": (
+        lambda v: v is None or (_number(v) and v > 0),
+        "null (off) or a number > 0",
+    ),
+    "train.batch_size": _int_in(1),
+    "train.steps": _int_in(1),
+    "train.seeds": _int_in(1, 64),
+    "train.seed": _int_in(0),
+    "train.target_loss": _float(0.0),
+    "train.eval_every_steps": _int_in(1),
+    "metrics.smoothing": _float(0.0, 1.0, lo_open=False, hi_open=True),
+    "metrics.explode_threshold": _float(0.0),
+    "metrics.vanish_threshold": _float(0.0),
+    "metrics.curve_every_steps": _int_in(1),
+    "study.name": (
+        lambda v: (
+            isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v) is not None
+        ),
+        "a name of letters, digits, '_', '.' or '-'",
+    ),
+    "study.n_trials": _int_in(1),
+    "study.batch_size": _int_in(1),
+    "study.sampler": _one_of(SAMPLERS),
+    "study.seed": _int_in(0),
+    "study.pruner": _one_of(PRUNERS),
+    "study.objectives": (
+        lambda v: (
+            isinstance(v, list | ListConfig)
+            and 0 < len(v) == len(set(v))
+            and all(o in OBJECTIVES for o in v)
+        ),
+        "a non-empty list of distinct names from " + ", ".join(OBJECTIVES),
+    ),
+    "study.storage": (
+        lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
+        "null or an Optuna storage URL or journal file path",
+    ),
+    "study.top_k": _int_in(1),
+    "tracking.uri": (
+        lambda v: (
+            v is None or (isinstance(v, str) and re.match(r"^[a-z][a-z0-9+.-]*:", v) is not None)
+        ),
+        "null or a tracking URI with a scheme (sqlite:///..., http://host:port, file:///...)",
+    ),
+    "tracking.enabled": ((lambda v: isinstance(v, bool)), "true or false"),
+    "engine.memory_gb": _float(0.0),
+    "engine.depth_buckets": (
+        lambda v: (
+            isinstance(v, list | ListConfig)
+            and len(v) > 0
+            and all(isinstance(d, int) and d >= 1 for d in v)
+            and list(v) == sorted(set(v))
+        ),
+        "a non-empty increasing list of positive integers",
+    ),
+    "engine.compilation_cache": ((lambda v: isinstance(v, bool)), "true or false"),
+    "engine.unroll": _int_in(1),
+}
+
+
+def schema_keys() -> list[str]:
+    """Every dotted key of the configuration, except the search space's."""
+    return list(RULES)
+
+
+def _close(key: str, candidates: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(matches)}?" if matches else ""
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not prefix and not node:
+        return {}
+    if isinstance(node, dict | DictConfig) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _is_leaf_spec(node: Any) -> bool:
+    """A space entry: a list, a scalar, or a {low, high[, log, step]} range."""
+    if isinstance(node, dict | DictConfig):
+        return "low" in node or "high" in node
+    return True
+
+
+def flatten_space(space: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.depth": [2, 4], "init.gain": {"low": ..., ...}}`` from the nested space."""
+    out: dict[str, Any] = {}
+    for k, v in (space or {}).items():
+        if _is_leaf_spec(v):
+            out[f"{prefix}{k}"] = OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
+        else:
+            out.update(flatten_space(v, f"{prefix}{k}."))
+    return out
+
+
+def _check_keys(layer: dict, origin: str) -> None:
+    """Unknown keys in a preset or override layer fail with their close matches."""
+    for key in _flatten({k: v for k, v in layer.items() if k != "space"}):
+        if key not in RULES:
+            raise ConfigError(f"unknown key {key!r} in {origin}{_close(key, RULES)}")
+    for key in flatten_space(layer.get("space") or {}):
+        if key not in SEARCHABLE_KEYS:
+            raise ConfigError(
+                f"space.{key} in {origin}: {key!r} cannot be searched{_close(key, SEARCHABLE_KEYS)}"
+                f" (searchable: {', '.join(SEARCHABLE_KEYS)})"
+            )
+
+
+def check_value(key: str, value: Any) -> None:
+    ok, expected = RULES[key]
+    if not ok(value):
+        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+def _check_space(space: dict[str, Any]) -> None:
+    for key, spec in space.items():
+        where = f"space.{key}"
+        if isinstance(spec, list):
+            if not spec:
+                raise ConfigError(f"{where} is an empty list: give at least one value")
+            for v in spec:
+                _check_in_space(key, v, where)
+        elif isinstance(spec, dict):
+            extra = set(spec) - {"low", "high", "log", "step"}
+            if extra or "low" not in spec or "high" not in spec:
+                raise ConfigError(
+                    f"{where}={spec} is invalid: a range needs low and high (optional log, step)"
+                )
+            low, high = spec["low"], spec["high"]
+            if not (_number(low) and _number(high) and low < high):
+                raise ConfigError(f"{where}: low ({low}) must be a number below high ({high})")
+            if spec.get("log") and low <= 0:
+                raise ConfigError(f"{where}: a log range needs low > 0, got {low}")
+            _check_in_space(key, low, where)
+            _check_in_space(key, high, where)
+        else:
+            _check_in_space(key, spec, where)
+
+
+def _check_in_space(key: str, value: Any, where: str) -> None:
+    ok, expected = RULES[key]
+    if not ok(value):
+        raise ConfigError(f"{where} has {value!r}: {key} must be {expected}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value and cross-field checks; raises ``ConfigError`` on the first problem."""
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    for key in RULES:
+        check_value(key, flat.get(key, OmegaConf.select(cfg, key)))
+    t = cfg.train
+    if t.steps % t.eval_every_steps:
+        raise ConfigError(
+            f"train.steps={t.steps} must be a multiple of train.eval_every_steps="
+            f"{t.eval_every_steps} (training runs in chunks of that many steps)"
+        )
+    n_train = cfg.data.samples if cfg.data.name == "gaussian" else 1437
+    if t.batch_size > n_train:
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} is larger than the {n_train} training samples"
+        )
+    space = flatten_space(cfg.space)
+    _check_space(space)
+    if cfg.study.sampler == "grid":
+        ranges = [k for k, s in space.items() if isinstance(s, dict)]
+        if ranges:
+            raise ConfigError(
+                f"study.sampler=grid needs lists, but {', '.join('space.' + k for k in ranges)}"
+                " is a range: give a list of values"
+            )
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not {type(data).__name__}")
+    return data
+
+
+def experiments() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def _parse_overrides(overrides: Iterable[str]) -> dict:
+    layer = OmegaConf.create()
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            parsed = value
+        if key.startswith("space."):
+            # A space override replaces that entry whole (a new list, a new range).
+            OmegaConf.update(layer, key, parsed, merge=False, force_add=True)
+        else:
+            OmegaConf.update(layer, key, parsed, force_add=True)
+    return OmegaConf.to_container(layer)
+
+
+def load_config(
+    overrides: Iterable[str] = (),
+    experiment: str | None = None,
+    extra_layers: Iterable[tuple[dict, str]] = (),
+) -> DictConfig:
+    """Defaults, then ``conf/experiment/<experiment>.yaml``, extra layers, then overrides."""
+    layers: list[tuple[dict, str]] = [(_read_yaml(CONF_DIR / "config.yaml"), "conf/config.yaml")]
+    if experiment:
+        path = CONF_DIR / "experiment" / f"{experiment}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                f"unknown experiment {experiment!r}{_close(experiment, experiments())}"
+                f" (available: {', '.join(experiments())})"
+            )
+        layers.append((_read_yaml(path), f"conf/experiment/{experiment}.yaml"))
+    layers.extend(extra_layers)
+    layers.append((_parse_overrides(overrides), "the command-line overrides"))
+
+    cfg = OmegaConf.structured(Config)
+    for layer, origin in layers:
+        _check_keys(layer, origin)
+        if "space" in layer and origin != "the command-line overrides":
+            cfg.space = {}  # a preset's space replaces the default one whole
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", None) or "?"
+            bad = (
+                OmegaConf.select(OmegaConf.create(layer), key, default=None) if key != "?" else None
+            )
+            expected = RULES.get(key, (None, "a value of the right type"))[1]
+            raise ConfigError(
+                f"{key}={bad!r} in {origin} is invalid: expected {expected}"
+            ) from None
+    validate(cfg)
+    return cfg
+
+
+def to_flat_dict(cfg: DictConfig, sections: Iterable[str] | None = None) -> dict[str, Any]:
+    """Dotted-key view of the config (the names Optuna and MLflow use too)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    if sections is not None:
+        container = {k: container[k] for k in sections}
+    container.pop("space", None)
+    return _flatten(container)
+
+
+def possible_values(cfg: DictConfig, key: str) -> list[Any]:
+    """Every value ``key`` can take in a sweep: its space list, its fixed value, or the default."""
+    spec = flatten_space(cfg.space).get(key, OmegaConf.select(cfg, key))
+    return list(spec) if isinstance(spec, list) else [spec]

@@ -1,0 +1,100 @@
+"""Datasets, generated or bundled (nothing is downloaded), standardized, as numpy arrays.
+
+``gaussian``: ``clusters_per_class`` Gaussian clusters per class, their means drawn from
+N(0, separation^2 / (2 features) I) and unit-variance noise around them, so two cluster means lie
+about ``separation`` noise standard deviations apart. ``digits``: scikit-learn's bundled 8x8
+handwritten digits (1797 images, 64 features), split stratified into train and validation.
+Both are standardized with training statistics.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Dataset(NamedTuple):
+    x_train: np.ndarray  # float32 [n_train, features]
+    y_train: np.ndarray  # int32 [n_train]
+    x_val: np.ndarray
+    y_val: np.ndarray
+    n_classes: int
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+
+def _standardize(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = x_train.mean(0), x_train.std(0)
+    std = np.where(std > 0, std, 1.0)  # digits has constant (always blank) pixels
+    return ((x_train - mean) / std).astype(np.float32), ((x_val - mean) / std).astype(np.float32)
+
+
+def gaussian(
+    classes: int,
+    features: int,
+    samples: int,
+    val_samples: int,
+    separation: float,
+    seed: int,
+    clusters_per_class: int = 1,
+) -> Dataset:
+    rng = np.random.default_rng(seed)
+    # Two cluster means lie about `separation` noise standard deviations apart. With several
+    # clusters per class the classes are not linearly separable, so depth and nonlinearity matter.
+    n_clusters = classes * clusters_per_class
+    means = rng.normal(0.0, separation / np.sqrt(2.0 * features), (n_clusters, features))
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        cluster = rng.integers(0, n_clusters, n)
+        return means[cluster] + rng.normal(size=(n, features)), (cluster % classes).astype(np.int32)
+
+    x_train, y_train = draw(samples)
+    x_val, y_val = draw(val_samples)
+    x_train, x_val = _standardize(x_train, x_val)
+    return Dataset(x_train, y_train, x_val, y_val, classes)
+
+
+def digits(val_fraction: float, seed: int) -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=val_fraction, random_state=seed, stratify=y
+    )
+    x_train, x_val = _standardize(x_train, x_val)
+    return Dataset(x_train, y_train.astype(np.int32), x_val, y_val.astype(np.int32), 10)
+
+
+def load_dataset(cfg) -> Dataset:
+    """The dataset a ``data`` config section describes."""
+    if cfg.name == "gaussian":
+        return gaussian(
+            cfg.classes,
+            cfg.features,
+            cfg.samples,
+            cfg.val_samples,
+            cfg.separation,
+            cfg.seed,
+            cfg.clusters_per_class,
+        )
+    if cfg.name == "digits":
+        return digits(cfg.val_fraction, cfg.seed)
+    raise ValueError(f"unknown dataset {cfg.name!r}")
+
+
+def batch_schedule(
+    n_train: int, batch_size: int, steps: int, seeds: int, base_seed: int
+) -> np.ndarray:
+    """int32 [seeds, steps, batch_size]: sample indices, epoch-wise shuffles per seed."""
+    per_epoch = n_train // batch_size
+    epochs = -(-steps // per_epoch)
+    out = np.empty((seeds, epochs * per_epoch, batch_size), np.int32)
+    for s in range(seeds):
+        rng = np.random.default_rng([base_seed, s])
+        perms = [rng.permutation(n_train)[: per_epoch * batch_size] for _ in range(epochs)]
+        out[s] = np.concatenate(perms).reshape(-1, batch_size)
+    return out[:, :steps]

@@ -1,0 +1,65 @@
+"""What Optuna samples: the search space from ``conf/`` turned into ``trial.suggest_*`` calls.
+
+Optuna parameter names are the dotted config keys, so a trial's params, its config and its MLflow
+params all use the same names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+
+def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
+    """Sample every entry of a flattened space; scalars are fixed values, not parameters."""
+    values: dict[str, Any] = {}
+    for key, spec in space.items():
+        if isinstance(spec, list):
+            values[key] = trial.suggest_categorical(key, spec)
+        elif isinstance(spec, dict):
+            low, high = spec["low"], spec["high"]
+            if isinstance(low, int) and isinstance(high, int):
+                values[key] = trial.suggest_int(
+                    key, low, high, step=spec.get("step", 1), log=bool(spec.get("log"))
+                )
+            else:
+                values[key] = trial.suggest_float(
+                    key, float(low), float(high), step=spec.get("step"), log=bool(spec.get("log"))
+                )
+        else:
+            values[key] = spec
+    return values
+
+
+def grid(space: dict[str, Any]) -> dict[str, list]:
+    """The search space of ``optuna.samplers.GridSampler`` (lists only; validated before)."""
+    return {k: v for k, v in space.items() if isinstance(v, list)}
+
+
+def make_sampler(
+    name: str, seed: int, space: dict[str, Any], multi_objective: bool
+) -> optuna.samplers.BaseSampler:
+    """The sampler ``study.sampler`` names, seeded by ``study.seed``."""
+    if name == "tpe":
+        # constant_liar keeps the trials of one batch apart while they are all still running.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid(space), seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "nsgaii":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()

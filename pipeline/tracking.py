@@ -1,0 +1,196 @@
+"""MLflow: one experiment per study, one parent run per sweep, one child run per trial.
+
+All MLflow calls run on one background thread, so logging a finished batch overlaps with
+training the next one; ``Tracker.close`` waits for the queue and reports the seconds spent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pipeline.metrics import TrialResult
+
+RUNS_TABLE_QUERY = "?workflowType=machine_learning"  # MLflow 3 opens GenAI views otherwise
+
+
+def default_uri(runs_dir: str) -> str:
+    return f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
+
+
+def _quiet() -> None:
+    for name in ("mlflow", "alembic", "sqlalchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_name(config: dict[str, Any]) -> str:
+    """A name that says what the trial was, e.g. ``he_normal·relu·d16·g1.41``."""
+    gain = config["init.gain"]
+    gain = gain if isinstance(gain, str) else f"{gain:.3g}"
+    return f"{config['init.weights']}·{config['model.activation']}·d{config['model.depth']}·g{gain}"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Tracker:
+    """Owns the MLflow client and the logging thread for one sweep."""
+
+    def __init__(self, uri: str, study_name: str, runs_dir: str, description: str = ""):
+        from mlflow.tracking import MlflowClient
+
+        _quiet()
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        self.study_name = study_name
+        self.experiment_id = self._experiment(study_name, runs_dir, description)
+        self.parent_id: str | None = None
+        self.logging_s = 0.0
+        self.wait_s = 0.0
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
+        self._pending: list[Future] = []
+
+    def _experiment(self, name: str, runs_dir: str, description: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        artifacts = (Path(runs_dir).resolve() / "mlartifacts" / name).as_uri()
+        return self.client.create_experiment(
+            name,
+            artifact_location=artifacts if self.uri.startswith("sqlite") else None,
+            tags={
+                # Mark the experiment as model training so the UI opens on the runs table.
+                "mlflow.experimentKind": "custom_model_development",
+                "mlflow.note.content": description,
+            },
+        )
+
+    # --- the background queue -----------------------------------------------------------------
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        def timed():
+            t0 = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self.logging_s += time.perf_counter() - t0
+
+        self._pending.append(self._pool.submit(timed))
+
+    def flush(self) -> None:
+        """Wait for queued logging; re-raise the first error it hit."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    # --- runs ---------------------------------------------------------------------------------
+
+    def start_parent(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={"study": self.study_name, "role": "sweep", **tags},
+        )
+        self.parent_id = run.info.run_id
+        plist = [Param(k, str(v)) for k, v in params.items()]
+        for part in _chunks(plist, 100):
+            self.client.log_batch(self.parent_id, params=part)
+        return self.parent_id
+
+    def log_trial(
+        self, number: int, config: dict[str, Any], result: TrialResult, state: str, curve_every: int
+    ) -> None:
+        """Queue one child run with params, summary metrics, curves and tags."""
+        self.submit(lambda: self._log_trial(number, config, result, state, curve_every))
+
+    def _log_trial(self, number, config, result, state, curve_every) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name(config),
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                "study": self.study_name,
+                "trial_number": str(number),
+                "trial_state": state,
+                "diverged": str(bool(result.metrics["diverged"])),
+            },
+        )
+        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items() if _finite(v)]
+        for name, (steps, values) in result.curves.items():
+            every = curve_every if len(steps) > 20 else 1
+            metrics += [
+                Metric(name, float(v), now, int(s))
+                for s, v in zip(steps[::every], values[::every])
+                if _finite(float(v))
+            ]
+        metrics += [
+            Metric("init_grad_norm", float(v), now, layer)
+            for layer, v in enumerate(result.layer_grad_norm_init)
+            if _finite(float(v))
+        ]
+        params = [Param(k, str(v)) for k, v in config.items()]
+        run_id = run.info.run_id
+        for part in _chunks(params, 100):
+            self.client.log_batch(run_id, params=part)
+        for part in _chunks(metrics, 1000):
+            self.client.log_batch(run_id, metrics=part)
+        self.client.set_terminated(run_id, "FINISHED" if state != "FAIL" else "FAILED")
+
+    def log_parent_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.submit(lambda: self.client.log_artifact(self.parent_id, str(path), folder))
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Drain the queue, end the parent run with ``status`` and stop the thread."""
+        t0 = time.perf_counter()
+        try:
+            self.flush()
+        finally:
+            self.wait_s += time.perf_counter() - t0
+            if self.parent_id is not None:
+                self.client.set_terminated(self.parent_id, status)
+            self._pool.shutdown(wait=True)
+
+
+def find_trial_run(client, experiment_id: str, number: int) -> str | None:
+    """The MLflow run id of a study's trial (the latest, if the trial was logged twice)."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.trial_number = '{number}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def latest_parent(client, experiment_id: str) -> str | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string="tags.role = 'sweep'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def runs_table_url(host: str, port: int, experiment_id: str) -> str:
+    return f"http://{host}:{port}/#/experiments/{experiment_id}{RUNS_TABLE_QUERY}"

@@ -1,0 +1,91 @@
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import ConfigError, flatten_space, load_config
+
+
+def test_defaults_load_and_cover_the_space():
+    cfg = load_config()
+    space = flatten_space(cfg.space)
+    assert len(space["model.activation"]) == 9
+    assert {"he_normal", "glorot_normal", "lecun_normal", "orthogonal", "zeros"} <= set(
+        space["init.weights"]
+    )
+    assert space["init.gain"]["log"] is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.dpeth=3"], "unknown key 'model.dpeth'.*did you mean model.depth"),
+        (
+            ["init.weights=he_nromal"],
+            "init.weights='he_nromal' is invalid: expected one of .*he_normal",
+        ),
+        (["init.gain=-1"], r"init.gain=-1 is invalid: expected a number > 0 or auto"),
+        (["model.depth=abc"], "model.depth='abc'.*integer from 1 to 1024"),
+        (["model.depth=0"], "model.depth=0 is invalid"),
+        (["train.batch_size=-4"], "train.batch_size=-4 is invalid"),
+        (["space.model.actvation=[relu]"], "did you mean model.activation"),
+        (["space.model.depth=[]"], "space.model.depth is an empty list"),
+        (["space.init.gain={low: 2, high: 1}"], "low .2. must be a number below high .1."),
+        (["space.init.weights=[he_normal, bogus]"], "space.init.weights has 'bogus'"),
+        (["study.sampler=grid"], "study.sampler=grid needs lists"),
+        (["study.sampler=annealing"], "study.sampler='annealing' is invalid: expected one of tpe"),
+        (["tracking.uri=not a url"], "tracking.uri='not a url' is invalid"),
+        (["train.steps=130"], "must be a multiple of train.eval_every_steps"),
+        (["depth"], "not of the form key=value"),
+    ],
+)
+def test_bad_input_names_the_problem(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides)
+
+
+def test_overrides_experiments_and_space_replacement():
+    cfg = load_config(["model.depth=30", "init.gain=auto", "space.model.depth=[2, 3]"], "quick")
+    assert cfg.model.depth == 30 and cfg.init.gain == "auto"
+    space = flatten_space(cfg.space)
+    assert space["model.depth"] == [2, 3]
+    # The preset's space replaced the default one whole: its activations, not all nine.
+    assert space["model.activation"] == ["relu", "tanh"]
+    with pytest.raises(ConfigError, match="unknown experiment 'quik'.*did you mean quick"):
+        load_config([], "quik")
+
+
+def test_bad_yaml_file_is_one_line(tmp_path):
+    from pipeline.config import _read_yaml
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        _read_yaml(bad)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sweep", "model.dpeth=3"],
+        ["sweep", "init.weights=nope"],
+        ["sweep", "init.gain=-2"],
+        ["sweep", "--experiment", "nope"],
+        ["train", "init.weights=nope", "--json"],
+        ["best", "study.name=never_ran"],
+    ],
+)
+def test_cli_bad_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, args):
+    runs = tmp_path / "runs"
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args, f"runs_dir={runs}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), out.stderr
+    assert "Traceback" not in out.stderr
+    assert not runs.exists()

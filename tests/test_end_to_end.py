@@ -1,0 +1,142 @@
+"""One real sweep on tiny data, through the command line, on real embedded stores."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+import pipeline
+from pipeline.initializers import expected_std
+from pipeline.study import make_storage
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "data.samples=512",
+    "data.val_samples=128",
+    "data.features=16",
+    "model.width=16",
+    "train.batch_size=64",
+    "train.steps=60",
+    "train.eval_every_steps=20",
+    "space.model.depth=[2, 4]",
+    "space.model.activation=[relu, tanh]",
+    "space.init.weights=[he_normal, glorot_uniform, orthogonal, normal]",
+    "study.batch_size=4",
+    "study.name=e2e",
+]
+
+
+def cli(tmp_path, *args, check=True):
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args, f"runs_dir={tmp_path / 'runs'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    first = cli(tmp, "sweep", *TINY, "study.n_trials=6")
+    # Rerunning with a larger budget continues the study instead of starting over.
+    second = cli(tmp, "sweep", *TINY, "study.n_trials=9")
+    return tmp, first, second
+
+
+def test_sweep_fills_optuna_and_mlflow(swept):
+    tmp, first, second = swept
+    study = optuna.load_study(
+        study_name="e2e", storage=make_storage(str(tmp / "runs" / "optuna.journal"))
+    )
+    states = [t.state for t in study.trials]
+    assert len(states) == 9 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
+    assert "top 5 of 6 trials" in first.stderr and "top 5 of 9 trials" in second.stderr
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("e2e")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 2 and len(children) == 9
+    assert {r.data.tags["trial_number"] for r in children} == {str(i) for i in range(9)}
+    for r in children:
+        for metric in (
+            "steps_to_target",
+            "explosion_count",
+            "vanishing_count",
+            "final_val_accuracy",
+        ):
+            assert metric in r.data.metrics
+        for param in (
+            "model.depth",
+            "model.activation",
+            "init.weights",
+            "init.gain",
+            "train.learning_rate",
+        ):
+            assert param in r.data.params
+        assert r.info.status == "FINISHED"
+    curve = client.get_metric_history(children[0].info.run_id, "loss")
+    assert len(curve) >= 10 and sorted(m.step for m in curve) == [
+        m.step for m in sorted(curve, key=lambda m: m.step)
+    ]
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)} | {
+        a.path for a in client.list_artifacts(parents[1].info.run_id)
+    }
+    assert "config.yaml" in artifacts and "plots" in artifacts
+
+
+def test_best_writes_a_loadable_config(swept):
+    tmp, *_ = swept
+    out = cli(tmp, "best", "study.name=e2e", "--top", "3", "--out", str(tmp / "best.yaml"))
+    assert "wrote" in out.stderr
+    doc = yaml.safe_load((tmp / "best.yaml").read_text())
+    assert len(doc["configs"]) == 3
+    top = doc["configs"][0]
+    assert top["provenance"]["study"] == "e2e" and top["provenance"]["mlflow_run_id"]
+    assert {"steps_to_target", "explosion_count"} <= set(top["measured"])
+    steps = [c["measured"]["steps_to_target"] for c in doc["configs"]]
+    assert (
+        steps == sorted(steps)
+        or doc["configs"][0]["measured"]["objective"] <= doc["configs"][1]["measured"]["objective"]
+    )
+
+    init = pipeline.load_initializer(tmp / "best.yaml", rank=0)
+    w = np.asarray(init(jax.random.key(0), (512, 512), np.float32))
+    params = {k: top["init"][k] for k in ("mode", "std", "limit", "value")}
+    want = expected_std(top["init"]["weights"], (512, 512), top["init"]["gain_value"], params)
+    assert w.std() == pytest.approx(want, rel=0.03)
+
+    # The best config retrains to the same metrics (same config, same seed, same machine).
+    again = json.loads(cli(tmp, "train", "--config", str(tmp / "best.yaml"), "--json").stdout)
+    assert again["steps_to_target"] == top["measured"]["steps_to_target"]
+
+
+def test_train_command_prints_json_with_seeds(tmp_path):
+    out = cli(
+        tmp_path,
+        "train",
+        *TINY[:7],
+        "model.depth=3",
+        "init.weights=he_normal",
+        "train.seeds=2",
+        "--json",
+    )
+    report = json.loads(out.stdout)
+    assert {"steps_to_target", "explosion_count", "final_train_loss", "final_val_accuracy"} <= set(
+        report
+    )
+    assert len(report["seeds"]) == 2 and len(report["layer_grad_norm_init"]) == 4

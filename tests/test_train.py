@@ -1,0 +1,179 @@
+"""The compiled core, through the engine: equivalences, planted failures, metric definitions."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pipeline.config import to_flat_dict
+from pipeline.data import load_dataset
+from pipeline.engine import Engine, draws_for
+from pipeline.model import MLP, Structure
+from pipeline.sweep import TRIAL_SECTIONS
+from pipeline.train import Hparams, Shape, make_train, make_unit_draws
+
+
+def run(cfg, *variants: dict, weights=None):
+    """Train one trial per variant (dotted overrides of cfg) in one engine call."""
+    base = to_flat_dict(cfg, TRIAL_SECTIONS)
+    trials = [{**base, **v} for v in variants]
+    engine = Engine(cfg, load_dataset(cfg.data), weights or [t["init.weights"] for t in trials])
+    return engine.run(trials), engine
+
+
+def test_vmapped_batch_equals_each_trial_alone(tiny_cfg):
+    cfg = tiny_cfg("model.depth=4", "train.seeds=2")
+    variants = [
+        {"init.weights": "he_normal", "init.gain": 1.0},
+        {"init.weights": "glorot_uniform", "init.gain": 2.0, "train.learning_rate": 0.1},
+        {
+            "init.weights": "orthogonal",
+            "init.gain": 0.7,
+            "init.bias": "normal",
+            "init.bias_std": 0.1,
+        },
+    ]
+    together, engine = run(cfg, *variants)
+    assert engine.stats.executables == 1  # one structure, one call
+    weights = [v["init.weights"] for v in variants]
+    for variant, batched in zip(variants, together):
+        [alone], _ = run(cfg, variant, weights=weights)
+        np.testing.assert_allclose(
+            alone.curves["loss"][1], batched.curves["loss"][1], rtol=2e-4, atol=1e-5
+        )
+        assert alone.metrics["steps_to_target"] == batched.metrics["steps_to_target"]
+
+
+def test_masked_depth_equals_the_real_shallower_network(tiny_cfg):
+    variant = {"model.depth": 3, "init.weights": "he_normal"}
+    [padded], e1 = run(tiny_cfg("engine.depth_buckets=[8]"), variant)
+    [exact], e2 = run(tiny_cfg("engine.depth_buckets=[3]"), variant)
+    assert e1.stats.padded_layer_steps > e2.stats.padded_layer_steps  # the first really padded
+    np.testing.assert_allclose(
+        padded.curves["loss"][1], exact.curves["loss"][1], rtol=2e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(padded.layer_grad_norm_init, exact.layer_grad_norm_init, rtol=1e-4)
+    assert len(exact.layer_grad_norm_init) == 4  # 3 hidden layers + the read-out
+
+
+def test_planted_explosion_is_counted_and_stable_config_is_not(tiny_cfg):
+    cfg = tiny_cfg("model.activation=relu", "model.width=64")
+    boom, calm = run(
+        cfg,
+        {"model.depth": 16, "init.weights": "normal", "init.std": 1.0},
+        {"model.depth": 4, "init.weights": "he_normal", "init.gain": 1.0},
+    )[0]
+    assert boom.metrics["explosion_count"] > 0
+    assert calm.metrics["explosion_count"] == 0
+    assert calm.metrics["diverged"] == 0
+
+
+def test_nan_runs_complete_and_get_the_divergence_penalty(tiny_cfg):
+    cfg = tiny_cfg("model.depth=8")
+    [nan] = run(cfg, {"init.weights": "normal", "init.std": 50.0, "train.learning_rate": 10.0})[0]
+    assert nan.metrics["diverged"] == 1.0
+    assert nan.metrics["objective"] == 2 * cfg.train.steps + 2
+    assert nan.metrics["explosion_count"] > 0
+    assert not np.isfinite(nan.metrics["final_train_loss"])
+
+
+def test_vanishing_is_counted(tiny_cfg):
+    cfg = tiny_cfg("model.activation=sigmoid", "model.depth=16", "metrics.vanish_threshold=1e-4")
+    vanish, fine = run(
+        cfg,
+        {"init.weights": "normal", "init.std": 0.01},
+        {"init.weights": "glorot_normal", "model.depth": 2},
+    )[0]
+    assert vanish.metrics["vanishing_count"] == cfg.train.steps
+    assert fine.metrics["vanishing_count"] == 0
+    assert vanish.layer_grad_norm_init[0] < 1e-3 * vanish.layer_grad_norm_init[-1]
+
+
+def test_steps_to_target_definition(tiny_cfg):
+    easy = run(tiny_cfg("train.target_loss=100"), {})[0][0]
+    assert easy.metrics["steps_to_target"] == 1  # reached at the very first step
+    never = run(tiny_cfg("train.target_loss=1e-6"), {})[0][0]
+    assert never.metrics["steps_to_target"] == never_sentinel(tiny_cfg())
+    assert never.metrics["reached_target"] == 0
+    assert never_sentinel(tiny_cfg()) < never.metrics["objective"] <= 2 * tiny_cfg().train.steps + 1
+
+
+def never_sentinel(cfg):
+    return cfg.train.steps + 1
+
+
+def _trained_params(structure, draw, scale, bias_std, steps=30):
+    """Params after `steps` SGD steps, through the core directly."""
+    from pipeline.data import batch_schedule, gaussian
+    from pipeline.train import Data, Settings
+
+    ds = gaussian(4, 8, 256, 64, 4.0, 0)
+    sched = batch_schedule(256, 32, steps, 1, 0)
+    data = Data(*(jnp.asarray(a) for a in ds[:4]), jnp.asarray(sched))
+    settings = Settings(batch_size=32, chunk_steps=steps)
+    init_fn, chunk_fn = make_train(structure, settings)
+    draws = ("constant", "normal")
+    units = make_unit_draws(Shape(structure.n_hidden, structure.width, 8, 4), draws)(
+        jax.random.key(0), 1
+    )
+    one = lambda v, dt=jnp.float32: jnp.asarray([v], dt)  # noqa: E731
+    hp = Hparams(
+        draw=one(draws.index(draw), jnp.int32),
+        scale=jnp.asarray([[scale] * 3], jnp.float32),
+        bias_mean=one(0.0),
+        bias_std=one(bias_std),
+        learning_rate=one(0.1),
+        momentum=one(0.0),
+        clip_norm=one(jnp.inf),
+        slope=one(0.01),
+        depth=one(structure.n_hidden, jnp.int32),
+        seed=one(0, jnp.int32),
+    )
+    state = init_fn(hp, units)
+    state, _ = chunk_fn(state, hp, jnp.ones((1,), bool), data)
+    return jax.tree.map(lambda a: np.asarray(a[0]), state.params)
+
+
+def test_zero_init_never_breaks_symmetry_but_zero_biases_alone_do_not_matter():
+    s = Structure("tanh", 3, 8, 8, 4)
+    # Constant weights (the seed article's zero/constant init): every hidden unit of a layer
+    # gets the same gradient, so after training all columns of a hidden kernel are still equal.
+    sym = _trained_params(s, "constant", 0.1, 0.0)
+    for kernel in (sym["input"]["kernel"], *sym["hidden"]["dense"]["kernel"]):
+        np.testing.assert_allclose(
+            kernel, kernel[:, :1].repeat(kernel.shape[1], 1), rtol=1e-5, atol=1e-6
+        )
+    # Random weights with zero biases: units differ from the start and stay different.
+    rnd = _trained_params(s, "normal", 0.3, 0.0)
+    k = rnd["hidden"]["dense"]["kernel"][0]
+    assert np.abs(k - k[:, :1]).max() > 1e-2
+
+
+def test_params_have_the_flax_model_layout():
+    s = Structure("relu", 4, 8, 5, 3)
+    flax_params = MLP(s).init(jax.random.key(0), jnp.ones((2, 5)), jnp.int32(4), jnp.float32(0.0))[
+        "params"
+    ]
+    units = make_unit_draws(Shape(4, 8, 5, 3), ("normal",))(jax.random.key(0), 1)
+    from pipeline.train import init_params
+
+    hp = Hparams(
+        *(jnp.asarray(v) for v in (0, [1.0, 1.0, 1.0], 0.0, 0.0, 0.1, 0.0, jnp.inf, 0.0, 4, 0))
+    )
+    ours = init_params(units, hp, 4)
+    assert jax.tree.structure(ours) == jax.tree.structure(flax_params)
+    assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, flax_params)
+
+
+def test_draws_are_only_those_the_space_needs():
+    assert draws_for(["he_normal", "glorot_normal"]) == ("normal",)
+    assert draws_for(["orthogonal", "zeros", "uniform"]) == ("constant", "uniform", "orthogonal")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_every_optimizer_trains(tiny_cfg, optimizer):
+    lr = 0.01 if optimizer == "adam" else 0.05
+    [r] = run(
+        tiny_cfg(f"train.optimizer={optimizer}", f"train.learning_rate={lr}", "model.depth=2"), {}
+    )[0]
+    assert r.metrics["final_train_loss"] < r.metrics["initial_train_loss"]
