@@ -37,9 +37,7 @@ def grid(space: dict[str, Any]) -> dict[str, list]:
     return {k: v for k, v in space.items() if isinstance(v, list)}
 
 
-def make_sampler(
-    name: str, seed: int, space: dict[str, Any], multi_objective: bool
-) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, space: dict[str, Any]) -> optuna.samplers.BaseSampler:
     """The sampler ``study.sampler`` names, seeded by ``study.seed``."""
     if name == "tpe":
         # constant_liar keeps the trials of one batch apart while they are all still running.
