@@ -7,6 +7,7 @@ is allowed; the CLI prints it and exits non-zero before anything is written.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -390,6 +391,9 @@ def validate(cfg: DictConfig) -> None:
         )
     space = flatten_space(cfg.space)
     _check_space(space)
+    if cfg.study.sampler == "gp" and importlib.util.find_spec("torch") is None:
+        # Optuna's GPSampler fits its Gaussian process with PyTorch.
+        raise ConfigError("study.sampler=gp needs PyTorch: pip install torch==2.13.0")
     if cfg.study.sampler == "grid":
         ranges = [k for k, s in space.items() if isinstance(s, dict)]
         if ranges:
@@ -419,8 +423,9 @@ def experiments() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
-def _parse_overrides(overrides: Iterable[str]) -> dict:
-    layer = OmegaConf.create()
+def _parse_overrides(overrides: Iterable[str]) -> tuple[dict, dict[str, Any]]:
+    """(config layer, space entries): ``space.*`` overrides replace their entry whole."""
+    layer, space = OmegaConf.create(), {}
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -430,11 +435,23 @@ def _parse_overrides(overrides: Iterable[str]) -> dict:
         except yaml.YAMLError:
             parsed = value
         if key.startswith("space."):
-            # A space override replaces that entry whole (a new list, a new range).
-            OmegaConf.update(layer, key, parsed, merge=False, force_add=True)
+            space[key.removeprefix("space.")] = parsed
         else:
-            OmegaConf.update(layer, key, parsed, force_add=True)
-    return OmegaConf.to_container(layer)
+            try:
+                OmegaConf.update(layer, key, parsed, force_add=True)
+            except (OmegaConfBaseException, TypeError, ValueError):
+                raise ConfigError(f"override {item!r} conflicts with another override") from None
+    return OmegaConf.to_container(layer), space
+
+
+def _merge(cfg: DictConfig, layer: dict, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        bad = OmegaConf.select(OmegaConf.create(layer), key, default=None) if key != "?" else None
+        expected = RULES.get(key, (None, "a value of the right type"))[1]
+        raise ConfigError(f"{key}={bad!r} in {origin} is invalid: expected {expected}") from None
 
 
 def load_config(
@@ -453,26 +470,33 @@ def load_config(
             )
         layers.append((_read_yaml(path), f"conf/experiment/{experiment}.yaml"))
     layers.extend(extra_layers)
-    layers.append((_parse_overrides(overrides), "the command-line overrides"))
+    override_layer, space_overrides = _parse_overrides(overrides)
+    layers.append((override_layer, "the command-line overrides"))
 
     cfg = OmegaConf.structured(Config)
     for layer, origin in layers:
         _check_keys(layer, origin)
-        if "space" in layer and origin != "the command-line overrides":
+        if "space" in layer:
             cfg.space = {}  # a preset's space replaces the default one whole
-        try:
-            cfg = OmegaConf.merge(cfg, layer)
-        except OmegaConfBaseException as e:
-            key = getattr(e, "full_key", None) or "?"
-            bad = (
-                OmegaConf.select(OmegaConf.create(layer), key, default=None) if key != "?" else None
-            )
-            expected = RULES.get(key, (None, "a value of the right type"))[1]
-            raise ConfigError(
-                f"{key}={bad!r} in {origin} is invalid: expected {expected}"
-            ) from None
+        cfg = _merge(cfg, layer, origin)
+    if space_overrides:
+        _check_keys({"space": _nest_dotted(space_overrides)}, "the command-line overrides")
+        space = flatten_space(cfg.space)
+        space.update(space_overrides)
+        cfg.space = _nest_dotted(space)
     validate(cfg)
     return cfg
+
+
+def _nest_dotted(flat: dict[str, Any]) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
 
 
 def to_flat_dict(cfg: DictConfig, sections: Iterable[str] | None = None) -> dict[str, Any]:

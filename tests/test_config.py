@@ -55,6 +55,11 @@ def test_overrides_experiments_and_space_replacement():
         load_config([], "quik")
 
 
+def test_space_override_replaces_a_range_with_a_list():
+    cfg = load_config(["study.sampler=grid", "space.init.gain=[0.5, 1.0]"])
+    assert flatten_space(cfg.space)["init.gain"] == [0.5, 1.0]
+
+
 def test_bad_yaml_file_is_one_line(tmp_path):
     from pipeline.config import _read_yaml
 
