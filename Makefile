@@ -36,6 +36,9 @@ best: $(STAMP) ## write the top configs of STUDY to conf/best/<STUDY>.yaml
 train: $(STAMP) ## train one configuration: make train ARGS="model.depth=30 init.weights=he_normal"
 	$(BIN)/python -m pipeline train $(ARGS)
 
+bench: $(STAMP) ## engine vs plain per-trial loop, cold and warm (ARGS="--with-1024"); ~15 min
+	$(BIN)/python -m pipeline.bench $(ARGS)
+
 test: $(STAMP) ## the whole test suite
 	$(BIN)/python -m pytest -q
 
@@ -46,4 +49,4 @@ lint: $(STAMP) ## ruff check and format check
 clean: ## remove runs/ (studies, MLflow store, caches)
 	rm -rf runs
 
-.PHONY: help install sweep ui best train test lint clean
+.PHONY: help install sweep ui best train bench test lint clean

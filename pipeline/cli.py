@@ -86,7 +86,7 @@ def cmd_train(args, console: Console) -> int:
     from pipeline.data import load_dataset
     from pipeline.engine import Engine
     from pipeline.export import config_overrides, read_best
-    from pipeline.sweep import TRIAL_SECTIONS, enable_compilation_cache
+    from pipeline.sweep import TRIAL_SECTIONS, setup_jax
 
     layers = []
     if args.config:
@@ -94,7 +94,7 @@ def cmd_train(args, console: Console) -> int:
     # One configuration: the overrides describe it, so the search space plays no part.
     cfg = load_config(args.overrides, args.experiment, layers)
     cfg.space = {}
-    enable_compilation_cache(cfg)
+    setup_jax(cfg)
     engine = Engine(cfg, load_dataset(cfg.data), [cfg.init.weights])
     trial = to_flat_dict(cfg, TRIAL_SECTIONS)
     [result] = engine.run([trial])

@@ -112,9 +112,11 @@ class TrackingConfig:
 
 @dataclass
 class EngineConfig:
-    memory_gb: float = MISSING
-    depth_buckets: list[int] = MISSING
+    memory_gb: float | None = MISSING
+    depth_buckets: Any = MISSING
     compilation_cache: bool = MISSING
+    cache_dir: str | None = MISSING
+    cpu_devices: Any = MISSING
     unroll: int = MISSING
 
 
@@ -269,17 +271,33 @@ RULES: dict[str, Rule] = {
         "null or a tracking URI with a scheme (sqlite:///..., http://host:port, file:///...)",
     ),
     "tracking.enabled": ((lambda v: isinstance(v, bool)), "true or false"),
-    "engine.memory_gb": _float(0.0),
+    "engine.memory_gb": (
+        lambda v: v is None or (_number(v) and v > 0),
+        "null (auto) or a number > 0",
+    ),
     "engine.depth_buckets": (
         lambda v: (
-            isinstance(v, list | ListConfig)
-            and len(v) > 0
-            and all(isinstance(d, int) and d >= 1 for d in v)
-            and list(v) == sorted(set(v))
+            v == "auto"
+            or (
+                isinstance(v, list | ListConfig)
+                and len(v) > 0
+                and all(isinstance(d, int) and d >= 1 for d in v)
+                and list(v) == sorted(set(v))
+            )
         ),
-        "a non-empty increasing list of positive integers",
+        "auto or a non-empty increasing list of positive integers",
+    ),
+    "engine.cache_dir": (
+        lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
+        "null (<runs_dir>/jax_cache) or a folder path",
     ),
     "engine.compilation_cache": ((lambda v: isinstance(v, bool)), "true or false"),
+    "engine.cpu_devices": (
+        lambda v: (
+            v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024)
+        ),
+        "auto (one per core) or an integer from 1 to 1024",
+    ),
     "engine.unroll": _int_in(1),
 }
 

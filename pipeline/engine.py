@@ -10,14 +10,18 @@ training settings (batch size, chunk length, thresholds, smoothing, target loss)
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from pipeline import metrics
 from pipeline.data import Dataset, batch_schedule
@@ -36,7 +40,8 @@ from pipeline.train import Data, Hparams, Settings, Shape, make_train, make_unit
 
 @dataclass
 class EngineStats:
-    compile_s: float = 0.0
+    compile_s: float = 0.0  # compile-thread seconds (overlaps with training)
+    compile_wait_s: float = 0.0  # seconds training waited for an executable
     train_s: float = 0.0
     executables: int = 0
     rows: int = 0
@@ -57,6 +62,33 @@ def settings_from(cfg, optimizer: str) -> Settings:
         vanish_threshold=cfg.metrics.vanish_threshold,
         unroll=cfg.engine.unroll,
     )
+
+
+def depth_buckets(cfg) -> list[int]:
+    """``engine.depth_buckets``; ``auto`` = the space's depth list (no padding at all) when the
+    depth is searched over a short list, else powers of two (at most 2x the layers of a trial)."""
+    if cfg.engine.depth_buckets != "auto":
+        return list(cfg.engine.depth_buckets)
+    from pipeline.config import possible_values
+
+    depths = possible_values(cfg, "model.depth")
+    if all(isinstance(d, int) for d in depths) and len(depths) <= 8:
+        return sorted(set(depths))
+    return [2**k for k in range(11)]
+
+
+def default_memory_gb() -> float:
+    """A quarter of the host's RAM (at most 8 GB) on CPU; 60% of the first device's memory."""
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        limit = (device.memory_stats() or {}).get("bytes_limit")
+        if limit:
+            return 0.6 * limit / 2**30
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        ram = 16.0
+    return min(8.0, ram / 4)
 
 
 def bucket_depth(depth: int, buckets: Sequence[int]) -> int:
@@ -100,6 +132,15 @@ def row_hparams(
     )
 
 
+def row_hparams_shapes(n_rows: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes and dtypes of ``Hparams`` for ``n_rows`` rows (what an executable is lowered for)."""
+    f32, i32 = jnp.float32, jnp.int32
+    shapes = {k: ((n_rows,), f32) for k in Hparams._fields}
+    shapes.update(draw=((n_rows,), i32), depth=((n_rows,), i32), seed=((n_rows,), i32))
+    shapes["scale"] = ((n_rows, 3), f32)
+    return {k: jax.ShapeDtypeStruct(*v) for k, v in shapes.items()}
+
+
 def row_bytes(structure: Structure, settings: Settings, n_val: int) -> int:
     """A generous estimate of one row's device memory inside a chunk call."""
     s = structure
@@ -112,8 +153,23 @@ def row_bytes(structure: Structure, settings: Settings, n_val: int) -> int:
     return 4 * (state + activations + curves)
 
 
+class Call(NamedTuple):
+    """One compiled call: trials of one structure, padded to ``n_rows`` rows."""
+
+    structure: Structure
+    settings: Settings
+    ids: list[int]  # indices into the trial list
+    n_rows: int
+
+
 class Engine:
-    """Trains lists of trials on one dataset with fixed training settings."""
+    """Trains lists of trials on one dataset with fixed training settings.
+
+    Executables are compiled on a thread pool, in the order the calls will run, while earlier
+    calls train: XLA compiles outside the GIL, so on a 2-core machine compiling the next groups
+    overlaps with training the current one. With several local devices, the row axis of every
+    call is sharded over all of them (a 1-D mesh), and data and unit draws are replicated.
+    """
 
     def __init__(self, cfg, dataset: Dataset, weights_in_space: Sequence[str]):
         self.cfg = cfg
@@ -124,51 +180,117 @@ class Engine:
         schedule = batch_schedule(
             len(dataset.y_train), cfg.train.batch_size, self.steps, self.n_seeds, cfg.train.seed
         )
-        self.data = Data(*(jnp.asarray(a) for a in dataset[:4]), jnp.asarray(schedule))
+        self.mesh = jax.make_mesh(
+            (jax.device_count(),), ("rows",), axis_types=(jax.sharding.AxisType.Auto,)
+        )
+        self.rows_sharding = NamedSharding(self.mesh, PartitionSpec("rows"))
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        arrays = (*dataset[:4], schedule)
+        self.data = Data(*(jax.device_put(jnp.asarray(a), replicated) for a in arrays))
+        self.replicated = replicated
         self.key = jax.random.key(cfg.train.seed)
+        self.buckets = depth_buckets(cfg)
+        self.memory_gb = cfg.engine.memory_gb or default_memory_gb()
         self.stats = EngineStats()
-        self._executables: dict[tuple, Any] = {}
-        self._units: dict[Shape, dict] = {}
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="xla")
+        self._executables: dict[tuple, Future] = {}
+        self._units: dict[Shape, Future] = {}
+        self._unit_values: dict[Shape, dict] = {}
+        self._lock = threading.Lock()
 
     # --- grouping -----------------------------------------------------------------------------
 
     def structure_of(self, trial: dict[str, Any]) -> Structure:
         return Structure(
             activation=trial["model.activation"],
-            n_hidden=bucket_depth(trial["model.depth"], self.cfg.engine.depth_buckets),
+            n_hidden=bucket_depth(trial["model.depth"], self.buckets),
             width=trial["model.width"],
             n_in=self.dataset.n_features,
             n_classes=self.dataset.n_classes,
         )
 
     def max_rows(self, structure: Structure, settings: Settings) -> int:
-        budget = self.cfg.engine.memory_gb * 2**30
+        budget = self.memory_gb * 2**30 * jax.device_count()
         return max(1, int(budget // row_bytes(structure, settings, len(self.dataset.y_val))))
+
+    def padded_rows(self, n: int) -> int:
+        """Devices x a power of two: few executables serve every batch, every device a share."""
+        devices = jax.device_count()
+        per_device = -(-n // devices)
+        return devices * (1 << max(0, math.ceil(math.log2(per_device))))
+
+    def plan(self, trials: Sequence[dict[str, Any]]) -> list[Call]:
+        groups: dict[tuple[Structure, str], list[int]] = {}
+        for i, trial in enumerate(trials):
+            groups.setdefault((self.structure_of(trial), trial["train.optimizer"]), []).append(i)
+        calls = []
+        for (structure, optimizer), ids in groups.items():
+            settings = settings_from(self.cfg, optimizer)
+            per_call = max(1, self.max_rows(structure, settings) // self.n_seeds)
+            for start in range(0, len(ids), per_call):
+                part = ids[start : start + per_call]
+                calls.append(
+                    Call(structure, settings, part, self.padded_rows(len(part) * self.n_seeds))
+                )
+        return calls
 
     # --- compiled pieces ------------------------------------------------------------------------
 
-    def _units_for(self, structure: Structure) -> dict:
+    def _timed(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run():
+            t0 = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self.stats.compile_s += time.perf_counter() - t0
+
+        return run
+
+    def _units_for(self, structure: Structure) -> Future:
+        """Compiled unit-draw sampler of a layer shape (compiled on the pool, run on the main
+        thread: executing from several threads at once has hung XLA's CPU runtime)."""
         shape = Shape(structure.n_hidden, structure.width, structure.n_in, structure.n_classes)
         if shape not in self._units:
-            t0 = time.perf_counter()
-            units = make_unit_draws(shape, self.draws)(self.key, self.n_seeds)
-            self._units[shape] = jax.block_until_ready(units)
-            self.stats.compile_s += time.perf_counter() - t0
+            sample = make_unit_draws(shape, self.draws)
+            self._units[shape] = self._pool.submit(
+                self._timed(lambda: sample.lower(self.key, self.n_seeds).compile())
+            )
         return self._units[shape]
 
-    def _compiled(self, structure: Structure, settings: Settings, hp: Hparams, units: dict):
-        key = (structure, settings, int(hp.depth.shape[0]))
+    def _unit_draws(self, structure: Structure) -> dict:
+        shape = Shape(structure.n_hidden, structure.width, structure.n_in, structure.n_classes)
+        if shape not in self._unit_values:
+            sample = self._units_for(structure).result()
+            self._unit_values[shape] = jax.device_put(sample(self.key), self.replicated)
+        return self._unit_values[shape]
+
+    def _compiled(self, call: Call) -> Future:
+        key = (call.structure, call.settings, call.n_rows)
         if key not in self._executables:
-            t0 = time.perf_counter()
-            init_fn, chunk_fn = make_train(structure, settings)
-            init_c = init_fn.lower(hp, units).compile()
-            state = jax.eval_shape(init_fn, hp, units)
-            active = jax.ShapeDtypeStruct(hp.depth.shape, jnp.bool_)
-            chunk_c = chunk_fn.lower(state, hp, active, self.data).compile()
-            self._executables[key] = (init_c, chunk_c)
-            self.stats.compile_s += time.perf_counter() - t0
+            self._executables[key] = self._pool.submit(self._timed(lambda: self._compile(call)))
             self.stats.executables += 1
         return self._executables[key]
+
+    def _compile(self, call: Call):
+        s = call.structure
+        init_fn, chunk_fn = make_train(s, call.settings)
+        shape = Shape(s.n_hidden, s.width, s.n_in, s.n_classes)
+        units = jax.eval_shape(make_unit_draws(shape, self.draws), self.key, self.n_seeds)
+        units = jax.tree.map(lambda a: self._abstract(a, self.replicated), units)
+        row = {k: v for k, v in row_hparams_shapes(call.n_rows).items()}
+        hp = Hparams(**{k: self._abstract(v, self.rows_sharding) for k, v in row.items()})
+        init_c = init_fn.lower(hp, units).compile()
+        state = jax.tree.map(
+            lambda a: self._abstract(a, self.rows_sharding), jax.eval_shape(init_fn, hp, units)
+        )
+        active = self._abstract(jax.ShapeDtypeStruct((call.n_rows,), jnp.bool_), self.rows_sharding)
+        chunk_c = chunk_fn.lower(state, hp, active, self.data).compile()
+        return init_c, chunk_c
+
+    @staticmethod
+    def _abstract(a, sharding) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -183,41 +305,44 @@ class Engine:
         ``on_result(i, result)`` is called as soon as trial ``i`` is done, so the caller can log
         and report it while the next group trains.
         """
+        calls = self.plan(trials)
+        for call in calls:  # queue every compile now, in run order
+            self._units_for(call.structure)
+            self._compiled(call)
         results: list[TrialResult | None] = [None] * len(trials)
-        groups: dict[tuple[Structure, str], list[int]] = {}
-        for i, trial in enumerate(trials):
-            groups.setdefault((self.structure_of(trial), trial["train.optimizer"]), []).append(i)
-        for (structure, optimizer), ids in groups.items():
-            settings = settings_from(self.cfg, optimizer)
-            per_call = max(1, self.max_rows(structure, settings) // self.n_seeds)
-            for start in range(0, len(ids), per_call):
-                call_ids = ids[start : start + per_call]
-                call = self._run_call(
-                    structure, settings, [trials[i] for i in call_ids], call_ids, on_chunk
-                )
-                for i, result in zip(call_ids, call):
-                    results[i] = result
-                    if on_result is not None:
-                        on_result(i, result)
+        for call in calls:
+            call_results = self._run_call(call, [trials[i] for i in call.ids], on_chunk)
+            for i, result in zip(call.ids, call_results):
+                results[i] = result
+                if on_result is not None:
+                    on_result(i, result)
         return results  # type: ignore[return-value]
 
-    def _run_call(self, structure, settings, trials, ids, on_chunk) -> list[TrialResult]:
+    def _run_call(self, call: Call, trials, on_chunk) -> list[TrialResult]:
+        structure, settings, ids, n_rows = call
         n_real = len(trials) * self.n_seeds
-        n_rows = 1 << max(0, math.ceil(math.log2(n_real)))  # pad to a power of two
         rows = [
             row_hparams(t, structure, self.draws, s) for t in trials for s in range(self.n_seeds)
         ]
         rows += [rows[0]] * (n_rows - n_real)
-        hp = Hparams(**{k: jnp.asarray(np.stack([r[k] for r in rows])) for k in rows[0]})
+        hp = Hparams(
+            **{
+                k: jax.device_put(np.stack([r[k] for r in rows]), self.rows_sharding)
+                for k in rows[0]
+            }
+        )
         active = np.arange(n_rows) < n_real
 
-        units = self._units_for(structure)
-        init_c, chunk_c = self._compiled(structure, settings, hp, units)
+        t_wait = time.perf_counter()
+        units = self._unit_draws(structure)
+        init_c, chunk_c = self._compiled(call).result()
+        self.stats.compile_wait_s += time.perf_counter() - t_wait
         t0 = time.perf_counter()
-        state = init_c(hp, units)
+        # Rows stay where the chunk executable expects them, whatever init's compiler chose.
+        state = jax.device_put(init_c(hp, units), self.rows_sharding)
         chunks = []
         for chunk_index in range(self.steps // settings.chunk_steps):
-            state, out = chunk_c(state, hp, jnp.asarray(active), self.data)
+            state, out = chunk_c(state, hp, jax.device_put(active, self.rows_sharding), self.data)
             out, snapshot = jax.device_get((out, metrics.snapshot(state)))
             chunks.append(out)
             step = (chunk_index + 1) * settings.chunk_steps

@@ -40,22 +40,26 @@ class SweepSummary:
     study: optuna.Study
     trials_run: int
     wall_s: float
-    compile_s: float
+    compile_s: float  # compile-thread seconds (overlapped with training)
+    compile_wait_s: float  # seconds training waited for executables
     train_s: float
     logging_s: float  # MLflow time on the background thread
     logging_wait_s: float  # of which the sweep waited for at the end
     optuna_s: float
+    padding_waste: float  # share of layer-steps spent on masked layers and padding rows
     parent_run_id: str | None
 
 
-def enable_compilation_cache(cfg) -> None:
-    """JAX's persistent cache under runs/, so a second sweep compiles (almost) nothing."""
+def setup_jax(cfg) -> None:
+    """CPU devices and JAX's persistent cache under runs/ (a second sweep compiles ~nothing)."""
     import jax
 
+    from pipeline.devices import configure_cpu
+
+    configure_cpu(cfg.engine.cpu_devices)
     if cfg.engine.compilation_cache:
-        jax.config.update(
-            "jax_compilation_cache_dir", str(Path(cfg.runs_dir).resolve() / "jax_cache")
-        )
+        cache = Path(cfg.engine.cache_dir or Path(cfg.runs_dir) / "jax_cache")
+        jax.config.update("jax_compilation_cache_dir", str(cache.resolve()))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
@@ -162,10 +166,12 @@ class Sweep:
             trials_run=self.told,
             wall_s=time.perf_counter() - t_start,
             compile_s=stats.compile_s,
+            compile_wait_s=stats.compile_wait_s,
             train_s=stats.train_s,
             logging_s=self.tracker.logging_s if self.tracker else 0.0,
             logging_wait_s=self.tracker.wait_s if self.tracker else 0.0,
             optuna_s=self.optuna_s,
+            padding_waste=1 - stats.layer_steps / max(stats.padded_layer_steps, 1),
             parent_run_id=self.tracker.parent_id if self.tracker else None,
         )
 
@@ -227,7 +233,7 @@ def run_sweep(cfg, experiment: str | None = None, console: Console | None = None
     """Run the study ``cfg.study`` describes up to ``study.n_trials`` finished trials."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
-    enable_compilation_cache(cfg)
+    setup_jax(cfg)
     return Sweep(cfg, experiment, console or Console(stderr=True)).run()
 
 

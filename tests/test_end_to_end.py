@@ -1,6 +1,7 @@
 """One real sweep on tiny data, through the command line, on real embedded stores."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -140,3 +141,39 @@ def test_train_command_prints_json_with_seeds(tmp_path):
         report
     )
     assert len(report["seeds"]) == 2 and len(report["layer_grad_norm_init"]) == 4
+
+
+def test_sharded_over_two_devices_equals_one_device(tmp_path):
+    args = [*TINY[:7], "model.depth=3", "train.seeds=3", "init.weights=orthogonal", "--json"]
+    one = json.loads(cli(tmp_path, "train", *args, "engine.cpu_devices=1").stdout)
+    two = json.loads(cli(tmp_path, "train", *args, "engine.cpu_devices=2").stdout)
+    # Also through XLA's own flag, the way a user would simulate several devices.
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", "train", *args, f"runs_dir={tmp_path / 'runs3'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    three = json.loads(out.stdout)
+    for key in ("steps_to_target", "explosion_count", "final_train_loss", "final_val_accuracy"):
+        assert two[key] == pytest.approx(one[key], rel=1e-4), key
+        assert three[key] == pytest.approx(one[key], rel=1e-4), key
+
+
+def test_pruned_and_multi_objective_studies_finish_every_trial(tmp_path):
+    for extra in (
+        ["study.pruner=median", "study.name=pruned"],
+        ["study.objectives=[steps_to_target, explosion_count]", "study.name=pareto"],
+    ):
+        cli(tmp_path, "sweep", *TINY[:-1], *extra, "study.n_trials=12", "tracking.enabled=false")
+    storage = make_storage(str(tmp_path / "runs" / "optuna.journal"))
+    for name in ("pruned", "pareto"):
+        states = [t.state for t in optuna.load_study(study_name=name, storage=storage).trials]
+        assert len(states) == 12
+        assert all(
+            s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states
+        )
