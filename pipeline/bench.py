@@ -82,6 +82,7 @@ def measure_engine(overrides: list[str]) -> dict:
         "train_s": summary.train_s,
         "useful_flops": _useful_flops(cfg, [t.params["model.depth"] for t in trials]),
         "padding_waste": summary.padding_waste,
+        "executables": summary.executables,
         "params": [t.params for t in trials],
         "steps_to_target": [t.user_attrs["metrics"]["steps_to_target"] for t in trials],
         "peak_rss_mb": _peak_rss_mb(),
@@ -152,7 +153,7 @@ def _pair(
 ) -> dict:
     """One row: engine and loops on the same n trials; cold rows get fresh caches, warm rows
     reuse the cold row's cache with a fresh study and store."""
-    tag = f"{n}-{max(depths or [32])}"
+    tag = f"{n}-depths{max(depths)}" if depths else f"{n}"
     common = [f"study.n_trials={n}", f"study.name=bench{n}"]
     if depths:
         common.append(f"space.model.depth=[{', '.join(map(str, depths))}]")
@@ -197,6 +198,8 @@ def _pair(
         "optuna_s": engine["optuna_s"],
         "train_s": engine["train_s"],
         "padding_waste": engine["padding_waste"],
+        "executables": engine["executables"],
+        "compile_s_per_executable": engine["compile_s"] / max(engine["executables"], 1),
         "peak_rss_mb": engine["peak_rss_mb"],
         "loop_peak_rss_mb": typical_loop["peak_rss_mb"] if typical_loop else None,
     }
@@ -224,6 +227,7 @@ def _table(rows: list[dict], title: str) -> Table:
         ("logging s", "logging_s", ".1f"),
         ("Optuna s", "optuna_s", ".1f"),
         ("padding", "padding_waste", ".0%"),
+        ("executables", "executables", "d"),
         ("peak MB", "peak_rss_mb", ".0f"),
     ]
     for name, _, _ in cols:

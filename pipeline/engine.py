@@ -213,11 +213,21 @@ class Engine:
         budget = self.memory_gb * 2**30 * jax.device_count()
         return max(1, int(budget // row_bytes(structure, settings, len(self.dataset.y_val))))
 
-    def padded_rows(self, n: int) -> int:
-        """Devices x a power of two: few executables serve every batch, every device a share."""
+    def padded_rows(self, structure: Structure, settings: Settings, n: int) -> int:
+        """Rows for a call of ``n`` real rows: an executable already compiled for this structure
+        when it wastes at most a third of its rows, else a new size: a power of two times the
+        device count for small calls, a multiple of twice the device count above that."""
         devices = jax.device_count()
-        per_device = -(-n // devices)
-        return devices * (1 << max(0, math.ceil(math.log2(per_device))))
+        compiled = sorted(
+            r for (st, se, r) in self._executables if (st, se) == (structure, settings)
+        )
+        reusable = [r for r in compiled if n <= r <= 1.5 * n]
+        if reusable:
+            return reusable[0]
+        if n <= 4 * devices:  # small calls: powers of two, few variants
+            return devices * (1 << max(0, math.ceil(math.log2(-(-n // devices)))))
+        step = 2 * devices
+        return -(-n // step) * step
 
     def plan(self, trials: Sequence[dict[str, Any]]) -> list[Call]:
         groups: dict[tuple[Structure, str], list[int]] = {}
@@ -229,9 +239,9 @@ class Engine:
             per_call = max(1, self.max_rows(structure, settings) // self.n_seeds)
             for start in range(0, len(ids), per_call):
                 part = ids[start : start + per_call]
-                calls.append(
-                    Call(structure, settings, part, self.padded_rows(len(part) * self.n_seeds))
-                )
+                n_rows = self.padded_rows(structure, settings, len(part) * self.n_seeds)
+                calls.append(Call(structure, settings, part, n_rows))
+                self._compiled(calls[-1])  # queue its compile now, in run order
         return calls
 
     # --- compiled pieces ------------------------------------------------------------------------
@@ -268,6 +278,7 @@ class Engine:
     def _compiled(self, call: Call) -> Future:
         key = (call.structure, call.settings, call.n_rows)
         if key not in self._executables:
+            self._units_for(call.structure)
             self._executables[key] = self._pool.submit(self._timed(lambda: self._compile(call)))
             self.stats.executables += 1
         return self._executables[key]
@@ -306,9 +317,6 @@ class Engine:
         and report it while the next group trains.
         """
         calls = self.plan(trials)
-        for call in calls:  # queue every compile now, in run order
-            self._units_for(call.structure)
-            self._compiled(call)
         results: list[TrialResult | None] = [None] * len(trials)
         for call in calls:
             call_results = self._run_call(call, [trials[i] for i in call.ids], on_chunk)

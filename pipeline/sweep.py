@@ -46,6 +46,7 @@ class SweepSummary:
     logging_s: float  # MLflow time on the background thread
     logging_wait_s: float  # of which the sweep waited for at the end
     optuna_s: float
+    executables: int
     padding_waste: float  # share of layer-steps spent on masked layers and padding rows
     parent_run_id: str | None
 
@@ -171,6 +172,7 @@ class Sweep:
             logging_s=self.tracker.logging_s if self.tracker else 0.0,
             logging_wait_s=self.tracker.wait_s if self.tracker else 0.0,
             optuna_s=self.optuna_s,
+            executables=stats.executables,
             padding_waste=1 - stats.layer_steps / max(stats.padded_layer_steps, 1),
             parent_run_id=self.tracker.parent_id if self.tracker else None,
         )
