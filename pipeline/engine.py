@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,12 +34,12 @@ from pipeline.initializers import (
 )
 from pipeline.metrics import TrialResult
 from pipeline.model import Structure, layer_shapes
+from pipeline.timing import Stopwatch
 from pipeline.train import Data, Hparams, Settings, Shape, make_train, make_unit_draws
 
 
 @dataclass
 class EngineStats:
-    compile_s: float = 0.0  # compile-thread seconds (overlaps with training)
     compile_wait_s: float = 0.0  # seconds training waited for an executable
     train_s: float = 0.0
     executables: int = 0
@@ -196,7 +195,7 @@ class Engine:
         self._executables: dict[tuple, Future] = {}
         self._units: dict[Shape, Future] = {}
         self._unit_values: dict[Shape, dict] = {}
-        self._lock = threading.Lock()
+        self.compile_clock = Stopwatch()  # compile-thread seconds (overlaps with training)
 
     # --- grouping -----------------------------------------------------------------------------
 
@@ -246,17 +245,6 @@ class Engine:
 
     # --- compiled pieces ------------------------------------------------------------------------
 
-    def _timed(self, fn: Callable[[], Any]) -> Callable[[], Any]:
-        def run():
-            t0 = time.perf_counter()
-            try:
-                return fn()
-            finally:
-                with self._lock:
-                    self.stats.compile_s += time.perf_counter() - t0
-
-        return run
-
     def _units_for(self, structure: Structure) -> Future:
         """Compiled unit-draw sampler of a layer shape (compiled on the pool, run on the main
         thread: executing from several threads at once has hung XLA's CPU runtime)."""
@@ -264,7 +252,7 @@ class Engine:
         if shape not in self._units:
             sample = make_unit_draws(shape, self.draws)
             self._units[shape] = self._pool.submit(
-                self._timed(lambda: sample.lower(self.key, self.n_seeds).compile())
+                self.compile_clock.timed(lambda: sample.lower(self.key, self.n_seeds).compile())
             )
         return self._units[shape]
 
@@ -279,7 +267,9 @@ class Engine:
         key = (call.structure, call.settings, call.n_rows)
         if key not in self._executables:
             self._units_for(call.structure)
-            self._executables[key] = self._pool.submit(self._timed(lambda: self._compile(call)))
+            self._executables[key] = self._pool.submit(
+                self.compile_clock.timed(lambda: self._compile(call))
+            )
             self.stats.executables += 1
         return self._executables[key]
 

@@ -166,7 +166,7 @@ class Sweep:
             study=self.study,
             trials_run=self.told,
             wall_s=time.perf_counter() - t_start,
-            compile_s=stats.compile_s,
+            compile_s=self.engine.compile_clock.seconds,
             compile_wait_s=stats.compile_wait_s,
             train_s=stats.train_s,
             logging_s=self.tracker.logging_s if self.tracker else 0.0,

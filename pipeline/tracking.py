@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.metrics import TrialResult
+from pipeline.timing import Stopwatch
 
 RUNS_TABLE_QUERY = "?workflowType=machine_learning"  # MLflow 3 opens GenAI views otherwise
 
@@ -58,9 +58,8 @@ class Tracker:
         self.study_name = study_name
         self.experiment_id = self._experiment(study_name, runs_dir, description)
         self.parent_id: str | None = None
-        self.logging_s = 0.0
+        self._clock = Stopwatch()
         self.wait_s = 0.0
-        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
         self._pending: list[Future] = []
 
@@ -82,15 +81,12 @@ class Tracker:
     # --- the background queue -----------------------------------------------------------------
 
     def submit(self, fn: Callable[[], Any]) -> None:
-        def timed():
-            t0 = time.perf_counter()
-            try:
-                return fn()
-            finally:
-                with self._lock:
-                    self.logging_s += time.perf_counter() - t0
+        self._pending.append(self._pool.submit(self._clock.timed(fn)))
 
-        self._pending.append(self._pool.submit(timed))
+    @property
+    def logging_s(self) -> float:
+        """Seconds MLflow calls took on the logging thread."""
+        return self._clock.seconds
 
     def flush(self) -> None:
         """Wait for queued logging; re-raise the first error it hit."""

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from pipeline.config import load_config
@@ -20,3 +23,18 @@ def tiny_cfg():
         return load_config([*TINY, *overrides])
 
     return make
+
+
+def run_cli(tmp_path, *args, check=True, env=None, runs="runs"):
+    """``python -m pipeline *args`` in ``tmp_path``, writing under ``tmp_path/runs``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args, f"runs_dir={tmp_path / runs}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-2000:]
+    return out

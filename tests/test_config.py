@@ -1,7 +1,5 @@
-import subprocess
-import sys
-
 import pytest
+from conftest import run_cli
 
 from pipeline.config import ConfigError, flatten_space, load_config
 
@@ -81,16 +79,9 @@ def test_bad_yaml_file_is_one_line(tmp_path):
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path, args):
-    runs = tmp_path / "runs"
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args, f"runs_dir={runs}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    out = run_cli(tmp_path, *args, check=False)
     assert out.returncode == 2, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), out.stderr
     assert "Traceback" not in out.stderr
-    assert not runs.exists()
+    assert not (tmp_path / "runs").exists()

@@ -2,14 +2,14 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import optuna
 import pytest
 import yaml
+from conftest import TINY as TINY_TRAIN
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
 import pipeline
@@ -19,32 +19,14 @@ from pipeline.study import make_storage
 pytestmark = pytest.mark.slow
 
 TINY = [
-    "data.samples=512",
-    "data.val_samples=128",
-    "data.features=16",
-    "model.width=16",
-    "train.batch_size=64",
-    "train.steps=60",
-    "train.eval_every_steps=20",
+    *TINY_TRAIN,
     "space.model.depth=[2, 4]",
     "space.model.activation=[relu, tanh]",
     "space.init.weights=[he_normal, glorot_uniform, orthogonal, normal]",
     "study.batch_size=4",
     "study.name=e2e",
 ]
-
-
-def cli(tmp_path, *args, check=True):
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline", *args, f"runs_dir={tmp_path / 'runs'}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    if check:
-        assert out.returncode == 0, out.stderr[-2000:]
-    return out
+cli = run_cli
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +112,7 @@ def test_train_command_prints_json_with_seeds(tmp_path):
     out = cli(
         tmp_path,
         "train",
-        *TINY[:7],
+        *TINY_TRAIN,
         "model.depth=3",
         "init.weights=he_normal",
         "train.seeds=2",
@@ -144,21 +126,12 @@ def test_train_command_prints_json_with_seeds(tmp_path):
 
 
 def test_sharded_over_two_devices_equals_one_device(tmp_path):
-    args = [*TINY[:7], "model.depth=3", "train.seeds=3", "init.weights=orthogonal", "--json"]
+    args = [*TINY_TRAIN, "model.depth=3", "train.seeds=3", "init.weights=orthogonal", "--json"]
     one = json.loads(cli(tmp_path, "train", *args, "engine.cpu_devices=1").stdout)
     two = json.loads(cli(tmp_path, "train", *args, "engine.cpu_devices=2").stdout)
     # Also through XLA's own flag, the way a user would simulate several devices.
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3"}
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline", "train", *args, f"runs_dir={tmp_path / 'runs3'}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    three = json.loads(out.stdout)
+    three = json.loads(run_cli(tmp_path, "train", *args, env=env, runs="runs3").stdout)
     for key in ("steps_to_target", "explosion_count", "final_train_loss", "final_val_accuracy"):
         assert two[key] == pytest.approx(one[key], rel=1e-4), key
         assert three[key] == pytest.approx(one[key], rel=1e-4), key
