@@ -138,7 +138,7 @@ def cmd_best(args, console: Console) -> int:
     if tracker is not None:
         if parent is not None:
             tracker.client.log_artifact(parent, str(path), "best")
-        tracker._pool.shutdown()
+        tracker.close()
     console.print(best_table(study, top, cfg.train.steps))
     console.print(f"wrote {path}; use it with pipeline.load_initializer({str(path)!r}, rank=0)")
     return 0

@@ -302,11 +302,6 @@ RULES: dict[str, Rule] = {
 }
 
 
-def schema_keys() -> list[str]:
-    """Every dotted key of the configuration, except the search space's."""
-    return list(RULES)
-
-
 def _close(key: str, candidates: Iterable[str]) -> str:
     matches = difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)
     return f"; did you mean {', '.join(matches)}?" if matches else ""

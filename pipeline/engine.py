@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -43,11 +43,8 @@ class EngineStats:
     compile_wait_s: float = 0.0  # seconds training waited for an executable
     train_s: float = 0.0
     executables: int = 0
-    rows: int = 0
-    padded_rows: int = 0
     layer_steps: int = 0  # rows x real layers x steps
     padded_layer_steps: int = 0  # the same, counting masked layers and padding rows
-    calls: list[dict] = field(default_factory=list)
 
 
 def settings_from(cfg, optimizer: str) -> Settings:
@@ -279,8 +276,12 @@ class Engine:
         shape = Shape(s.n_hidden, s.width, s.n_in, s.n_classes)
         units = jax.eval_shape(make_unit_draws(shape, self.draws), self.key, self.n_seeds)
         units = jax.tree.map(lambda a: self._abstract(a, self.replicated), units)
-        row = {k: v for k, v in row_hparams_shapes(call.n_rows).items()}
-        hp = Hparams(**{k: self._abstract(v, self.rows_sharding) for k, v in row.items()})
+        hp = Hparams(
+            **{
+                k: self._abstract(v, self.rows_sharding)
+                for k, v in row_hparams_shapes(call.n_rows).items()
+            }
+        )
         init_c = init_fn.lower(hp, units).compile()
         state = jax.tree.map(
             lambda a: self._abstract(a, self.rows_sharding), jax.eval_shape(init_fn, hp, units)
@@ -375,16 +376,5 @@ class Engine:
     def _account(self, structure, trials, n_rows, steps_run, elapsed) -> None:
         st = self.stats
         st.train_s += elapsed
-        st.rows += len(trials) * self.n_seeds
-        st.padded_rows += n_rows
-        real = sum(t["model.depth"] + 1 for t in trials) * self.n_seeds * steps_run
-        st.layer_steps += real
+        st.layer_steps += sum(t["model.depth"] + 1 for t in trials) * self.n_seeds * steps_run
         st.padded_layer_steps += n_rows * (structure.n_hidden + 1) * steps_run
-        st.calls.append(
-            dict(
-                structure=structure,
-                rows=n_rows,
-                real_rows=len(trials) * self.n_seeds,
-                seconds=elapsed,
-            )
-        )

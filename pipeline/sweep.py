@@ -135,7 +135,9 @@ class Sweep:
 
     def run(self) -> SweepSummary:
         t_start = time.perf_counter()
-        finished = sum(t.state.is_finished() for t in self.study.get_trials(deepcopy=False))
+        # Failed trials (an interrupted batch) are not done: the rerun trains their budget again.
+        done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        finished = len(self.study.get_trials(deepcopy=False, states=done_states))
         remaining = max(0, self.cfg.study.n_trials - finished)
         if remaining == 0:
             self.console.print(

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -150,3 +152,38 @@ def test_pruned_and_multi_objective_studies_finish_every_trial(tmp_path):
         assert all(
             s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states
         )
+
+
+def test_interrupted_sweep_leaves_no_running_trial_and_resumes(tmp_path):
+    import signal
+    import time
+
+    args = [*TINY, "study.name=sig", "study.n_trials=24", f"runs_dir={tmp_path / 'runs'}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "sweep", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    journal = tmp_path / "runs" / "optuna.journal"
+    deadline = time.time() + 300
+    while time.time() < deadline and (
+        not journal.exists() or b'"state":1' not in journal.read_bytes()
+    ):
+        time.sleep(0.5)  # wait until at least one trial has completed
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    study = optuna.load_study(study_name="sig", storage=make_storage(str(journal)))
+    states = {t.state for t in study.trials}
+    assert optuna.trial.TrialState.RUNNING not in states
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sig")
+    [parent] = client.search_runs([exp.experiment_id], filter_string="tags.role = 'sweep'")
+    assert parent.info.status == "KILLED"
+
+    cli(tmp_path, "sweep", *TINY, "study.name=sig", "study.n_trials=24", "tracking.enabled=false")
+    study = optuna.load_study(study_name="sig", storage=make_storage(str(journal)))
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 24
