@@ -91,15 +91,14 @@ def measure_engine(overrides: list[str]) -> dict:
 
 def measure_loop(overrides: list[str], cached: bool = False) -> dict:
     """The plain loop; ``cached`` turns on JAX's persistent cache (a typical loop has none)."""
-    import jax
 
     from pipeline.baseline import run_loop
     from pipeline.config import flatten_space, load_config
+    from pipeline.devices import use_compilation_cache
 
     cfg = load_config(overrides, "bench")
     if cached:
-        jax.config.update("jax_compilation_cache_dir", str(Path(cfg.engine.cache_dir).resolve()))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+        use_compilation_cache(cfg.engine.cache_dir)
     compiled = _compile_listener()
     t0 = time.perf_counter()
     results = run_loop(cfg, flatten_space(cfg.space), cfg.study.n_trials)

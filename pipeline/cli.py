@@ -14,7 +14,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.config import RULES, SEARCHABLE_KEYS, ConfigError, load_config, to_flat_dict
+from pipeline.config import (
+    RULES,
+    RUN_SECTIONS,
+    SEARCHABLE_KEYS,
+    ConfigError,
+    load_config,
+    to_flat_dict,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -102,7 +109,7 @@ def cmd_train(args, console: Console) -> int:
         **result.metrics,
         "seeds": result.seeds,
         "layer_grad_norm_init": [float(v) for v in result.layer_grad_norm_init],
-        "config": to_flat_dict(cfg, ("data", "model", "init", "train", "metrics")),
+        "config": to_flat_dict(cfg, RUN_SECTIONS),
     }
     if args.json:
         print(json.dumps(report, indent=2, default=float, allow_nan=True))

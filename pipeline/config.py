@@ -28,6 +28,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsgaii")
 PRUNERS = ("none", "median", "hyperband")
 OBJECTIVES = ("steps_to_target", "explosion_count")
+# The sections that define one training run (what best-config files store and `train` reads).
+RUN_SECTIONS = ("data", "model", "init", "train", "metrics")
 
 
 class ConfigError(ValueError):

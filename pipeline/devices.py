@@ -11,8 +11,16 @@ avoids. Accelerators are unaffected: these settings apply to the CPU backend onl
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import jax
+
+
+def use_compilation_cache(folder: str | Path) -> None:
+    """JAX's persistent compilation cache in ``folder`` (every executable, however quick)."""
+    jax.config.update("jax_compilation_cache_dir", str(Path(folder).resolve()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def configure_cpu(cpu_devices: int | str) -> int:

@@ -35,7 +35,15 @@ from pipeline.initializers import (
 from pipeline.metrics import TrialResult
 from pipeline.model import Structure, layer_shapes
 from pipeline.timing import Stopwatch
-from pipeline.train import Data, Hparams, Settings, Shape, make_train, make_unit_draws
+from pipeline.train import (
+    Data,
+    Hparams,
+    Settings,
+    Shape,
+    make_train,
+    make_unit_draws,
+    shape_of,
+)
 
 
 @dataclass
@@ -245,7 +253,7 @@ class Engine:
     def _units_for(self, structure: Structure) -> Future:
         """Compiled unit-draw sampler of a layer shape (compiled on the pool, run on the main
         thread: executing from several threads at once has hung XLA's CPU runtime)."""
-        shape = Shape(structure.n_hidden, structure.width, structure.n_in, structure.n_classes)
+        shape = shape_of(structure)
         if shape not in self._units:
             sample = make_unit_draws(shape, self.draws)
             self._units[shape] = self._pool.submit(
@@ -254,7 +262,7 @@ class Engine:
         return self._units[shape]
 
     def _unit_draws(self, structure: Structure) -> dict:
-        shape = Shape(structure.n_hidden, structure.width, structure.n_in, structure.n_classes)
+        shape = shape_of(structure)
         if shape not in self._unit_values:
             sample = self._units_for(structure).result()
             self._unit_values[shape] = jax.device_put(sample(self.key), self.replicated)
@@ -273,7 +281,7 @@ class Engine:
     def _compile(self, call: Call):
         s = call.structure
         init_fn, chunk_fn = make_train(s, call.settings)
-        shape = Shape(s.n_hidden, s.width, s.n_in, s.n_classes)
+        shape = shape_of(s)
         units = jax.eval_shape(make_unit_draws(shape, self.draws), self.key, self.n_seeds)
         units = jax.tree.map(lambda a: self._abstract(a, self.replicated), units)
         hp = Hparams(

@@ -13,9 +13,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.config import RUN_SECTIONS
 from pipeline.initializers import make_bias_initializer, make_initializer, resolve_gain
-
-CONFIG_SECTIONS = ("data", "model", "init", "train", "metrics")
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, dict]:
@@ -36,7 +35,7 @@ def best_document(
     configs = []
     for rank, trial in enumerate(ranked_trials(study)[:top_k]):
         flat = {**base, **trial.params}
-        nested = _nest({k: v for k, v in flat.items() if k.split(".")[0] in CONFIG_SECTIONS})
+        nested = _nest({k: v for k, v in flat.items() if k.split(".")[0] in RUN_SECTIONS})
         init = nested["init"]
         init["gain_value"] = resolve_gain(
             init["weights"],
@@ -88,7 +87,7 @@ def read_best(path: str | Path, rank: int = 0) -> dict:
 
 def config_overrides(best: dict) -> dict:
     """The config sections of a best entry, ready to merge as a config layer."""
-    layer = {s: dict(best[s]) for s in CONFIG_SECTIONS if s in best}
+    layer = {s: dict(best[s]) for s in RUN_SECTIONS if s in best}
     layer.get("init", {}).pop("gain_value", None)
     return layer
 

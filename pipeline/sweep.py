@@ -6,6 +6,8 @@ tracking, progress display, files under ``runs_dir``).
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +28,7 @@ from rich.progress import (
 from pipeline import plots
 from pipeline import space as search_space
 from pipeline import study as studies
-from pipeline.config import flatten_space, possible_values, to_flat_dict
+from pipeline.config import RUN_SECTIONS, flatten_space, possible_values, to_flat_dict
 from pipeline.data import load_dataset
 from pipeline.engine import Engine
 from pipeline.metrics import TrialResult
@@ -53,16 +55,12 @@ class SweepSummary:
 
 def setup_jax(cfg) -> None:
     """CPU devices and JAX's persistent cache under runs/ (a second sweep compiles ~nothing)."""
-    import jax
 
-    from pipeline.devices import configure_cpu
+    from pipeline.devices import configure_cpu, use_compilation_cache
 
     configure_cpu(cfg.engine.cpu_devices)
     if cfg.engine.compilation_cache:
-        cache = Path(cfg.engine.cache_dir or Path(cfg.runs_dir) / "jax_cache")
-        jax.config.update("jax_compilation_cache_dir", str(cache.resolve()))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        use_compilation_cache(cfg.engine.cache_dir or Path(cfg.runs_dir) / "jax_cache")
 
 
 def _progress(console: Console) -> Progress:
@@ -90,7 +88,7 @@ def open_study(cfg, space: dict) -> optuna.Study:
         load_if_exists=True,
     )
     # The base config, so `make best` can rebuild each trial's full configuration.
-    study.set_user_attr("config", to_flat_dict(cfg, ("data", "model", "init", "train", "metrics")))
+    study.set_user_attr("config", to_flat_dict(cfg, RUN_SECTIONS))
     return study
 
 
@@ -132,8 +130,31 @@ class Sweep:
         self.batch: list[optuna.trial.Trial] = []
         self.configs: list[dict] = []
         self.untold: set[int] = set()
+        self.stop_requested = False
+
+    def _request_stop(self, signum, frame) -> None:
+        """First Ctrl-C/SIGTERM: stop at the next chunk boundary, never inside a storage write
+        (an interrupt there once broke the journal's file lock). A second one stops at once."""
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def _stop_point(self) -> None:
+        if self.stop_requested:
+            raise KeyboardInterrupt
 
     def run(self) -> SweepSummary:
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._request_stop)
+        try:
+            return self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> SweepSummary:
         t_start = time.perf_counter()
         # Failed trials (an interrupted batch) are not done: the rerun trains their budget again.
         done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -156,9 +177,11 @@ class Sweep:
             status = "FINISHED"
         finally:
             # Interrupted or crashed: trials asked but not told fail, never stay RUNNING.
+            # An interrupt can land between a tell and its bookkeeping: skip_if_finished.
             for trial in self.batch:
                 if trial.number in self.untold:
-                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    fail = optuna.trial.TrialState.FAIL
+                    self.study.tell(trial, state=fail, skip_if_finished=True)
             if self.tracker is not None:
                 if status == "FINISHED":
                     _log_sweep_artifacts(self.cfg, self.study, self.tracker)
@@ -180,6 +203,7 @@ class Sweep:
         )
 
     def _run_batch(self, size: int) -> None:
+        self._stop_point()
         t0 = time.perf_counter()
         self.batch = [self.study.ask() for _ in range(size)]
         self.untold = {t.number for t in self.batch}
@@ -189,6 +213,7 @@ class Sweep:
 
     def _on_chunk(self, ids: list[int], step: int, values: list[float]) -> set[int]:
         """Report intermediate objectives; return the trials the pruner stops."""
+        self._stop_point()
         if self.multi:  # Optuna prunes single-objective studies only
             return set()
         t0 = time.perf_counter()

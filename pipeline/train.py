@@ -103,6 +103,10 @@ class Shape(NamedTuple):
     n_classes: int
 
 
+def shape_of(structure: Structure) -> Shape:
+    return Shape(structure.n_hidden, structure.width, structure.n_in, structure.n_classes)
+
+
 def make_unit_draws(shape: Shape, draws: tuple[str, ...]):
     """Jitted ``(key, seeds) -> units``: every unit draw of every layer, per seed index.
 
