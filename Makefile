@@ -8,6 +8,7 @@ EXPERIMENT ?=
 STUDY ?= default
 TOP ?=
 ARGS ?=
+EXTRAS ?= dev
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
@@ -19,10 +20,11 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	@touch $(STAMP)
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	@echo $(EXTRAS) > $(STAMP)
 
-install: $(STAMP) ## create .venv and install the project (done by the other targets)
+install: $(STAMP) ## create .venv and install the project (EXTRAS=dev,keras,torch,postgres)
+	@grep -qx '$(EXTRAS)' $(STAMP) || { $(BIN)/pip install -q -e '.[$(EXTRAS)]' && echo $(EXTRAS) > $(STAMP); }
 
 sweep: $(STAMP) ## run the default study (EXPERIMENT=<preset>, ARGS="study.n_trials=16 ...")
 	$(BIN)/python -m pipeline sweep $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
