@@ -10,12 +10,13 @@ TOP ?=
 ARGS ?=
 EXTRAS ?= dev
 PORT ?= 5000
+WORKERS ?= 1
 
 .DEFAULT_GOAL := help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: EXPERIMENT=<preset> STUDY=<name> TOP=<k> ARGS=\"key=value ...\" PORT=5000"
+	@echo "  variables: EXPERIMENT=<preset> STUDY=<name> WORKERS=1 TOP=<k> ARGS=\"key=value ...\" PORT=5000"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,14 +27,20 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the project (EXTRAS=dev,keras,torch,postgres)
 	@grep -qx '$(EXTRAS)' $(STAMP) || { $(BIN)/pip install -q -e '.[$(EXTRAS)]' && echo $(EXTRAS) > $(STAMP); }
 
-sweep: $(STAMP) ## run the default study (EXPERIMENT=<preset>, ARGS="study.n_trials=16 ...")
-	$(BIN)/python -m pipeline sweep $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
+sweep: $(STAMP) ## run the default study (EXPERIMENT=<preset>, WORKERS=<processes>, ARGS="study.n_trials=16 ...")
+	$(BIN)/python -m pipeline sweep --workers $(WORKERS) $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT), opened on the study's runs table
 	$(BIN)/python -m pipeline ui --port $(PORT) study.name=$(STUDY) $(ARGS)
 
-best: $(STAMP) ## write the top configs of STUDY to conf/best/<STUDY>.yaml
-	$(BIN)/python -m pipeline best $(if $(TOP),--top $(TOP)) study.name=$(STUDY) $(ARGS)
+dashboard: $(STAMP) ## optuna-dashboard on 127.0.0.1:8080 over STUDY's storage (PORT=<port>)
+	$(BIN)/python -m pipeline dashboard --port $(if $(filter file,$(origin PORT)),8080,$(PORT)) study.name=$(STUDY) $(ARGS)
+
+best: $(STAMP) ## write the top configs of STUDY to conf/best/<STUDY>.yaml (FORMAT=flax|keras|torch: snippets)
+	$(BIN)/python -m pipeline best $(if $(TOP),--top $(TOP)) $(if $(FORMAT),--format $(FORMAT)) study.name=$(STUDY) $(ARGS)
+
+report: $(STAMP) ## write runs/<STUDY>/report.html: every figure and the best configs, one file
+	$(BIN)/python -m pipeline report study.name=$(STUDY) $(ARGS)
 
 train: $(STAMP) ## train one configuration: make train ARGS="model.depth=30 init.weights=he_normal"
 	$(BIN)/python -m pipeline train $(ARGS)
@@ -51,4 +58,4 @@ lint: $(STAMP) ## ruff check and format check
 clean: ## remove runs/ (studies, MLflow store, caches)
 	rm -rf runs
 
-.PHONY: help install sweep ui best train bench test lint clean
+.PHONY: help install sweep ui dashboard best report train bench test lint clean

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 class Activation(NamedTuple):
     fn: Callable[[jax.Array, jax.Array], jax.Array]  # (x, negative_slope) -> y
     gain: Callable[[float], float]  # negative_slope -> recommended gain
+    rectifier: bool = False  # a unit whose input stays <= 0 is dead (no or tiny gradient)
+    bounds: tuple[float, float] | None = None  # a bounded output saturates near its bounds
 
 
 def _constant(value: float) -> Callable[[float], float]:
@@ -26,10 +28,12 @@ def _constant(value: float) -> Callable[[float], float]:
 
 ACTIVATIONS: dict[str, Activation] = {
     "identity": Activation(lambda x, s: x, _constant(1.0)),
-    "relu": Activation(lambda x, s: jax.nn.relu(x), _constant(math.sqrt(2.0))),
+    "relu": Activation(lambda x, s: jax.nn.relu(x), _constant(math.sqrt(2.0)), rectifier=True),
     # The slope is a traced per-trial number, so one executable serves every slope.
     "leaky_relu": Activation(
-        lambda x, s: jnp.where(x >= 0, x, s * x), lambda s: math.sqrt(2.0 / (1.0 + s * s))
+        lambda x, s: jnp.where(x >= 0, x, s * x),
+        lambda s: math.sqrt(2.0 / (1.0 + s * s)),
+        rectifier=True,
     ),
     # torch has no recommended gain for ELU, GELU or SiLU; like torch.nn.init we fall back to 1.
     "elu": Activation(lambda x, s: jax.nn.elu(x), _constant(1.0)),
@@ -38,8 +42,8 @@ ACTIVATIONS: dict[str, Activation] = {
     "gelu": Activation(lambda x, s: jax.nn.gelu(x), _constant(1.0)),
     "silu": Activation(lambda x, s: jax.nn.silu(x), _constant(1.0)),
     "swish": Activation(lambda x, s: jax.nn.silu(x), _constant(1.0)),
-    "tanh": Activation(lambda x, s: jnp.tanh(x), _constant(5.0 / 3.0)),
-    "sigmoid": Activation(lambda x, s: jax.nn.sigmoid(x), _constant(1.0)),
+    "tanh": Activation(lambda x, s: jnp.tanh(x), _constant(5.0 / 3.0), bounds=(-1.0, 1.0)),
+    "sigmoid": Activation(lambda x, s: jax.nn.sigmoid(x), _constant(1.0), bounds=(0.0, 1.0)),
 }
 
 

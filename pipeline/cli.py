@@ -1,4 +1,4 @@
-"""Command line: ``python -m pipeline {sweep,train,best,ui,keys} [key=value ...]``.
+"""Command line: ``python -m pipeline {sweep,train,best,ui,dashboard,keys} [key=value ...]``.
 
 Only parsing and calling lives here. Bad input prints one ``error:`` line and exits with 2
 before anything is created.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from pipeline.config import (
     SEARCHABLE_KEYS,
     ConfigError,
     load_config,
+    read_yaml,
+    redacted,
     to_flat_dict,
 )
 
@@ -31,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sweep", help="run (or continue) a study")
     s.add_argument("--experiment", help="preset from conf/experiment/")
+    s.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    s.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers for each
+    s.add_argument("--parent-run", help=argparse.SUPPRESS)  # the launcher's MLflow run
     t = sub.add_parser("train", help="train one configuration and print its metrics")
     t.add_argument("--config", help="a best-config file (conf/best/<study>.yaml)")
     t.add_argument("--rank", type=int, default=0, help="which config of --config (0 = best)")
@@ -39,10 +45,21 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("best", help="write the top configs to conf/best/<study>.yaml")
     b.add_argument("--top", type=int, help="how many configs (default study.top_k)")
     b.add_argument("--out", help="output file (default conf/best/<study>.yaml)")
+    b.add_argument(
+        "--format",
+        choices=("table", "flax", "keras", "torch"),
+        default="table",
+        help="print the table (default) or a ready-to-paste initializer snippet per config",
+    )
     u = sub.add_parser("ui", help="serve the MLflow UI on the study's store")
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--print-url", action="store_true", help="print the runs-table address and exit")
+    d = sub.add_parser("dashboard", help="serve optuna-dashboard on the study's storage")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8080)
+    r = sub.add_parser("report", help="write runs/<study>/report.html: figures and best configs")
+    r.add_argument("--top", type=int, help="rows of the best-config table (default 10)")
     sub.add_parser("keys", help="list every config key and what it accepts")
     return p
 
@@ -61,20 +78,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, console)
     except (ConfigError, LookupError) as e:
-        console.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {_printable(str(e))}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         console.print("interrupted: finished trials are saved; rerun the same command to continue")
         return 130
 
 
+def _printable(text: str) -> str:
+    """One line whatever the input held: control characters (newlines too) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def cmd_sweep(args, console: Console) -> int:
-    from pipeline.report import best_table
+    from pipeline.report import best_table, family_verdicts
     from pipeline.sweep import run_sweep
 
     cfg = load_config(args.overrides, args.experiment)
-    summary = run_sweep(cfg, args.experiment, console)
+    if args.workers < 1:
+        raise ConfigError(f"--workers={args.workers} is invalid: expected an integer >= 1")
+    if args.workers > 1:
+        from pipeline.workers import launch
+
+        code = launch(cfg, args.experiment, args.overrides, args.workers, console)
+        if code == 0:
+            from pipeline.study import load_study
+
+            console.print(best_table(load_study(cfg), cfg.study.top_k, cfg.train.steps))
+        return code
+    summary = run_sweep(cfg, args.experiment, console, args.parent_run, args.worker)
+    if args.worker is not None:
+        console.print(f"worker {args.worker}: {summary.trials_run} trials")
+        return 0
     console.print(best_table(summary.study, cfg.study.top_k, cfg.train.steps))
+    verdicts = family_verdicts(summary.study, cfg.train.steps)
+    if verdicts:
+        console.print("[bold]verdict per initializer family[/] (completed trials, fastest first)")
+        for line in verdicts:
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
     wall = max(summary.wall_s, 1e-9)
     console.print(
         f"{summary.trials_run} trials in {summary.wall_s:.1f} s: "
@@ -97,7 +138,14 @@ def cmd_train(args, console: Console) -> int:
 
     layers = []
     if args.config:
-        layers.append((config_overrides(read_best(args.config, args.rank)), args.config))
+        if Path(args.config).exists():
+            read_yaml(Path(args.config))  # a one-line error for a file that is not YAML
+        try:
+            layers.append((config_overrides(read_best(args.config, args.rank)), args.config))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"{args.config} is not a best-config file (write one with `make best`)"
+            ) from None
     # One configuration: the overrides describe it, so the search space plays no part.
     cfg = load_config(args.overrides, args.experiment, layers)
     cfg.space = {}
@@ -140,13 +188,31 @@ def cmd_best(args, console: Console) -> int:
                 tracker.client, tracker.experiment_id, trial.number
             )
         parent = latest_parent(tracker.client, tracker.experiment_id)
-    document = best_document(study, top, run_ids, parent, storage_spec(cfg))
+    document = best_document(study, top, run_ids, parent, redacted(storage_spec(cfg)))
     path = write_best(document, Path(args.out or f"conf/best/{cfg.study.name}.yaml"))
     if tracker is not None:
         if parent is not None:
             tracker.client.log_artifact(parent, str(path), "best")
         tracker.close()
-    console.print(best_table(study, top, cfg.train.steps))
+    if args.format == "table":
+        console.print(best_table(study, top, cfg.train.steps))
+    else:
+        from pipeline.export import snippet
+        from pipeline.tracking import run_name
+
+        for entry in document["configs"]:
+            flat = {f"{s}.{k}": v for s in ("model", "init") for k, v in entry[s].items()}
+            steps = entry["measured"].get("steps_to_target", math.inf)
+            limit = entry["train"]["steps"]
+            reached = f"{steps:.0f} steps to target" if steps <= limit else "target not reached"
+            title = (
+                f"--- rank {entry['rank']}: {run_name(flat)} (study {cfg.study.name}, "
+                f"trial {entry['provenance']['trial']}, {reached}) ---"
+            )
+            try:
+                print(snippet(entry, args.format, title), flush=True)
+            except ValueError as e:  # e.g. LSUV: data-dependent, no framework equivalent
+                print(f"{title}\n# {e}", flush=True)
     console.print(f"wrote {path}; use it with pipeline.load_initializer({str(path)!r}, rank=0)")
     return 0
 
@@ -183,6 +249,37 @@ def cmd_ui(args, console: Console) -> int:
     return 0  # pragma: no cover
 
 
+def cmd_dashboard(args, console: Console) -> int:
+    from pipeline.study import load_study, make_storage, storage_spec
+
+    cfg = load_config(args.overrides)
+    load_study(cfg)  # a one-line error when the storage or the study is missing
+    storage = make_storage(storage_spec(cfg))
+    if isinstance(storage, str):  # a URL: optuna-dashboard wants a storage object or URL alike
+        import optuna
+
+        storage = optuna.storages.get_storage(storage)
+    study_id = storage.get_study_id_from_name(cfg.study.name)
+    url = f"http://{args.host}:{args.port}/dashboard/studies/{study_id}"
+    print(f"optuna-dashboard for study {cfg.study.name!r}: {url}", flush=True)
+    import optuna_dashboard
+
+    # The Python API takes a storage object, so the journal file works as well as any URL.
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_report(args, console: Console) -> int:
+    from pipeline.html_report import write_report
+    from pipeline.study import load_study
+
+    cfg = load_config(args.overrides)
+    study = load_study(cfg)
+    path = write_report(study, Path(cfg.runs_dir) / cfg.study.name, args.top or 10)
+    console.print(f"wrote {path} (one self-contained page: open it in any browser)")
+    return 0
+
+
 def cmd_keys(args, console: Console) -> int:
     cfg = load_config()
     flat = to_flat_dict(cfg)
@@ -197,5 +294,7 @@ COMMANDS = {
     "train": cmd_train,
     "best": cmd_best,
     "ui": cmd_ui,
+    "dashboard": cmd_dashboard,
+    "report": cmd_report,
     "keys": cmd_keys,
 }

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -21,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.activations import ACTIVATIONS
 from pipeline.initializers import BIAS_INITS, FAN_MODES, INITIALIZERS
+from pipeline.model import KINDS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 DATASETS = ("gaussian", "digits")
@@ -52,10 +54,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    kind: str = MISSING
     depth: int = MISSING
     width: int = MISSING
     activation: str = MISSING
     negative_slope: float = MISSING
+    dropout: float = MISSING
 
 
 @dataclass
@@ -77,6 +81,7 @@ class TrainConfig:
     learning_rate: float = MISSING
     momentum: float = MISSING
     clip_norm: float | None = MISSING
+    weight_decay: float = MISSING
     batch_size: int = MISSING
     steps: int = MISSING
     seeds: int = MISSING
@@ -91,6 +96,7 @@ class MetricsConfig:
     explode_threshold: float = MISSING
     vanish_threshold: float = MISSING
     curve_every_steps: int = MISSING
+    diagnostics: bool = MISSING
 
 
 @dataclass
@@ -104,6 +110,7 @@ class StudyConfig:
     objectives: list[str] = MISSING
     storage: str | None = MISSING
     top_k: int = MISSING
+    lease_s: float = MISSING
 
 
 @dataclass
@@ -138,7 +145,13 @@ class Config:
 
 # Keys a study may search. Structural ones pick the executable (trials are grouped by them); the
 # others are traced numbers inside one executable.
-STRUCTURAL_KEYS = ("model.depth", "model.width", "model.activation", "train.optimizer")
+STRUCTURAL_KEYS = (
+    "model.kind",
+    "model.depth",
+    "model.width",
+    "model.activation",
+    "train.optimizer",
+)
 TRACED_KEYS = (
     "model.negative_slope",
     "init.weights",
@@ -153,6 +166,8 @@ TRACED_KEYS = (
     "train.learning_rate",
     "train.momentum",
     "train.clip_norm",
+    "train.weight_decay",
+    "model.dropout",
 )
 SEARCHABLE_KEYS = STRUCTURAL_KEYS + TRACED_KEYS
 
@@ -197,22 +212,47 @@ def _one_of(names: Iterable[str]) -> Rule:
     return (lambda v: v in names), "one of " + ", ".join(names)
 
 
+def _url(schemes: tuple[str, ...]) -> Callable[[str], bool]:
+    """A URL of one of ``schemes`` (``+driver`` allowed) with what that scheme needs after it."""
+
+    def ok(v: str) -> bool:
+        parts = urlsplit(v)
+        scheme = parts.scheme.split("+")[0]
+        if scheme not in schemes or any(c.isspace() for c in v):
+            return False
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            return False
+        if scheme in ("sqlite", "file"):
+            return parts.path not in ("", "/")
+        return parts.hostname is not None or (scheme == "postgresql" and "host=" in parts.query)
+
+    return ok
+
+
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "http", "https", "file")
+_storage_url, _tracking_url = _url(STORAGE_SCHEMES), _url(TRACKING_SCHEMES)
+
 MAX_DEPTH = 1024
 RULES: dict[str, Rule] = {
     "runs_dir": ((lambda v: isinstance(v, str) and v.strip() != ""), "a folder path"),
     "data.name": _one_of(DATASETS),
-    "data.classes": _int_in(2),
-    "data.features": _int_in(1),
-    "data.samples": _int_in(2),
-    "data.val_samples": _int_in(1),
+    "data.classes": _int_in(2, 10_000),
+    "data.features": _int_in(1, 100_000),
+    "data.samples": _int_in(2, 10_000_000),
+    "data.val_samples": _int_in(1, 10_000_000),
     "data.separation": _float(0.0),
     "data.clusters_per_class": _int_in(1),
     "data.val_fraction": _float(0.0, 1.0, hi_open=True),
     "data.seed": _int_in(0),
+    "model.kind": _one_of(KINDS),
     "model.depth": _int_in(1, MAX_DEPTH),
     "model.width": _int_in(1, 8192),
     "model.activation": _one_of(ACTIVATIONS),
     "model.negative_slope": _float(0.0, lo_open=False),
+    "model.dropout": _float(0.0, 1.0, lo_open=False, hi_open=True),
     "init.weights": _one_of(INITIALIZERS),
     "init.gain": (
         lambda v: v == "auto" or (_number(v) and v > 0),
@@ -232,6 +272,7 @@ RULES: dict[str, Rule] = {
         lambda v: v is None or (_number(v) and v > 0),
         "null (off) or a number > 0",
     ),
+    "train.weight_decay": _float(0.0, lo_open=False),
     "train.batch_size": _int_in(1),
     "train.steps": _int_in(1),
     "train.seeds": _int_in(1, 64),
@@ -242,6 +283,7 @@ RULES: dict[str, Rule] = {
     "metrics.explode_threshold": _float(0.0),
     "metrics.vanish_threshold": _float(0.0),
     "metrics.curve_every_steps": _int_in(1),
+    "metrics.diagnostics": ((lambda v: isinstance(v, bool)), "true or false"),
     "study.name": (
         lambda v: (
             isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", v) is not None
@@ -262,15 +304,20 @@ RULES: dict[str, Rule] = {
         "a non-empty list of distinct names from " + ", ".join(OBJECTIVES),
     ),
     "study.storage": (
-        lambda v: v is None or (isinstance(v, str) and v.strip() != ""),
-        "null or an Optuna storage URL or journal file path",
+        lambda v: (
+            v is None
+            or (isinstance(v, str) and v.strip() != "" and "://" not in v and "\0" not in v)
+            or (isinstance(v, str) and _storage_url(v))
+        ),
+        "null, a journal file path, or a storage URL (sqlite:///file.db, "
+        "postgresql://user:password@host:port/db, mysql://...)",
     ),
     "study.top_k": _int_in(1),
+    "study.lease_s": _float(0.0),
     "tracking.uri": (
-        lambda v: (
-            v is None or (isinstance(v, str) and re.match(r"^[a-z][a-z0-9+.-]*:", v) is not None)
-        ),
-        "null or a tracking URI with a scheme (sqlite:///..., http://host:port, file:///...)",
+        lambda v: v is None or (isinstance(v, str) and _tracking_url(v)),
+        "null or a tracking URI (sqlite:///file.db, http://host:port, file:///folder, "
+        "postgresql://...)",
     ),
     "tracking.enabled": ((lambda v: isinstance(v, bool)), "true or false"),
     "engine.memory_gb": (
@@ -321,9 +368,10 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _is_leaf_spec(node: Any) -> bool:
-    """A space entry: a list, a scalar, or a {low, high[, log, step]} range."""
+    """A space entry: a list, a scalar, or a {low, high[, log, step]} range (an empty mapping
+    too, so that validation refuses it instead of the entry silently vanishing)."""
     if isinstance(node, dict | DictConfig):
-        return "low" in node or "high" in node
+        return "low" in node or "high" in node or len(node) == 0
     return True
 
 
@@ -343,7 +391,13 @@ def _check_keys(layer: dict, origin: str) -> None:
     for key in _flatten({k: v for k, v in layer.items() if k != "space"}):
         if key not in RULES:
             raise ConfigError(f"unknown key {key!r} in {origin}{_close(key, RULES)}")
-    for key in flatten_space(layer.get("space") or {}):
+    space = layer.get("space")
+    if space is not None and not isinstance(space, dict | DictConfig):
+        raise ConfigError(
+            f"space={space!r} in {origin} is invalid: expected a mapping of searchable keys to "
+            "lists, {low, high} ranges or fixed values"
+        )
+    for key in flatten_space(space or {}):
         if key not in SEARCHABLE_KEYS:
             raise ConfigError(
                 f"space.{key} in {origin}: {key!r} cannot be searched{_close(key, SEARCHABLE_KEYS)}"
@@ -351,10 +405,27 @@ def _check_keys(layer: dict, origin: str) -> None:
             )
 
 
+def redacted(value: Any) -> Any:
+    """``value`` with the password of every ``scheme://user:password@host`` in it replaced by
+    ``***`` (strings, and the values of a dict); what is logged, printed or stored of a config."""
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return _PASSWORD.sub(r"\1***@", value)
+    return value
+
+
+_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+
+
 def check_value(key: str, value: Any) -> None:
     ok, expected = RULES[key]
-    if not ok(value):
-        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+    try:
+        good = ok(value)
+    except (TypeError, ValueError):  # e.g. a list where a number belongs
+        good = False
+    if not good:
+        raise ConfigError(f"{key}={redacted(value)!r} is invalid: expected {expected}")
 
 
 def _check_space(space: dict[str, Any]) -> None:
@@ -406,6 +477,16 @@ def validate(cfg: DictConfig) -> None:
         )
     space = flatten_space(cfg.space)
     _check_space(space)
+    # The base values count too: `train` uses them, and a sweep whose space fixes neither.
+    kinds = {*possible_values(cfg, "model.kind"), cfg.model.kind}
+    if "cnn" in kinds and cfg.data.name != "digits":
+        raise ConfigError(
+            "model.kind=cnn needs images: set data.name=digits (8x8 handwritten digits)"
+        )
+    if "cnn" in kinds and "lsuv" in {*possible_values(cfg, "init.weights"), cfg.init.weights}:
+        raise ConfigError(
+            "init.weights=lsuv is implemented for model.kind=mlp only: drop one of them"
+        )
     if cfg.study.sampler == "gp" and importlib.util.find_spec("torch") is None:
         # Optuna's GPSampler fits its Gaussian process with PyTorch.
         raise ConfigError("study.sampler=gp needs PyTorch: pip install torch==2.13.0")
@@ -423,6 +504,8 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(path.read_text())
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid YAML: it is not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -432,6 +515,11 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, not {type(data).__name__}")
     return data
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML file holding a mapping, or a one-line ``ConfigError``."""
+    return _read_yaml(path)
 
 
 def experiments() -> list[str]:

@@ -55,7 +55,9 @@ class EngineStats:
     padded_layer_steps: int = 0  # the same, counting masked layers and padding rows
 
 
-def settings_from(cfg, optimizer: str) -> Settings:
+def settings_from(cfg, optimizer: str, trials: Sequence[dict[str, Any]] = ()) -> Settings:
+    """Static settings of the executable that trains ``trials``: the code for dropout and LSUV
+    is compiled only into calls that have a row using them."""
     return Settings(
         optimizer=optimizer,
         batch_size=cfg.train.batch_size,
@@ -65,6 +67,10 @@ def settings_from(cfg, optimizer: str) -> Settings:
         explode_threshold=cfg.metrics.explode_threshold,
         vanish_threshold=cfg.metrics.vanish_threshold,
         unroll=cfg.engine.unroll,
+        diagnostics=cfg.metrics.diagnostics,
+        dropout=any(t["model.dropout"] > 0 for t in trials),
+        weight_decay=any(t["train.weight_decay"] > 0 for t in trials),
+        lsuv=any(INITIALIZERS[t["init.weights"]].data_dependent for t in trials),
     )
 
 
@@ -130,6 +136,9 @@ def row_hparams(
         learning_rate=np.float32(trial["train.learning_rate"]),
         momentum=np.float32(trial["train.momentum"]),
         clip_norm=np.float32(np.inf if clip is None else clip),
+        weight_decay=np.float32(trial["train.weight_decay"]),
+        dropout=np.float32(trial["model.dropout"]),
+        lsuv=np.bool_(INITIALIZERS[weights].data_dependent),
         slope=np.float32(slope),
         depth=np.int32(trial["model.depth"]),
         seed=np.int32(seed),
@@ -141,6 +150,7 @@ def row_hparams_shapes(n_rows: int) -> dict[str, jax.ShapeDtypeStruct]:
     f32, i32 = jnp.float32, jnp.int32
     shapes = {k: ((n_rows,), f32) for k in Hparams._fields}
     shapes.update(draw=((n_rows,), i32), depth=((n_rows,), i32), seed=((n_rows,), i32))
+    shapes["lsuv"] = ((n_rows,), jnp.bool_)
     shapes["scale"] = ((n_rows, 3), f32)
     return {k: jax.ShapeDtypeStruct(*v) for k, v in shapes.items()}
 
@@ -148,13 +158,61 @@ def row_hparams_shapes(n_rows: int) -> dict[str, jax.ShapeDtypeStruct]:
 def row_bytes(structure: Structure, settings: Settings, n_val: int) -> int:
     """A generous estimate of one row's device memory inside a chunk call."""
     s = structure
-    n_params = s.n_in * s.width + (s.n_hidden - 1) * s.width**2 + s.width * s.n_classes
+    kernels = {k: math.prod(v) for k, v in layer_shapes(s).items()}
+    n_params = kernels["input"] + (s.n_hidden - 1) * kernels["hidden"] + kernels["output"]
     n_params += s.n_hidden * s.width + s.n_classes
+    positions = s.n_in if s.kind == "cnn" else 1  # a CNN keeps a feature map per pixel
     opt_copies = {"sgd": 0, "momentum": 1, "adam": 2}[settings.optimizer]
     state = (4 + opt_copies) * n_params  # params, grads, updates, donated copy, optimizer
-    activations = 4 * max(settings.batch_size, n_val) * s.width * (s.n_hidden + 1)
+    activations = 4 * max(settings.batch_size, n_val) * positions * s.width * (s.n_hidden + 1)
     curves = settings.chunk_steps * (s.n_hidden + 4)
     return 4 * (state + activations + curves)
+
+
+def _largest(cfg, space: dict[str, Any], key: str) -> Any:
+    spec = space.get(key, cfg.model.get(key.split(".")[1]) if key.startswith("model.") else None)
+    if isinstance(spec, list):
+        return max(spec)
+    if isinstance(spec, dict):
+        return spec["high"]
+    return spec
+
+
+def check_fits(cfg, space: dict[str, Any]) -> None:
+    """Refuse a search space whose largest trial cannot fit ``engine.memory_gb`` even alone.
+
+    Runs before the study is opened, so a refused sweep writes nothing. The estimate is the one
+    that sizes calls (``row_bytes``), plus the replicated data and mini-batch schedule.
+    """
+    from pipeline.config import ConfigError
+
+    digits = cfg.data.name == "digits"  # 1797 images of 64 pixels, 10 classes
+    n_in = 64 if digits else cfg.data.features
+    n_classes = 10 if digits else cfg.data.classes
+    n_train = 1797 if digits else cfg.data.samples
+    n_val = math.ceil(1797 * cfg.data.val_fraction) if digits else cfg.data.val_samples
+    optimizers = space.get("train.optimizer", cfg.train.optimizer)
+    optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+    optimizer = max(optimizers, key=("sgd", "momentum", "adam").index)
+    depth = _largest(cfg, space, "model.depth")
+    width = _largest(cfg, space, "model.width")
+    kinds = space.get("model.kind", cfg.model.kind)
+    kind = "cnn" if "cnn" in (kinds if isinstance(kinds, list) else [kinds]) else "mlp"
+    n_hidden = bucket_depth(depth, depth_buckets(cfg))
+    structure = Structure("relu", n_hidden, width, n_in, n_classes, kind)
+    memory_gb = cfg.engine.memory_gb or default_memory_gb()
+    n_seeds, t = cfg.train.seeds, cfg.train
+    rows_per_device = -(-n_seeds // jax.device_count())
+    fixed = 4 * ((n_train + n_val) * (n_in + 1) + n_seeds * t.steps * t.batch_size)
+    need = fixed + rows_per_device * row_bytes(structure, settings_from(cfg, optimizer), n_val)
+    if need > memory_gb * 2**30:
+        raise ConfigError(
+            f"one trial of the search space needs about {need / 2**30:.3g} GB (model.depth="
+            f"{depth}, model.width={width}, train.optimizer={optimizer}, train.seeds={n_seeds}, "
+            f"{n_train + n_val} samples) but engine.memory_gb={memory_gb:.3g}: lower model.width "
+            "or model.depth (or their space), train.seeds, train.steps or the data size, or raise "
+            "engine.memory_gb"
+        )
 
 
 class Call(NamedTuple):
@@ -211,6 +269,7 @@ class Engine:
             width=trial["model.width"],
             n_in=self.dataset.n_features,
             n_classes=self.dataset.n_classes,
+            kind=trial["model.kind"],
         )
 
     def max_rows(self, structure: Structure, settings: Settings) -> int:
@@ -239,7 +298,7 @@ class Engine:
             groups.setdefault((self.structure_of(trial), trial["train.optimizer"]), []).append(i)
         calls = []
         for (structure, optimizer), ids in groups.items():
-            settings = settings_from(self.cfg, optimizer)
+            settings = settings_from(self.cfg, optimizer, [trials[i] for i in ids])
             per_call = max(1, self.max_rows(structure, settings) // self.n_seeds)
             for start in range(0, len(ids), per_call):
                 part = ids[start : start + per_call]
@@ -290,9 +349,10 @@ class Engine:
                 for k, v in row_hparams_shapes(call.n_rows).items()
             }
         )
-        init_c = init_fn.lower(hp, units).compile()
+        init_c = init_fn.lower(hp, units, self.data).compile()
         state = jax.tree.map(
-            lambda a: self._abstract(a, self.rows_sharding), jax.eval_shape(init_fn, hp, units)
+            lambda a: self._abstract(a, self.rows_sharding),
+            jax.eval_shape(init_fn, hp, units, self.data),
         )
         active = self._abstract(jax.ShapeDtypeStruct((call.n_rows,), jnp.bool_), self.rows_sharding)
         chunk_c = chunk_fn.lower(state, hp, active, self.data).compile()
@@ -346,7 +406,7 @@ class Engine:
         self.stats.compile_wait_s += time.perf_counter() - t_wait
         t0 = time.perf_counter()
         # Rows stay where the chunk executable expects them, whatever init's compiler chose.
-        state = jax.device_put(init_c(hp, units), self.rows_sharding)
+        state = jax.device_put(init_c(hp, units, self.data), self.rows_sharding)
         chunks = []
         for chunk_index in range(self.steps // settings.chunk_steps):
             state, out = chunk_c(state, hp, jax.device_put(active, self.rows_sharding), self.data)

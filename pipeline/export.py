@@ -1,20 +1,44 @@
-"""Best configurations: written to ``conf/best/<study>.yaml`` and loaded back as initializers.
+"""Best configurations: written to ``conf/best/<study>.yaml``, loaded back as initializers, and
+translated to Flax, Keras and PyTorch.
 
 A best-config file holds, per rank, the full training configuration (so
 ``python -m pipeline train --config`` reproduces the trial), the measured metrics and where they
 came from (study, trial number, MLflow run ids).
+
+Translation: each framework gets one small mapping from our initializer to a call of its own API
+(``_flax_kernel``, ``_keras_kernel``, ``_torch_kernel``). The same :class:`Call` both builds the
+object (``to_flax``, ``to_keras``, ``to_torch``) and prints it as code (``snippet``), so the
+snippet ``best --format`` prints is exactly what the Python API returns. Keras and PyTorch are
+imported only when an object is built; printing a snippet needs neither.
+
+Every initializer here is a "variance scaling" one (std or limit = sqrt(factor * gain^2 / fan),
+Glorot & Bengio 2010; He et al. 2015; LeCun et al. 1998), an orthogonal one (Saxe et al. 2013) or
+an absolute one (fixed std, limit or value), and all three frameworks implement each of these with
+the same fan convention as ours: fan_in = in_features * receptive field, fan_out = out_features *
+receptive field. ``tests/test_export.py`` checks mean, variance, fan mode and distribution shape
+for every initializer of the registry.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
+import math
+import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from pipeline.config import RUN_SECTIONS
-from pipeline.initializers import make_bias_initializer, make_initializer, resolve_gain
+from pipeline.initializers import (
+    INITIALIZERS,
+    make_bias_initializer,
+    make_initializer,
+    resolve_gain,
+)
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, dict]:
@@ -108,3 +132,380 @@ def load_bias_initializer(path: str | Path, rank: int = 0):
     """The bias initializer of best config ``rank``, for ``bias_init`` in Flax."""
     init = read_best(path, rank)["init"]
     return make_bias_initializer(init["bias"], init["bias_value"], init["bias_std"])
+
+
+# --- translation to other frameworks --------------------------------------------------------
+
+FORMATS = ("flax", "keras", "torch")
+
+# name -> (factor, fan) of the variance-scaling form std^2 = factor * gain^2 / fan (normal) or
+# limit^2 = 3 * factor * gain^2 / fan (uniform). fan None: init.mode (fan_in or fan_out).
+VARIANCE_SCALING: dict[str, tuple[float, str | None]] = {
+    "glorot_normal": (1.0, "fan_avg"),  # Glorot & Bengio 2010: 2 / (fan_in + fan_out)
+    "xavier_normal": (1.0, "fan_avg"),
+    "glorot_uniform": (1.0, "fan_avg"),
+    "xavier_uniform": (1.0, "fan_avg"),
+    "he_normal": (2.0, None),  # He et al. 2015: 2 / fan
+    "kaiming_normal": (2.0, None),
+    "he_uniform": (2.0, None),
+    "kaiming_uniform": (2.0, None),
+    "lecun_normal": (1.0, None),  # LeCun et al. 1998: 1 / fan
+    "lecun_uniform": (1.0, None),
+}
+ABSOLUTE = ("zeros", "constant", "normal", "truncated_normal", "uniform")
+EXPORTABLE = (*VARIANCE_SCALING, "orthogonal", *ABSOLUTE)
+
+# Our activation -> the name torch.nn.init.calculate_gain knows it by (same recommended gain).
+TORCH_NONLINEARITY = {
+    "identity": "linear",
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+    "tanh": "tanh",
+    "sigmoid": "sigmoid",
+    "selu": "selu",
+}
+
+
+class InitSpec(NamedTuple):
+    """Everything a framework needs to reproduce one config's weight and bias initializers."""
+
+    weights: str
+    gain: float  # the number (init.gain=auto already resolved)
+    mode: str
+    std: float
+    limit: float
+    value: float
+    bias: str
+    bias_value: float
+    bias_std: float
+    activation: str
+    negative_slope: float
+
+
+def init_spec(cfg) -> InitSpec:
+    """The initializers of a best-config entry (``read_best``) or a full run config.
+
+    A plain dict may leave keys out (``{"init": {"weights": "he_normal"}}``); they take their
+    ``conf/config.yaml`` defaults.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    init, model = dict(cfg.get("init") or {}), dict(cfg.get("model") or {})
+    if "weights" not in init:
+        raise ValueError("config has no init.weights: pass a best-config entry or a run config")
+    needed = {*InitSpec._fields} - {"weights", "gain", "activation", "negative_slope"}
+    if not needed <= init.keys() or not {"activation", "negative_slope"} <= model.keys():
+        from pipeline.config import load_config
+
+        defaults = OmegaConf.to_container(load_config(), resolve=True)
+        init, model = {**defaults["init"], **init}, {**defaults["model"], **model}
+    gain = init.get("gain_value")
+    if gain is None:
+        gain = resolve_gain(
+            init["weights"], init["gain"], model["activation"], model["negative_slope"]
+        )
+    return InitSpec(
+        weights=init["weights"],
+        gain=float(gain),
+        mode=init["mode"],
+        std=float(init["std"]),
+        limit=float(init["limit"]),
+        value=float(init["value"]),
+        bias=init["bias"],
+        bias_value=float(init["bias_value"]),
+        bias_std=float(init["bias_std"]),
+        activation=model["activation"],
+        negative_slope=float(model["negative_slope"]),
+    )
+
+
+class Call(NamedTuple):
+    """``path(**kwargs)``, ``path`` a dotted name from a framework's top module.
+
+    ``kwargs=None`` stands for the object itself (``jax.nn.initializers.zeros`` is already an
+    initializer); ``partial`` for ``functools.partial(path, **kwargs)``.
+    """
+
+    path: str
+    kwargs: dict[str, Any] | None
+    partial: bool = False
+
+    def function(self) -> Callable:
+        root, *attrs = self.path.split(".")
+        obj = importlib.import_module(root)
+        for attr in attrs:
+            obj = getattr(obj, attr)
+        return obj
+
+    def build(self):
+        fn = self.function()
+        if self.kwargs is None:
+            return fn
+        if self.partial:
+            import functools
+
+            return functools.partial(fn, **self.kwargs)
+        return fn(**self.kwargs)
+
+    def source(self, *args: str) -> str:
+        if self.kwargs is None:
+            return self.path
+        parts = [*args, *(f"{k}={_literal(v)}" for k, v in self.kwargs.items())]
+        if self.partial:
+            return f"functools.partial({', '.join([self.path, *parts])})"
+        return f"{self.path}({', '.join(parts)})"
+
+
+def _literal(value) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(float(f"{value:.8g}"))  # 2.0000000000000004 -> 2.0; 8 digits is float32 and more
+
+
+def _check_exportable(s: InitSpec, framework: str) -> None:
+    if s.weights not in INITIALIZERS:
+        raise ValueError(f"unknown initializer {s.weights!r}")
+    if s.weights not in EXPORTABLE:
+        raise ValueError(
+            f"initializer {s.weights!r} has no exact equivalent in {framework}; "
+            f"exportable: {', '.join(EXPORTABLE)}"
+        )
+
+
+def _variance_scaling(s: InitSpec) -> tuple[float, str]:
+    factor, fan = VARIANCE_SCALING[s.weights]
+    return factor * s.gain**2, fan or s.mode
+
+
+def _flax_kernel(s: InitSpec) -> Call:
+    _check_exportable(s, "Flax")
+    inits = (
+        "jax.nn.initializers"  # what flax.nnx.initializers and flax.linen.initializers re-export
+    )
+    if s.weights in VARIANCE_SCALING:
+        scale, mode = _variance_scaling(s)
+        dist = INITIALIZERS[s.weights].draw  # "normal" is untruncated in JAX
+        return Call(
+            f"{inits}.variance_scaling", {"scale": scale, "mode": mode, "distribution": dist}
+        )
+    g = s.gain
+    if s.weights == "orthogonal":
+        return Call(f"{inits}.orthogonal", {"scale": g})
+    if s.weights == "normal":
+        return Call(f"{inits}.normal", {"stddev": s.std * g})
+    if s.weights == "truncated_normal":  # JAX's stddev is the untruncated one, like ours
+        return Call(f"{inits}.truncated_normal", {"stddev": s.std * g, "lower": -2.0, "upper": 2.0})
+    if s.weights == "uniform":  # jax.nn.initializers.uniform is U(0, scale): not symmetric
+        limit = s.limit * g
+        return Call("jax.random.uniform", {"minval": -limit, "maxval": limit}, partial=True)
+    if s.weights == "constant":
+        return Call(f"{inits}.constant", {"value": s.value * g})
+    return Call(f"{inits}.zeros", None)
+
+
+def _flax_bias(s: InitSpec) -> Call:
+    inits = "jax.nn.initializers"
+    if s.bias == "constant":
+        return Call(f"{inits}.constant", {"value": s.bias_value})
+    if s.bias == "normal":
+        return Call(f"{inits}.normal", {"stddev": s.bias_std})
+    return Call(f"{inits}.zeros", None)
+
+
+def _keras_kernel(s: InitSpec) -> Call:
+    _check_exportable(s, "Keras")
+    inits = "keras.initializers"
+    g = s.gain
+    if s.weights in VARIANCE_SCALING:
+        scale, mode = _variance_scaling(s)
+        # Keras' "normal" means truncated (and rescaled); ours is the plain normal.
+        dist = {"normal": "untruncated_normal", "uniform": "uniform"}[INITIALIZERS[s.weights].draw]
+        return Call(
+            f"{inits}.VarianceScaling", {"scale": scale, "mode": mode, "distribution": dist}
+        )
+    if s.weights == "orthogonal":
+        return Call(f"{inits}.Orthogonal", {"gain": g})
+    if s.weights == "normal":
+        return Call(f"{inits}.RandomNormal", {"mean": 0.0, "stddev": s.std * g})
+    if s.weights == "truncated_normal":  # cut at 2 stddev, not rescaled: like ours
+        return Call(f"{inits}.TruncatedNormal", {"mean": 0.0, "stddev": s.std * g})
+    if s.weights == "uniform":
+        return Call(f"{inits}.RandomUniform", {"minval": -s.limit * g, "maxval": s.limit * g})
+    if s.weights == "constant":
+        return Call(f"{inits}.Constant", {"value": s.value * g})
+    return Call(f"{inits}.Zeros", {})
+
+
+def _keras_bias(s: InitSpec) -> Call:
+    if s.bias == "constant":
+        return Call("keras.initializers.Constant", {"value": s.bias_value})
+    if s.bias == "normal":
+        return Call("keras.initializers.RandomNormal", {"mean": 0.0, "stddev": s.bias_std})
+    return Call("keras.initializers.Zeros", {})
+
+
+def _torch_kaiming(s: InitSpec) -> tuple[dict[str, Any], float]:
+    """kaiming_* keyword arguments and the multiplier left over.
+
+    torch's std (or limit / sqrt(3)) is calculate_gain(nonlinearity, a) / sqrt(fan); ours is
+    sqrt(factor) * gain / sqrt(fan). When that equals the activation's recommended gain
+    (init.gain=auto, or a number that happens to match) the call names the activation itself;
+    otherwise it uses the base nonlinearity of the formula (relu for He, linear for LeCun) and
+    multiplies the weights by ``gain`` afterwards.
+    """
+    from pipeline.activations import recommended_gain
+
+    factor, _ = VARIANCE_SCALING[s.weights]
+    total = math.sqrt(factor) * s.gain
+    name = TORCH_NONLINEARITY.get(s.activation)
+    if name and math.isclose(recommended_gain(s.activation, s.negative_slope), total, rel_tol=1e-9):
+        a = s.negative_slope if name == "leaky_relu" else 0.0
+        return {"a": a, "mode": s.mode, "nonlinearity": name}, 1.0
+    base = "relu" if factor == 2.0 else "linear"
+    return {"a": 0.0, "mode": s.mode, "nonlinearity": base}, s.gain
+
+
+def _torch_kernel(s: InitSpec) -> tuple[Call, float]:
+    """The ``torch.nn.init`` call for a weight, and a multiplier applied after it."""
+    _check_exportable(s, "PyTorch")
+    init = "torch.nn.init"
+    g = s.gain
+    draw = INITIALIZERS[s.weights].draw
+    if s.weights in VARIANCE_SCALING and VARIANCE_SCALING[s.weights][1] == "fan_avg":
+        return Call(f"{init}.xavier_{draw}_", {"gain": g}), 1.0
+    if s.weights in VARIANCE_SCALING:
+        kwargs, multiplier = _torch_kaiming(s)
+        return Call(f"{init}.kaiming_{draw}_", kwargs), multiplier
+    if s.weights == "orthogonal":
+        return Call(f"{init}.orthogonal_", {"gain": g}), 1.0
+    if s.weights == "normal":
+        return Call(f"{init}.normal_", {"mean": 0.0, "std": s.std * g}), 1.0
+    if s.weights == "truncated_normal":  # torch's a, b are absolute, not in stds
+        std = s.std * g
+        return Call(
+            f"{init}.trunc_normal_", {"mean": 0.0, "std": std, "a": -2 * std, "b": 2 * std}
+        ), 1.0
+    if s.weights == "uniform":
+        return Call(f"{init}.uniform_", {"a": -s.limit * g, "b": s.limit * g}), 1.0
+    if s.weights == "constant":
+        return Call(f"{init}.constant_", {"val": s.value * g}), 1.0
+    return Call(f"{init}.zeros_", {}), 1.0
+
+
+def _torch_bias(s: InitSpec) -> Call:
+    if s.bias == "constant":
+        return Call("torch.nn.init.constant_", {"val": s.bias_value})
+    if s.bias == "normal":
+        return Call("torch.nn.init.normal_", {"mean": 0.0, "std": s.bias_std})
+    return Call("torch.nn.init.zeros_", {})
+
+
+def to_flax(cfg) -> tuple[Callable, Callable]:
+    """``(kernel_init, bias_init)`` from ``jax.nn.initializers`` (what Flax re-exports).
+
+    >>> kernel_init, bias_init = to_flax(read_best("conf/best/default.yaml"))  # doctest: +SKIP
+    >>> layer = nnx.Linear(64, 64, kernel_init=kernel_init, bias_init=bias_init,
+    ...                    rngs=nnx.Rngs(0))  # doctest: +SKIP
+    """
+    s = init_spec(cfg)
+    return _flax_kernel(s).build(), _flax_bias(s).build()
+
+
+def _import_keras():
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 defaults to TensorFlow otherwise
+    try:
+        return importlib.import_module("keras")
+    except ImportError as e:
+        raise ImportError(f"to_keras needs Keras 3: pip install -e '.[keras]' ({e})") from e
+
+
+def to_keras(cfg, bias: bool = False):
+    """A ``keras.initializers`` object for ``kernel_initializer`` (``bias=True``: the bias's).
+
+    >>> keras.layers.Dense(64, kernel_initializer=to_keras(best),
+    ...                    bias_initializer=to_keras(best, bias=True))  # doctest: +SKIP
+    """
+    s = init_spec(cfg)
+    call = _keras_bias(s) if bias else _keras_kernel(s)
+    _import_keras()
+    return call.build()
+
+
+def torch_layers() -> tuple[type, ...]:
+    """The modules ``to_torch`` initializes: their weight is (out, in, *window), like torch's fans
+    expect (transposed convolutions are (in, out, ...) and are left alone)."""
+    import torch.nn as nn
+
+    return (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def to_torch(cfg) -> Callable:
+    """``init(module)``: initializes every Linear and Conv1d/2d/3d of ``module`` in place.
+
+    >>> to_torch(read_best("conf/best/default.yaml"))(model)  # doctest: +SKIP
+    """
+    s = init_spec(cfg)
+    kernel_call, multiplier = _torch_kernel(s)
+    bias_call = _torch_bias(s)
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"to_torch needs PyTorch: pip install -e '.[torch]' ({e})") from e
+    kernel_fn, bias_fn = kernel_call.function(), bias_call.function()
+    layers = torch_layers()
+
+    def init(module):
+        with torch.no_grad():
+            for m in module.modules():
+                if not isinstance(m, layers):
+                    continue
+                kernel_fn(m.weight, **kernel_call.kwargs)
+                if multiplier != 1.0:
+                    m.weight.mul_(multiplier)
+                if m.bias is not None:
+                    bias_fn(m.bias, **bias_call.kwargs)
+        return module
+
+    return init
+
+
+def snippet(cfg, framework: str, title: str = "") -> str:
+    """Ready-to-paste code that builds the same initializers as ``to_<framework>(cfg)``."""
+    if framework not in FORMATS:
+        raise ValueError(f"unknown format {framework!r}; allowed: {', '.join(FORMATS)}")
+    s = init_spec(cfg)
+    head = f"# {title}\n" if title else ""
+    if framework == "flax":
+        kernel = _flax_kernel(s)
+        imports = "import functools\n\nimport jax\n" if kernel.partial else "import jax\n"
+        return (
+            f"{head}{imports}\n"
+            f"kernel_init = {kernel.source()}\n"
+            f"bias_init = {_flax_bias(s).source()}\n"
+            "# nnx.Linear(n_in, n_out, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)\n"
+        )
+    if framework == "keras":
+        return (
+            f"{head}import keras\n\n"
+            f"kernel_initializer = {_keras_kernel(s).source()}\n"
+            f"bias_initializer = {_keras_bias(s).source()}\n"
+            "# keras.layers.Dense(units, kernel_initializer=kernel_initializer, "
+            "bias_initializer=bias_initializer)\n"
+        )
+    kernel, multiplier = _torch_kernel(s)
+    scale = f"                m.weight.mul_({_literal(multiplier)})\n" if multiplier != 1.0 else ""
+    return (
+        f"{head}import torch\n\n\n"
+        "def init_weights(module: torch.nn.Module) -> torch.nn.Module:\n"
+        "    layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)\n"
+        "    with torch.no_grad():\n"
+        "        for m in module.modules():\n"
+        "            if isinstance(m, layers):\n"
+        f"                {kernel.source('m.weight')}\n"
+        f"{scale}"
+        "                if m.bias is not None:\n"
+        f"                    {_torch_bias(s).source('m.bias')}\n"
+        "    return module\n"
+    )

@@ -17,6 +17,9 @@ he/kaiming_uniform            sqrt(6 / fan)                           He et al. 
 lecun_normal                  sqrt(1 / fan)                           LeCun et al. 1998, "Efficient
 lecun_uniform                 sqrt(3 / fan)                           BackProp", section 4.6
 orthogonal                    1 (rows or columns orthonormal)         Saxe et al. 2013
+delta_orthogonal              1 (orthogonal centre tap, zeros around) Xiao et al. 2018
+lsuv                          orthonormal, then each layer rescaled   Mishkin & Matas 2015
+                              to output variance gain^2 on data       (``pipeline.lsuv``)
 normal / truncated_normal     init.std                                seed article's "random"
 uniform                       init.limit                              U(-limit, limit)
 constant / zeros              init.value / 0                          seed article's zero init
@@ -42,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 # Unit draws. The order is the integer code a trial carries into the compiled call.
-DRAWS = ("constant", "normal", "truncated_normal", "uniform", "orthogonal")
+DRAWS = ("constant", "normal", "truncated_normal", "uniform", "orthogonal", "delta_orthogonal")
 TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
 
 
@@ -56,6 +59,7 @@ class Initializer(NamedTuple):
     scale: Callable[[Fans, dict], float]  # (fans, init params) -> std, limit or value
     intrinsic_gain: float = 1.0  # gain already inside the formula (He's sqrt(2))
     relative: bool = True  # scale depends on fans, so gain=auto applies
+    data_dependent: bool = False  # rescaled on a data batch inside the training call
 
 
 def _fan(fans: Fans, params: dict) -> float:
@@ -84,6 +88,11 @@ INITIALIZERS: dict[str, Initializer] = {
     "lecun_normal": Initializer("normal", lambda f, p: math.sqrt(1.0 / _fan(f, p))),
     "lecun_uniform": Initializer("uniform", lambda f, p: math.sqrt(3.0 / _fan(f, p))),
     "orthogonal": Initializer("orthogonal", lambda f, p: 1.0),
+    # For convolutions: a dense (in, out) kernel gets plain orthogonal.
+    "delta_orthogonal": Initializer("delta_orthogonal", lambda f, p: 1.0),
+    # The orthonormal start; the training call then rescales each layer on the trial's first
+    # mini-batch (pipeline.lsuv). gain=auto is 1: LSUV's target variance is already "right".
+    "lsuv": Initializer("orthogonal", lambda f, p: 1.0, relative=False, data_dependent=True),
 }
 
 BIAS_INITS = ("zeros", "constant", "normal")
@@ -132,6 +141,8 @@ def unit_draw(draw: str, key: jax.Array, shape: Sequence[int], dtype=jnp.float32
         return jax.random.uniform(key, shape, dtype, -1.0, 1.0)
     if draw == "orthogonal":
         return _orthogonal(key, shape, dtype)
+    if draw == "delta_orthogonal":
+        return _delta_orthogonal(key, shape, dtype)
     raise ValueError(f"unknown draw {draw!r}; allowed: {', '.join(DRAWS)}")
 
 
@@ -147,6 +158,17 @@ def _orthogonal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     return q.reshape(shape).astype(dtype)
 
 
+def _delta_orthogonal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Xiao et al. 2018 ("Dynamical Isometry and a Mean Field Theory of CNNs", Algorithm 2):
+    an orthogonal (in, out) matrix at the centre of the window, zeros elsewhere, so that a
+    convolution starts as an orthogonal map at every position: norms are preserved exactly."""
+    if len(shape) == 2:
+        return _orthogonal(key, shape, dtype)
+    centre = tuple(k // 2 for k in shape[:-2])
+    kernel = jnp.zeros(shape, dtype)
+    return kernel.at[centre].set(_orthogonal(key, shape[-2:], dtype))
+
+
 def make_initializer(
     weights: str, gain: float, params: dict | None = None
 ) -> Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]:
@@ -157,6 +179,11 @@ def make_initializer(
     Array(0.06..., dtype=float32)
     """
     spec = INITIALIZERS[weights]
+    if spec.data_dependent:
+        raise ValueError(
+            f"{weights!r} is data-dependent: initialize with the orthonormal start, then call "
+            "pipeline.lsuv.lsuv(params, batch, ...) on a batch of your data"
+        )
     params = dict(params or {})
 
     def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
@@ -193,6 +220,9 @@ def expected_std(weights: str, shape: Sequence[int], gain: float, params: dict) 
         "truncated_normal": TRUNCATED_NORMAL_STD,
         "uniform": 1.0 / math.sqrt(3.0),
         "orthogonal": 1.0 / math.sqrt(max(math.prod(shape[:-1]), shape[-1])),
+        # one tap of the window is an orthogonal (in, out) matrix, the others are zero
+        "delta_orthogonal": 1.0
+        / math.sqrt(max(shape[-2], shape[-1]) * math.prod(shape[:-2] or (1,))),
     }[spec.draw]
     return abs(scale) * factor
 

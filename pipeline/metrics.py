@@ -3,13 +3,21 @@
 Definitions (all medians over seeds unless said otherwise):
 
 - ``steps_to_target``: the first step (1-based) at which the smoothed training loss (EMA with
-  factor ``metrics.smoothing``) is at or below ``train.target_loss``; ``train.steps + 1`` when it
-  never gets there (the sentinel reads "beyond the budget").
+  factor ``metrics.smoothing``) is at or below ``train.target_loss`` at a step whose gradient
+  did not explode; ``train.steps + 1`` when it never gets there (the sentinel reads "beyond the
+  budget").
 - ``explosion_count``: steps whose gradient global norm is NaN/Inf or above
   ``metrics.explode_threshold``.
 - ``vanishing_count``: steps whose first-layer kernel-gradient norm is below
   ``metrics.vanish_threshold``.
 - ``diverged``: 1 if any seed's loss became NaN or Inf.
+- ``diag.init.*`` / ``diag.final.*``: signal-propagation diagnostics (``pipeline.diagnostics``)
+  at initialization and after the last step: ``backprop_ratio`` = ||dL/dh|| of the first hidden
+  layer over the last (<< 1: the gradient vanishes on its way down; >> 1: it explodes),
+  ``weight_grad_ratio`` likewise for ||dL/dW||, ``act_var_ratio`` = activation variance of the
+  last hidden layer over the first (the forward signal), ``dead_fraction`` and
+  ``saturated_fraction`` averaged over layers, and ``unit_spread`` (0 = every unit of a layer
+  computes the same thing: a symmetry that training never breaks).
 - The objective Optuna minimizes (``objective`` below): ``steps_to_target`` when the target was
   reached; otherwise ``steps + 1 + steps * min(1, final_loss / initial_loss)``, so runs that made
   more progress rank higher; ``2 * steps + 2`` (the worst value) for a diverged run.
@@ -17,9 +25,11 @@ Definitions (all medians over seeds unless said otherwise):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from pipeline.diagnostics import PROBE_FIELDS
 
 SUMMARY_KEYS = (
     "steps_to_target",
@@ -33,6 +43,17 @@ SUMMARY_KEYS = (
     "final_val_accuracy",
     "objective",
 )
+DIAGNOSTIC_NAMES = (
+    "backprop_ratio",
+    "weight_grad_ratio",
+    "act_var_ratio",
+    "dead_fraction",
+    "saturated_fraction",
+    "unit_spread",
+)
+DIAGNOSTIC_KEYS = tuple(
+    f"diag.{when}.{name}" for when in ("init", "final") for name in DIAGNOSTIC_NAMES
+)
 
 
 @dataclass
@@ -42,12 +63,23 @@ class TrialResult:
     metrics: dict[str, float]
     seeds: list[dict[str, float]]
     curves: dict[str, np.ndarray]  # name -> (steps, values), medians over seeds
-    layer_grad_norm_init: np.ndarray  # [depth + 1] kernel-gradient norms at step 0
+    # Probe field -> [boundaries, layers] (medians over seeds); the layers are the trial's real
+    # hidden layers (weight norms and their gradients: plus the read-out), the boundaries
+    # diagnostic_steps.
+    diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
+    diagnostic_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     pruned: bool = False
 
     @property
     def objective(self) -> float:
         return self.metrics["objective"]
+
+    @property
+    def layer_grad_norm_init(self) -> np.ndarray:
+        """Kernel-gradient norms at initialization, input layer first, read-out last."""
+        if not self.diagnostics:
+            return np.zeros(0)
+        return self.diagnostics["weight_grad_norm"][0]
 
 
 def snapshot(state) -> dict:
@@ -114,6 +146,76 @@ def summarize(
             np.median(np.stack([c.val_accuracy[rows] for c in chunks], 1), axis=0),
         ),
     }
-    norms = np.median(chunks[0].layer_grad_norm[rows], axis=0)
-    layer_norms = np.concatenate([norms[:depth], norms[-1:]])  # real layers, then the output
-    return TrialResult(summary, seeds, curves, layer_norms, pruned)
+    steps_at, diagnostics = _diagnostics(chunks, rows, depth)
+    for when, boundary in (("init", 0), ("final", -1)) if diagnostics else ():
+        scalars = diagnostic_scalars(diagnostics, boundary)
+        summary.update({f"diag.{when}.{k}": v for k, v in scalars.items()})
+    return TrialResult(summary, seeds, curves, diagnostics, steps_at, pruned)
+
+
+def _diagnostics(chunks: list, rows: slice, depth: int) -> tuple[np.ndarray, dict]:
+    """Per-layer diagnostics at init and at every chunk boundary, medians over seeds."""
+    if chunks[0].probe_start is None:  # metrics.diagnostics off
+        return np.zeros(0, int), {}
+    probes = [c.probe_start for c in chunks] + [chunks[-1].probe_end]
+    steps_at = np.arange(len(probes)) * chunks[0].loss.shape[1]
+    table = {}
+    for name in PROBE_FIELDS:
+        v = np.stack([np.asarray(getattr(p, name))[rows] for p in probes], 1)
+        with_readout = name in ("weight_grad_norm", "weight_norm")
+        v = np.concatenate([v[..., :depth], v[..., -1:]], -1) if with_readout else v[..., :depth]
+        table[name] = np.median(v, axis=0)
+    return steps_at, table
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b > 0 and np.isfinite(a) and np.isfinite(b) else float("nan")
+
+
+def diagnostic_scalars(table: dict, boundary: int) -> dict[str, float]:
+    """First/last-layer ratios and unit fractions at one boundary of a diagnostics table."""
+    back = table["backprop_norm"][boundary]
+    wgrad = table["weight_grad_norm"][boundary]
+    var = table["act_var"][boundary]
+    return {
+        "backprop_ratio": _ratio(back[0], back[-1]),
+        "weight_grad_ratio": _ratio(wgrad[0], wgrad[-2]),  # [-1] is the read-out
+        "act_var_ratio": _ratio(var[-1], var[0]),
+        "dead_fraction": float(np.mean(table["dead_fraction"][boundary])),
+        "saturated_fraction": float(np.mean(table["saturated_fraction"][boundary])),
+        "unit_spread": float(np.mean(table["unit_spread"][boundary])),
+    }
+
+
+def diagnostics_csv(result: TrialResult) -> str:
+    """The per-layer diagnostics table of a trial: one row per (step, layer)."""
+    names = list(result.diagnostics)
+    lines = ["step,layer," + ",".join(names)]
+    for b, step in enumerate(result.diagnostic_steps):
+        for layer in range(result.diagnostics["weight_grad_norm"].shape[1]):
+            values = [
+                result.diagnostics[n][b][layer] if layer < result.diagnostics[n].shape[1] else ""
+                for n in names
+            ]
+            lines.append(
+                f"{step},{layer}," + ",".join(f"{v:.6g}" if v != "" else "" for v in values)
+            )
+    return "\n".join(lines) + "\n"
+
+
+def compact_trace(result: TrialResult, every: int) -> dict[str, list[float]]:
+    """What a study keeps of a trial's curves for its figures: the loss every ``every`` steps
+    and the per-layer signals at initialization (a few hundred numbers)."""
+    steps, loss = result.curves["loss"]
+    trace = {
+        "loss_steps": [int(s) for s in steps[::every]],
+        "loss": [float(v) for v in loss[::every]],
+    }
+    if not result.diagnostics:
+        return trace
+    return {
+        **trace,
+        "init_backprop_norm": [float(v) for v in result.diagnostics["backprop_norm"][0]],
+        "init_grad_norm": [float(v) for v in result.diagnostics["weight_grad_norm"][0]],
+        "init_act_var": [float(v) for v in result.diagnostics["act_var"][0]],
+    }

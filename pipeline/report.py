@@ -1,6 +1,9 @@
-"""Terminal tables of a study: the top configurations, best first."""
+"""Terminal output of a study: the top configurations, best first, and a verdict per family."""
 
 from __future__ import annotations
+
+import math
+import statistics
 
 import optuna
 from rich.table import Table
@@ -25,8 +28,10 @@ def best_table(study: optuna.Study, top_k: int, steps: int) -> Table:
     table = Table(title=f"study {study.study_name}: top {top_k} of {len(study.trials)} trials")
     for name in ("rank", "trial", "steps to target", "explosions", "val acc", *COLUMNS.values()):
         table.add_column(name, justify="left" if name in ("activation", "init") else "right")
+    base = study.user_attrs.get("config", {})  # values the space fixed are not trial params
     for rank, trial in enumerate(ranked_trials(study)[:top_k]):
         m = trial_metrics(trial)
+        config = {**base, **trial.params}
         reached = m.get("steps_to_target", steps + 1) <= steps
         table.add_row(
             str(rank),
@@ -34,6 +39,62 @@ def best_table(study: optuna.Study, top_k: int, steps: int) -> Table:
             _fmt(m.get("steps_to_target")) if reached else "never",
             _fmt(m.get("explosion_count")),
             _fmt(m.get("final_val_accuracy")),
-            *(_fmt(trial.params.get(k, "")) for k in COLUMNS),
+            *(_fmt(config.get(k, "")) for k in COLUMNS),
         )
     return table
+
+
+# Initializer families for the verdict: one name per idea, whatever the distribution or alias.
+FAMILY_PREFIXES = {
+    "he_": "he",
+    "kaiming_": "he",
+    "glorot_": "glorot",
+    "xavier_": "glorot",
+    "lecun_": "lecun",
+}
+FAMILY_NAMES = {
+    "normal": "random",  # fixed-scale draws: init.std / init.limit, no fan
+    "truncated_normal": "random",
+    "uniform": "random",
+    "zeros": "constant",
+    "constant": "constant",
+}
+
+
+def family(weights: str) -> str:
+    """The family of an initializer: he, glorot, lecun, orthogonal, random, constant, ..."""
+    for prefix, name in FAMILY_PREFIXES.items():
+        if weights.startswith(prefix):
+            return name
+    return FAMILY_NAMES.get(weights, weights)
+
+
+def family_verdicts(study: optuna.Study, steps: int) -> list[str]:
+    """One line per initializer family over the study's completed trials, fastest first:
+    trials, median steps to target (the upper median: "never" when half or more missed it),
+    share that reached the target, share with at least one exploding step."""
+    base = study.user_attrs.get("config", {})
+    groups: dict[str, list[dict]] = {}
+    members: dict[str, set[str]] = {}
+    for trial in ranked_trials(study):
+        weights = trial.params.get("init.weights", base.get("init.weights", "?"))
+        groups.setdefault(family(weights), []).append(trial_metrics(trial))
+        members.setdefault(family(weights), set()).add(weights)
+    rows = []
+    for name, metrics in groups.items():
+        hits = [m.get("steps_to_target", steps + 1) for m in metrics]
+        median = statistics.median_high(hits)  # a real trial's value, never half "never"
+        reached = sum(h <= steps for h in hits) / len(hits)
+        exploded = sum(m.get("explosion_count", 0) > 0 for m in metrics) / len(metrics)
+        # Ties (all "never") go to the family that got closer to the target: the objective.
+        progress = statistics.median(m.get("objective", math.inf) for m in metrics)
+        rows.append((median, progress, exploded, name, len(metrics), reached))
+    lines = []
+    for median, _, exploded, name, n, reached in sorted(rows):
+        shown = f"{median:.0f}" if median <= steps else "never"
+        lines.append(
+            f"{name:<10} {n:>4} trials: median steps to target {shown:>5}, "
+            f"{reached:4.0%} reached target, {exploded:4.0%} exploded "
+            f"({', '.join(sorted(members[name]))})"
+        )
+    return lines

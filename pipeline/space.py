@@ -37,6 +37,14 @@ def grid(space: dict[str, Any]) -> dict[str, list]:
     return {k: v for k, v in space.items() if isinstance(v, list)}
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask-and-tell loops: Optuna's calls ``study.stop()`` once the grid is
+    exhausted, which only works inside ``study.optimize``; here ``study.n_trials`` ends it."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
 def make_sampler(name: str, seed: int, space: dict[str, Any]) -> optuna.samplers.BaseSampler:
     """The sampler ``study.sampler`` names, seeded by ``study.seed``."""
     if name == "tpe":
@@ -45,7 +53,7 @@ def make_sampler(name: str, seed: int, space: dict[str, Any]) -> optuna.samplers
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(grid(space), seed=seed)
+        return AskTellGridSampler(grid(space), seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import optuna
 
+from pipeline.config import redacted
 from pipeline.metrics import SUMMARY_KEYS
 
 
@@ -21,12 +22,23 @@ def storage_spec(cfg) -> str:
 def make_storage(spec: str):
     """An Optuna storage from a URL (``sqlite:///``, ``postgresql://``, ...) or a journal path."""
     if "://" in spec:
-        return spec
+        return _with_driver(spec)
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     Path(spec).parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(spec))
+
+
+def _with_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads ``postgresql://`` as psycopg 3; the ``postgres`` extra installs
+    psycopg2, so name it when psycopg 3 is missing."""
+    import importlib.util
+
+    find = importlib.util.find_spec
+    if url.startswith("postgresql://") and find("psycopg") is None and find("psycopg2"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def directions(cfg) -> list[str]:
@@ -50,7 +62,8 @@ def load_study(cfg) -> optuna.Study:
     except KeyError:
         names = optuna.get_all_study_names(make_storage(spec))
         raise LookupError(
-            f"no study named {cfg.study.name!r} in {spec} (studies: {', '.join(names) or 'none'})"
+            f"no study named {cfg.study.name!r} in {redacted(spec)} "
+            f"(studies: {', '.join(names) or 'none'})"
         ) from None
 
 

@@ -7,14 +7,18 @@ tracking, progress display, files under ``runs_dir``).
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import optuna
 from omegaconf import OmegaConf
+from optuna.exceptions import UpdateFinishedTrialError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -24,17 +28,21 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
+from pipeline import lease as leases
 from pipeline import plots
 from pipeline import space as search_space
 from pipeline import study as studies
-from pipeline.config import RUN_SECTIONS, flatten_space, possible_values, to_flat_dict
+from pipeline.config import RUN_SECTIONS, flatten_space, possible_values, redacted, to_flat_dict
 from pipeline.data import load_dataset
-from pipeline.engine import Engine
-from pipeline.metrics import TrialResult
-from pipeline.tracking import Tracker, default_uri
+from pipeline.engine import Engine, check_fits
+from pipeline.metrics import TrialResult, compact_trace
+from pipeline.tracking import Tracker, default_uri, run_name
 
 TRIAL_SECTIONS = ("model", "init", "train")
+DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+LIVE = (*DONE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
 
 
 @dataclass
@@ -77,22 +85,43 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def open_study(cfg, space: dict) -> optuna.Study:
-    """Create the study, or load it to continue up to ``study.n_trials``."""
-    study = optuna.create_study(
-        study_name=cfg.study.name,
-        storage=studies.make_storage(studies.storage_spec(cfg)),
-        sampler=search_space.make_sampler(cfg.study.sampler, cfg.study.seed, space),
-        pruner=search_space.make_pruner(cfg.study.pruner),
-        directions=studies.directions(cfg),
-        load_if_exists=True,
-    )
+def open_study(cfg, space: dict, worker: int | None = None) -> optuna.Study:
+    """Create the study, or load it to continue up to ``study.n_trials``.
+
+    A fresh study's sampler is seeded with ``study.seed``. A resumed one's is seeded from
+    (study.seed, trials so far), and worker ``i`` of ``sweep --workers N`` adds ``i`` and the host
+    name: with the seed alone a rerun would draw the same random trials again, and so would every
+    worker.
+    """
+    spec = studies.storage_spec(cfg)
+    try:
+        study = optuna.create_study(
+            study_name=cfg.study.name,
+            storage=studies.make_storage(spec),
+            sampler=search_space.make_sampler(cfg.study.sampler, cfg.study.seed, space),
+            pruner=search_space.make_pruner(cfg.study.pruner),
+            directions=studies.directions(cfg),
+            load_if_exists=True,
+        )
+    except (ImportError, OSError, SQLAlchemyError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = f"study.storage={redacted(spec)}"
+        raise LookupError(f"cannot open {where}: {redacted(reason)}") from None
+    so_far = len(study.get_trials(deepcopy=False))
+    if so_far or worker is not None:
+        entropy = [cfg.study.seed, so_far]
+        if worker is not None:
+            entropy += [worker + 1, zlib.crc32(socket.gethostname().encode())]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        study.sampler = search_space.make_sampler(cfg.study.sampler, seed, space)
     # The base config, so `make best` can rebuild each trial's full configuration.
     study.set_user_attr("config", to_flat_dict(cfg, RUN_SECTIONS))
     return study
 
 
-def open_tracker(cfg, experiment: str | None) -> Tracker | None:
+def open_tracker(
+    cfg, experiment: str | None, worker: str = "", parent_run: str | None = None
+) -> Tracker | None:
     if not cfg.tracking.enabled:
         return None
     tracker = Tracker(
@@ -102,22 +131,54 @@ def open_tracker(cfg, experiment: str | None) -> Tracker | None:
         description=f"Weight-initialization sweep `{cfg.study.name}`: one child run per Optuna "
         "trial; sort by steps_to_target (lower is faster).",
     )
+    tracker.worker = worker
+    if parent_run is not None:  # a worker of `sweep --workers N`: the launcher owns the parent
+        tracker.attach_parent(parent_run)
+        return tracker
     tracker.start_parent(
         f"sweep {datetime.now():%Y-%m-%d %H:%M:%S}",
-        to_flat_dict(cfg),
+        redacted(to_flat_dict(cfg)),
         {"experiment": experiment or "default", "sampler": cfg.study.sampler},
     )
     return tracker
 
 
+def recover(cfg, study: optuna.Study, tracker: Tracker | None, me: str = "") -> None:
+    """After a crash: fail and re-enqueue stale RUNNING trials, end their MLflow runs KILLED and
+    log the child runs a killed worker had not logged yet (see pipeline.lease)."""
+    leases.recover(study, cfg.study.lease_s, me)
+    if tracker is None:
+        return
+    now, expiries = time.time(), leases.leases(study)
+
+    def dead(worker: str) -> bool:
+        return worker != me and not leases.worker_alive(worker, expiries, now)
+
+    base = to_flat_dict(cfg, TRIAL_SECTIONS)
+    tracker.reconcile(study.get_trials(deepcopy=False, states=DONE), dead, base)
+
+
 class Sweep:
     """One ``make sweep``: the ask-train-tell loop and its bookkeeping."""
 
-    def __init__(self, cfg, experiment: str | None, console: Console):
+    def __init__(
+        self,
+        cfg,
+        experiment: str | None,
+        console: Console,
+        parent_run: str | None = None,
+        worker: int | None = None,
+    ):
         self.cfg = cfg
         self.space = flatten_space(cfg.space)
-        self.study = open_study(cfg, self.space)
-        self.tracker = open_tracker(cfg, experiment)
+        # Refuse a space that cannot fit in memory before anything is written.
+        check_fits(cfg, self.space)
+        self.study = open_study(cfg, self.space, worker)
+        Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
+        self.lease = leases.Lease(self.study, cfg.study.lease_s).start()
+        self.tracker = open_tracker(cfg, experiment, self.lease.worker, parent_run)
+        if worker is None:  # `sweep --workers N` recovers once, before it starts the workers
+            recover(cfg, self.study, self.tracker, self.lease.worker)
         self.engine = Engine(cfg, load_dataset(cfg.data), possible_values(cfg, "init.weights"))
         self.base = to_flat_dict(cfg, TRIAL_SECTIONS)
         self.multi = len(cfg.study.objectives) > 1
@@ -127,6 +188,7 @@ class Sweep:
         self.told = 0
         self.exploded = 0
         self.best = float("inf")
+        self.best_name = ""  # run name of the best trial so far, e.g. he_normal·relu·d16·g1.41
         self.batch: list[optuna.trial.Trial] = []
         self.configs: list[dict] = []
         self.untold: set[int] = set()
@@ -157,8 +219,7 @@ class Sweep:
     def _run(self) -> SweepSummary:
         t_start = time.perf_counter()
         # Failed trials (an interrupted batch) are not done: the rerun trains their budget again.
-        done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        finished = len(self.study.get_trials(deepcopy=False, states=done_states))
+        finished = len(self.study.get_trials(deepcopy=False, states=DONE))
         remaining = max(0, self.cfg.study.n_trials - finished)
         if remaining == 0:
             self.console.print(
@@ -172,18 +233,22 @@ class Sweep:
         status = "KILLED"
         try:
             with self.progress:
-                while self.told < remaining:
-                    self._run_batch(min(self.cfg.study.batch_size, remaining - self.told))
+                while (size := self._next_batch_size()) is not None:
+                    if size > 0:
+                        self._run_batch(size)
+                    else:  # other workers hold the remaining trials: wait for them
+                        self._wait(1.0)
             status = "FINISHED"
         finally:
-            # Interrupted or crashed: trials asked but not told fail, never stay RUNNING.
-            # An interrupt can land between a tell and its bookkeeping: skip_if_finished.
+            # Interrupted or crashed: trials asked but not told fail, never stay RUNNING, and
+            # their configurations are enqueued again for the rerun. An interrupt can land
+            # between a tell and its bookkeeping: fail_and_requeue skips a finished trial.
             for trial in self.batch:
                 if trial.number in self.untold:
-                    fail = optuna.trial.TrialState.FAIL
-                    self.study.tell(trial, state=fail, skip_if_finished=True)
+                    leases.fail_and_requeue(self.study, trial.number, trial.params)
+            self.lease.end()
             if self.tracker is not None:
-                if status == "FINISHED":
+                if status == "FINISHED" and self.tracker.owns_parent:
                     _log_sweep_artifacts(self.cfg, self.study, self.tracker)
                 self.tracker.close(status)
         stats = self.engine.stats
@@ -202,10 +267,44 @@ class Sweep:
             parent_run_id=self.tracker.parent_id if self.tracker else None,
         )
 
+    def _next_batch_size(self) -> int | None:
+        """Trials to ask now: None once the study has ``n_trials`` finished trials, 0 while other
+        workers hold all the rest. Re-enqueued (WAITING) trials are asked first."""
+        self._stop_point()
+        leases.recover(self.study, self.cfg.study.lease_s, self.lease.worker)
+        trials = self.study.get_trials(deepcopy=False)
+        finished = sum(t.state in DONE for t in trials)
+        if finished >= self.cfg.study.n_trials:
+            return None
+        running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+        return max(0, min(self.cfg.study.batch_size, self.cfg.study.n_trials - finished - running))
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._stop_point()
+            time.sleep(0.1)
+
+    def _keep_first(self, batch: list[optuna.trial.Trial]) -> list[optuna.trial.Trial]:
+        """Workers asking at once can overshoot ``n_trials``: keep only trials among the study's
+        first ``n_trials`` live ones (by number, which storage assigns in order) and fail the
+        rest. A kept trial stays kept, since trials before it can only drop out (fail)."""
+        live = sorted(t.number for t in self.study.get_trials(deepcopy=False, states=LIVE))
+        first = set(live[: self.cfg.study.n_trials])
+        for trial in batch:
+            if trial.number not in first:
+                trial.set_user_attr("overflow", True)
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return [t for t in batch if t.number in first]
+
     def _run_batch(self, size: int) -> None:
         self._stop_point()
         t0 = time.perf_counter()
         self.batch = [self.study.ask() for _ in range(size)]
+        self.untold = {t.number for t in self.batch}
+        for trial in self.batch:
+            self.lease.hold(trial)
+        self.batch = self._keep_first(self.batch)
         self.untold = {t.number for t in self.batch}
         self.configs = [{**self.base, **search_space.suggest(t, self.space)} for t in self.batch]
         self.optuna_s += time.perf_counter() - t0
@@ -228,13 +327,20 @@ class Sweep:
     def _on_result(self, i: int, result: TrialResult) -> None:
         trial = self.batch[i]
         t0 = time.perf_counter()
-        trial.set_user_attr("metrics", result.metrics)
-        if result.pruned:
-            state = optuna.trial.TrialState.PRUNED
-            self.study.tell(trial, state=state)
-        else:
-            state = optuna.trial.TrialState.COMPLETE
-            self.study.tell(trial, studies.objective_values(self.cfg, result.metrics))
+        try:
+            trial.set_user_attr("metrics", result.metrics)
+            trial.set_user_attr("trace", compact_trace(result, self.cfg.metrics.curve_every_steps))
+            if result.pruned:
+                state = optuna.trial.TrialState.PRUNED
+                self.study.tell(trial, state=state)
+            else:
+                state = optuna.trial.TrialState.COMPLETE
+                self.study.tell(trial, studies.objective_values(self.cfg, result.metrics))
+        except UpdateFinishedTrialError:
+            # This process stalled past its lease and another worker failed and re-enqueued
+            # the trial: that copy will be trained and logged instead.
+            self.untold.discard(trial.number)
+            return
         self.untold.discard(trial.number)
         self.optuna_s += time.perf_counter() - t0
         if self.tracker is not None:
@@ -247,30 +353,44 @@ class Sweep:
             )
         self.told += 1
         self.exploded += result.metrics["explosion_count"] > 0
-        self.best = min(self.best, result.metrics["steps_to_target"])
+        if result.metrics["steps_to_target"] < self.best:
+            self.best = result.metrics["steps_to_target"]
+            self.best_name = run_name(self.configs[i])
         elapsed = time.perf_counter() - self.t_start
         self.progress.update(
             self.task,
             advance=1,
             rate=f"{self.told / elapsed:.2f}",
             explosions=self.exploded,
-            best=f"{self.best:.0f} steps" if self.best <= self.cfg.train.steps else "-",
+            best=f"{self.best:.0f} steps {self.best_name}"
+            if self.best <= self.cfg.train.steps
+            else "-",
         )
 
 
-def run_sweep(cfg, experiment: str | None = None, console: Console | None = None) -> SweepSummary:
-    """Run the study ``cfg.study`` describes up to ``study.n_trials`` finished trials."""
+def run_sweep(
+    cfg,
+    experiment: str | None = None,
+    console: Console | None = None,
+    parent_run: str | None = None,
+    worker: int | None = None,
+) -> SweepSummary:
+    """Run the study ``cfg.study`` describes up to ``study.n_trials`` finished trials.
+
+    ``worker``: this process is worker ``worker`` of ``sweep --workers N`` (pipeline.workers);
+    its child runs go under the MLflow run ``parent_run``, which the launcher ends.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
     setup_jax(cfg)
-    return Sweep(cfg, experiment, console or Console(stderr=True)).run()
+    console = console or Console(stderr=True)
+    return Sweep(cfg, experiment, console, parent_run, worker).run()
 
 
 def _log_sweep_artifacts(cfg, study: optuna.Study, tracker: Tracker) -> None:
     out = Path(cfg.runs_dir) / cfg.study.name
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.yaml"
-    config_path.write_text(OmegaConf.to_yaml(cfg))
+    config_path.write_text(redacted(OmegaConf.to_yaml(cfg)))
     tracker.log_parent_artifact(config_path)
     for path in plots.sweep_plots(study, out):
         tracker.log_parent_artifact(path, "plots")

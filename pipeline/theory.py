@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,8 +51,12 @@ def _derivatives(activation: str, slope: float):
 
     d1 = jax.vmap(jax.grad(phi))
     d2 = jax.vmap(jax.grad(jax.grad(phi)))
+    # jit: eager grad-of-vmap retraces on every call, which made one chaotic-phase evaluation
+    # cost ~0.2 s; the grids have two fixed shapes, so each compiles twice and then runs in us.
 
     def wrap(f):
+        f = jax.jit(f)
+
         def run(x: np.ndarray) -> np.ndarray:
             with jax.enable_x64(True):
                 flat = jnp.asarray(np.ravel(x), jnp.float64)
@@ -106,25 +111,25 @@ def signal_propagation(
     """``q_star``, ``chi1``, ``c_star``, ``xi_q``, ``xi_c``, ``max_trainable_depth``."""
     phi, d1, d2 = _derivatives(activation, negative_slope)
     q_star = _q_star(phi, sigma_w2, sigma_b2)
-    if not math.isfinite(q_star) and activation not in ("relu", "leaky_relu", "identity"):
-        nan = math.nan
-        return dict(
-            q_star=q_star, chi1=nan, c_star=nan, xi_q=0.0, xi_c=0.0, max_trainable_depth=0.0
-        )
     z, w = _nodes()
     # At q* = 0 the limit q -> 0+ is what matters (phi'(0+) for ReLU-like activations); when the
-    # length grows without bound, the (scale-free) ReLU family is evaluated at a large q.
+    # length grows without bound (only unbounded activations), the asymptotic regime is
+    # evaluated at a large q: exact for the scale-free ReLU family, the limit for GELU/SiLU/ELU.
     q = min(max(q_star, EPS_Q), 1e6)
     u = math.sqrt(q) * z
     chi1 = float(sigma_w2 * np.sum(w * d1(u) ** 2))
     xi_q = _depth_scale(chi1 + sigma_w2 * float(np.sum(w * d2(u) * phi(u))))
-    c = 1.0 if chi1 <= 1.0 else 0.5
-    if chi1 > 1.0:  # chaotic phase: iterate the correlation map to its fixed point c* < 1
-        for _ in range(500):
-            new = (sigma_w2 * _pair_mean(phi, phi, q, c) + sigma_b2) / q
-            if abs(new - c) < 1e-12:
-                break
-            c = min(new, 1.0)
+    c = 1.0
+    if chi1 > 1.0:  # chaotic phase: the correlation map has a stable fixed point c* < 1
+
+        def gap(c: float) -> float:
+            return (sigma_w2 * _pair_mean(phi, phi, q, c) + sigma_b2) / q - c
+
+        # c = 1 is an unstable fixed point (slope chi1 > 1), so gap < 0 just below it; c* lies
+        # where gap changes sign between the map's value at c = 0 and 1 - 1e-6.
+        low = -1.0 if gap(0.0) < 0.0 else 0.0
+        high = 1.0 - 1e-6
+        c = float(brentq(gap, low, high, xtol=1e-12)) if gap(low) * gap(high) < 0 else 1.0
     chi_c = sigma_w2 * _pair_mean(d1, d1, q, c)
     xi_c = _depth_scale(chi_c)
     return dict(
@@ -150,3 +155,67 @@ def critical_sigma_w2(
         return signal_propagation(activation, sw2, sigma_b2, negative_slope)["chi1"] - 1.0
 
     return float(brentq(gap, low, high, xtol=1e-10))
+
+
+class _Shapes(NamedTuple):
+    width: int
+    kind: str
+    n_in: int = 1
+    n_classes: int = 1
+
+
+def trial_variances(trial: dict) -> tuple[float, float] | None:
+    """(sigma_w2, sigma_b2) of a trial's hidden layers, from its flat config; None where the
+    mean-field picture does not apply (constant weights: every unit is the same unit) or the
+    variance is only known after seeing data (LSUV).
+
+    sigma_w2 = fan_in x Var(W) of a hidden kernel (fan_in = 9 x channels for a CNN, whose mean
+    field is the same as a dense network's, Xiao et al. 2018), so orthogonal with gain g
+    gives g^2 like a Gaussian of the same variance (Saxe et al. 2013 differ only beyond the
+    mean field). A constant bias enters as sigma_b2 = value^2: it is shared by every input
+    like a random bias is, though it also shifts the mean, which the mean field ignores.
+    """
+    from pipeline.initializers import INITIALIZERS, bias_moments, expected_std, resolve_gain
+
+    weights = trial["init.weights"]
+    if INITIALIZERS[weights].draw == "constant" or INITIALIZERS[weights].data_dependent:
+        return None
+    from pipeline.model import layer_shapes
+
+    width = int(trial["model.width"])
+    kind = trial.get("model.kind", "mlp")
+    shape = layer_shapes(_Shapes(width, kind))["hidden"]  # (w, w), or (3, 3, w, w) for a CNN
+    gain = resolve_gain(
+        weights, trial["init.gain"], trial["model.activation"], trial["model.negative_slope"]
+    )
+    params = {k: trial[f"init.{k}"] for k in ("mode", "std", "limit", "value")}
+    std = expected_std(weights, shape, gain, params)
+    fan_in = math.prod(shape[:-1])
+    mean, bias_std = bias_moments(
+        trial["init.bias"], trial["init.bias_value"], trial["init.bias_std"]
+    )
+    return fan_in * std * std, bias_std * bias_std + mean * mean
+
+
+@cache
+def cached_propagation(activation: str, sigma_w2: float, sigma_b2: float, slope: float) -> dict:
+    return signal_propagation(activation, sigma_w2, sigma_b2, slope)
+
+
+def trial_prediction(trial: dict) -> dict[str, float]:
+    """What theory predicts for a trial before it trains, as ``theory.*`` metrics (empty where
+    it does not apply). Variances are rounded to 4 significant digits so sweeps reuse results."""
+    variances = trial_variances(trial)
+    if variances is None:
+        return {}
+    sw2, sb2 = (float(f"{v:.4g}") for v in variances)
+    p = cached_propagation(
+        trial["model.activation"], sw2, sb2, float(trial["model.negative_slope"])
+    )
+    return {
+        "theory.sigma_w2": sw2,
+        "theory.sigma_b2": sb2,
+        "theory.chi1": p["chi1"],
+        "theory.xi_c": p["xi_c"],
+        "theory.max_trainable_depth": p["max_trainable_depth"],
+    }

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pipeline.metrics import TrialResult
+from pipeline.metrics import TrialResult, diagnostic_scalars, diagnostics_csv
+from pipeline.theory import trial_prediction
 from pipeline.timing import Stopwatch
 
 RUNS_TABLE_QUERY = "?workflowType=machine_learning"  # MLflow 3 opens GenAI views otherwise
@@ -25,6 +27,9 @@ def default_uri(runs_dir: str) -> str:
 
 
 def _quiet() -> None:
+    # MLflow prints "View run ... at <tracking URI>" per run on an http server: noise per trial,
+    # and the URI may carry a password (http://user:password@host).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -38,6 +43,35 @@ def run_name(config: dict[str, Any]) -> str:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _diagnostic_metrics(result: TrialResult, config: dict[str, Any], now: int) -> list:
+    """Theory's prediction, per-layer values at init (step = layer index, input layer 0) and
+    the diagnostics' ratios and fractions at each chunk boundary (step = training step)."""
+    from mlflow.entities import Metric
+
+    metrics = [
+        Metric(k, float(v), now, 0) for k, v in trial_prediction(config).items() if _finite(v)
+    ]
+    if not result.diagnostics:  # metrics.diagnostics off
+        return metrics
+    per_layer = {
+        "init_grad_norm": "weight_grad_norm",
+        "init_backprop_norm": "backprop_norm",
+        "init_act_var": "act_var",
+    }
+    for metric, field in per_layer.items():
+        metrics += [
+            Metric(metric, float(v), now, layer)
+            for layer, v in enumerate(result.diagnostics[field][0])
+            if _finite(float(v))
+        ]
+    for boundary, step in enumerate(result.diagnostic_steps):
+        scalars = diagnostic_scalars(result.diagnostics, boundary)
+        metrics += [
+            Metric(f"diag.{k}", v, now, int(step)) for k, v in scalars.items() if _finite(v)
+        ]
+    return metrics
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -58,6 +92,8 @@ class Tracker:
         self.study_name = study_name
         self.experiment_id = self._experiment(study_name, runs_dir, description)
         self.parent_id: str | None = None
+        self.worker = ""  # the sweep process (pipeline.lease), tagged on each run it starts
+        self.owns_parent = True
         self._clock = Stopwatch()
         self.wait_s = 0.0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
@@ -102,13 +138,18 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={"study": self.study_name, "role": "sweep", **tags},
+            tags={"study": self.study_name, "role": "sweep", "worker": self.worker, **tags},
         )
         self.parent_id = run.info.run_id
         plist = [Param(k, str(v)) for k, v in params.items()]
         for part in _chunks(plist, 100):
             self.client.log_batch(self.parent_id, params=part)
         return self.parent_id
+
+    def attach_parent(self, run_id: str) -> None:
+        """Log child runs under a parent another process started (and will end)."""
+        self.parent_id = run_id
+        self.owns_parent = False
 
     def log_trial(
         self, number: int, config: dict[str, Any], result: TrialResult, state: str, curve_every: int
@@ -129,6 +170,7 @@ class Tracker:
                 "trial_number": str(number),
                 "trial_state": state,
                 "diverged": str(bool(result.metrics["diverged"])),
+                "worker": self.worker,
             },
         )
         metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items() if _finite(v)]
@@ -139,17 +181,15 @@ class Tracker:
                 for s, v in zip(steps[::every], values[::every])
                 if _finite(float(v))
             ]
-        metrics += [
-            Metric("init_grad_norm", float(v), now, layer)
-            for layer, v in enumerate(result.layer_grad_norm_init)
-            if _finite(float(v))
-        ]
+        metrics += _diagnostic_metrics(result, config, now)
         params = [Param(k, str(v)) for k, v in config.items()]
         run_id = run.info.run_id
         for part in _chunks(params, 100):
             self.client.log_batch(run_id, params=part)
         for part in _chunks(metrics, 1000):
             self.client.log_batch(run_id, metrics=part)
+        if result.diagnostics:
+            self.client.log_text(run_id, diagnostics_csv(result), "diagnostics/per_layer.csv")
         self.client.set_terminated(run_id, "FINISHED" if state != "FAIL" else "FAILED")
 
     def log_parent_artifact(self, path: Path, folder: str | None = None) -> None:
@@ -162,9 +202,71 @@ class Tracker:
             self.flush()
         finally:
             self.wait_s += time.perf_counter() - t0
-            if self.parent_id is not None:
+            if self.parent_id is not None and self.owns_parent:
                 self.client.set_terminated(self.parent_id, status)
             self._pool.shutdown(wait=True)
+
+    # --- after a crash ------------------------------------------------------------------------
+
+    def runs(self) -> list:
+        """Every run of the study's experiment."""
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def reconcile(self, trials: list, dead: Callable[[str], bool], base: dict[str, Any]) -> int:
+        """Runs of dead workers left RUNNING end KILLED; a finished trial whose worker died before
+        its child run was logged gets one now (summary metrics, no curves, tag recovered=true).
+        Returns how many child runs were logged."""
+        runs = self.runs()
+        for r in runs:
+            if r.info.status == "RUNNING" and dead(r.data.tags.get("worker", "")):
+                self.client.set_terminated(r.info.run_id, "KILLED")
+        logged = {
+            r.data.tags.get("trial_number")
+            for r in runs
+            if r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags
+        }
+        missing = [
+            t
+            for t in trials
+            if t.state.name in ("COMPLETE", "PRUNED")
+            and str(t.number) not in logged
+            and "metrics" in t.user_attrs
+            and dead(t.user_attrs.get("lease.worker", ""))
+        ]
+        for t in missing:
+            config = {**base, **t.params}
+            self._log_recovered(t.number, config, t.user_attrs["metrics"], t.state.name)
+        return len(missing)
+
+    def _log_recovered(self, number: int, config: dict, metrics: dict, state: str) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=run_name(config),
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                "study": self.study_name,
+                "trial_number": str(number),
+                "trial_state": state,
+                "diverged": str(bool(metrics.get("diverged", False))),
+                "worker": self.worker,
+                "recovered": "true",
+            },
+        )
+        params = [Param(k, str(v)) for k, v in config.items()]
+        for part in _chunks(params, 100):
+            self.client.log_batch(run.info.run_id, params=part)
+        summary = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
+        self.client.log_batch(run.info.run_id, metrics=summary)
+        self.client.set_terminated(run.info.run_id, "FINISHED")
 
 
 def find_trial_run(client, experiment_id: str, number: int) -> str | None:

@@ -19,8 +19,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pipeline.diagnostics import Probe, measure
 from pipeline.initializers import unit_draw
-from pipeline.model import MLP, Structure, kernel_norms
+from pipeline.lsuv import lsuv
+from pipeline.model import MLP, Structure, kernel_norms, layer_shapes
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -36,6 +38,10 @@ class Settings(NamedTuple):
     explode_threshold: float = 1e3
     vanish_threshold: float = 1e-6
     unroll: int = 1
+    dropout: bool = False  # some row of the call uses dropout: compile the random masks
+    weight_decay: bool = False  # some row uses weight decay: compile the decay
+    lsuv: bool = False  # some row uses LSUV: compile its data-dependent rescaling
+    diagnostics: bool = True  # probe every layer at each chunk's start and end
 
 
 class Hparams(NamedTuple):
@@ -48,6 +54,9 @@ class Hparams(NamedTuple):
     learning_rate: jax.Array
     momentum: jax.Array
     clip_norm: jax.Array  # inf = no clipping
+    weight_decay: jax.Array
+    dropout: jax.Array  # rate, used when Settings.dropout
+    lsuv: jax.Array  # bool: LSUV-rescale this row's initial weights (Settings.lsuv)
     slope: jax.Array  # leaky ReLU negative slope
     depth: jax.Array  # int32 hidden layers, <= structure.n_hidden
     seed: jax.Array  # int32 seed index: picks the init key and the mini-batch order
@@ -76,13 +85,15 @@ class RowState(NamedTuple):
 class ChunkOut(NamedTuple):
     loss: jax.Array  # [chunk_steps] mini-batch loss before each update
     grad_norm: jax.Array  # [chunk_steps] global gradient norm
-    layer_grad_norm: jax.Array  # [layers] kernel-gradient norms at the chunk's first step
+    probe_start: Probe | None  # diagnostics before the chunk's first step (init for the first)
+    probe_end: Probe | None  # and after its last step; None with Settings.diagnostics off
     val_loss: jax.Array
     val_accuracy: jax.Array
 
 
-def make_optimizer(kind: str, hp: Hparams) -> optax.GradientTransformation:
-    """Optax chain: clipping by global norm (inf = off), then the optimizer, traced numbers."""
+def make_optimizer(kind: str, hp: Hparams, decay: bool = True) -> optax.GradientTransformation:
+    """Optax chain, traced numbers: clipping by global norm (inf = off), L2 weight decay added
+    to the gradient (0 = off; for Adam this is L2 regularization, not AdamW), the optimizer."""
     if kind == "sgd":
         opt = optax.sgd(hp.learning_rate)
     elif kind == "momentum":
@@ -91,7 +102,10 @@ def make_optimizer(kind: str, hp: Hparams) -> optax.GradientTransformation:
         opt = optax.adam(hp.learning_rate)
     else:
         raise ValueError(f"unknown optimizer {kind!r}; allowed: {', '.join(OPTIMIZERS)}")
-    return optax.chain(optax.clip_by_global_norm(hp.clip_norm), opt)
+    clip = optax.clip_by_global_norm(hp.clip_norm)
+    if not decay:  # no row of the call decays: skip a pass over every parameter per step
+        return optax.chain(clip, opt)
+    return optax.chain(clip, optax.add_decayed_weights(hp.weight_decay), opt)
 
 
 class Shape(NamedTuple):
@@ -101,10 +115,12 @@ class Shape(NamedTuple):
     width: int
     n_in: int
     n_classes: int
+    kind: str = "mlp"
 
 
 def shape_of(structure: Structure) -> Shape:
-    return Shape(structure.n_hidden, structure.width, structure.n_in, structure.n_classes)
+    s = structure
+    return Shape(s.n_hidden, s.width, s.n_in, s.n_classes, s.kind)
 
 
 def make_unit_draws(shape: Shape, draws: tuple[str, ...]):
@@ -116,6 +132,7 @@ def make_unit_draws(shape: Shape, draws: tuple[str, ...]):
     in distribution and scale: common random numbers make their comparison sharper.
     """
     w = shape.width
+    kernels = layer_shapes(shape)
 
     def per_seed(key):
         k_in, k_hidden, k_out, k_bias = jax.random.split(key, 4)
@@ -124,8 +141,8 @@ def make_unit_draws(shape: Shape, draws: tuple[str, ...]):
             return jnp.stack([unit_draw(d, k, kernel_shape) for d in draws])
 
         units = {
-            "input": stacked(k_in, (shape.n_in, w)),
-            "output": stacked(k_out, (w, shape.n_classes)),
+            "input": stacked(k_in, kernels["input"]),
+            "output": stacked(k_out, kernels["output"]),
             "bias": jax.random.normal(k_bias, (shape.n_hidden, w)),
             "output_bias": jax.random.normal(jax.random.fold_in(k_bias, 1), (shape.n_classes,)),
         }
@@ -135,7 +152,7 @@ def make_unit_draws(shape: Shape, draws: tuple[str, ...]):
             keys = jax.vmap(functools.partial(jax.random.fold_in, k_hidden))(
                 jnp.arange(shape.n_hidden - 1)
             )
-            units["hidden"] = jax.vmap(lambda k: stacked(k, (w, w)), out_axes=1)(keys)
+            units["hidden"] = jax.vmap(lambda k: stacked(k, kernels["hidden"]), out_axes=1)(keys)
         return units
 
     def sample(key: jax.Array, n_seeds: int):
@@ -168,25 +185,48 @@ def make_train(structure: Structure, settings: Settings):
     """``(init_fn, chunk_fn)`` for one structure; both are vmapped over rows and jitted."""
     model = MLP(structure, unroll=settings.unroll)
 
-    def loss_fn(params, hp: Hparams, x, y):
-        logits = model.apply({"params": params}, x, hp.depth, hp.slope)
+    def loss_fn(params, hp: Hparams, x, y, key=None):
+        """Mean cross-entropy; with a ``key`` (training, Settings.dropout), dropout is on."""
+        if key is None:
+            logits = model.apply({"params": params}, x, hp.depth, hp.slope)
+        else:
+            rngs = {"dropout": key}
+            logits = model.apply({"params": params}, x, hp.depth, hp.slope, hp.dropout, rngs=rngs)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
-    def init_row(hp: Hparams, units: dict) -> RowState:
+    def init_row(hp: Hparams, units: dict, data: Data) -> RowState:
         params = init_params(units, hp, structure.n_hidden)
-        opt_state = make_optimizer(settings.optimizer, hp).init(params)
+        if settings.lsuv:
+            x = data.x_train[data.batches[hp.seed, 0]]  # the row's first mini-batch
+            gain = hp.scale[1]  # lsuv is relative=False: its hidden scale is the gain
+            rescaled = lsuv(params, x, hp.depth, hp.slope, structure.activation, gain)
+            params = jax.tree.map(lambda a, b: jnp.where(hp.lsuv, a, b), rescaled, params)
+        opt_state = make_optimizer(settings.optimizer, hp, settings.weight_decay).init(params)
         zero = jnp.zeros((), jnp.int32)
         nan = jnp.full((), jnp.nan)
         return RowState(params, opt_state, zero, nan, nan, zero - 1, zero, zero, jnp.bool_(False))
 
     def chunk_row(state: RowState, hp: Hparams, active: jax.Array, data: Data):
-        tx = make_optimizer(settings.optimizer, hp)
+        tx = make_optimizer(settings.optimizer, hp, settings.weight_decay)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        x_probe = data.x_val[: settings.batch_size]
+        y_probe = data.y_val[: settings.batch_size]
+
+        def probe(params) -> Probe | None:
+            if not settings.diagnostics:
+                return None
+            return measure(model, params, x_probe, y_probe, hp.depth, hp.slope)
 
         def train_step(state: RowState, _):
             idx = data.batches[hp.seed, state.step]
-            (loss, _), grads = grad_fn(state.params, hp, data.x_train[idx], data.y_train[idx])
-            layer_norms = kernel_norms(grads)
+            key = None
+            if settings.dropout:
+                # threefry, though it costs compile time: "rbg" keys draw different bits under
+                # vmap, so a trial's masks (and metrics) would depend on its row in the batch.
+                key = jax.random.fold_in(jax.random.key(hp.seed), state.step)
+            x, y = data.x_train[idx], data.y_train[idx]
+            (loss, _), grads = grad_fn(state.params, hp, x, y, key)
+            first_layer_norm = kernel_norms(grads)[0]
             grad_norm = optax.tree.norm(grads)
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
@@ -194,9 +234,11 @@ def make_train(structure: Structure, settings: Settings):
             ema = jnp.where(
                 first, loss, settings.smoothing * state.ema_loss + (1 - settings.smoothing) * loss
             )
-            hit = (state.hit_step < 0) & (ema <= settings.target_loss)
             exploded = ~jnp.isfinite(grad_norm) | (grad_norm > settings.explode_threshold)
-            vanished = layer_norms[0] < settings.vanish_threshold
+            # A loss computed from exploded logits is not a result: float32 log-softmax of
+            # logits ~1e12 rounds to 0 and once let an all-constant network "reach" the target.
+            hit = (state.hit_step < 0) & (ema <= settings.target_loss) & ~exploded
+            vanished = first_layer_norm < settings.vanish_threshold
             new = RowState(
                 params=params,
                 opt_state=opt_state,
@@ -210,15 +252,17 @@ def make_train(structure: Structure, settings: Settings):
             )
             # Inactive rows (pruned trials, padding) keep their state: their work is discarded.
             new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
-            return new, (loss, grad_norm, layer_norms)
+            return new, (loss, grad_norm)
 
-        state, (loss, grad_norm, layer_norms) = jax.lax.scan(
+        probe_start = probe(state.params)
+        state, (loss, grad_norm) = jax.lax.scan(
             train_step, state, None, length=settings.chunk_steps
         )
         val_loss, logits = loss_fn(state.params, hp, data.x_val, data.y_val)
         val_accuracy = jnp.mean(jnp.argmax(logits, -1) == data.y_val)
-        return state, ChunkOut(loss, grad_norm, layer_norms[0], val_loss, val_accuracy)
+        out = ChunkOut(loss, grad_norm, probe_start, probe(state.params), val_loss, val_accuracy)
+        return state, out
 
-    init_fn = jax.jit(jax.vmap(init_row, in_axes=(0, None)))
+    init_fn = jax.jit(jax.vmap(init_row, in_axes=(0, None, None)))
     chunk_fn = jax.jit(jax.vmap(chunk_row, in_axes=(0, 0, 0, None)), donate_argnums=0)
     return init_fn, chunk_fn

@@ -17,6 +17,24 @@ TINY = [
 ]
 
 
+def train_trials(cfg, *variants: dict, weights=None):
+    """Train one trial per variant (dotted overrides of cfg) in one engine call."""
+    from pipeline.config import to_flat_dict
+    from pipeline.data import load_dataset
+    from pipeline.engine import Engine
+    from pipeline.sweep import TRIAL_SECTIONS
+
+    base = to_flat_dict(cfg, TRIAL_SECTIONS)
+    trials = [{**base, **v} for v in variants]
+    engine = Engine(cfg, load_dataset(cfg.data), weights or [t["init.weights"] for t in trials])
+    return engine.run(trials), engine
+
+
+@pytest.fixture
+def train():
+    return train_trials
+
+
 @pytest.fixture
 def tiny_cfg():
     def make(*overrides: str):

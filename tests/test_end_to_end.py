@@ -74,6 +74,18 @@ def test_sweep_fills_optuna_and_mlflow(swept):
         ):
             assert param in r.data.params
         assert r.info.status == "FINISHED"
+        # Theory's prediction beside what was measured, and the in-call diagnostics.
+        for metric in ("theory.chi1", "theory.xi_c", "diag.init.dead_fraction"):
+            assert metric in r.data.metrics, metric
+        depth = int(r.data.params["model.depth"])
+        back = client.get_metric_history(r.info.run_id, "init_backprop_norm")
+        assert sorted(m.step for m in back) == list(range(depth))
+    run_id = children[0].info.run_id
+    table = client.download_artifacts(run_id, "diagnostics/per_layer.csv", str(tmp))
+    header = open(table).readline().strip().split(",")
+    assert header[:2] == ["step", "layer"] and "backprop_norm" in header
+    boundaries = client.get_metric_history(run_id, "diag.dead_fraction")
+    assert sorted(m.step for m in boundaries) == [0, 20, 40, 60]  # init and each chunk end
     curve = client.get_metric_history(children[0].info.run_id, "loss")
     assert len(curve) >= 10 and sorted(m.step for m in curve) == [
         m.step for m in sorted(curve, key=lambda m: m.step)
@@ -82,6 +94,25 @@ def test_sweep_fills_optuna_and_mlflow(swept):
         a.path for a in client.list_artifacts(parents[1].info.run_id)
     }
     assert "config.yaml" in artifacts and "plots" in artifacts
+    plots = {a.path for a in client.list_artifacts(parents[1].info.run_id, "plots")}
+    for name in (
+        "loss_curves_by_init",
+        "depth_x_sigma_w2",
+        "layer_gradients_at_init",
+        "explosions_vs_gain",
+        "theory_vs_measurement",
+        "param_importances",
+    ):
+        assert f"plots/{name}.png" in plots, name
+
+
+def test_report_is_one_self_contained_page(swept):
+    tmp, *_ = swept
+    out = cli(tmp, "report", "study.name=e2e")
+    page = (tmp / "runs" / "e2e" / "report.html").read_text()
+    assert "wrote" in out.stderr and "Best configurations" in page
+    assert page.count('src="data:image/png;base64,') >= 6  # figures inlined, no other files
+    assert "theory chi1" in page and "glorot" in page  # the table and the family verdicts
 
 
 def test_best_writes_a_loadable_config(swept):

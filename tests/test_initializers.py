@@ -22,8 +22,11 @@ PARAMS = {"mode": "fan_in", "std": 0.02, "limit": 0.1, "value": 0.3}
 SHAPES = [(256, 256), (512, 128), (3, 3, 64, 96)]
 
 
+DATA_FREE = sorted(n for n, spec in INITIALIZERS.items() if not spec.data_dependent)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+@pytest.mark.parametrize("name", DATA_FREE)
 def test_sampled_std_and_mean_match_formula(name, shape):
     gain = 1.7
     w = np.asarray(make_initializer(name, gain, PARAMS)(jax.random.key(1), shape, jnp.float32))

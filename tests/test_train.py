@@ -4,21 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import train_trials as run
 
-from pipeline.config import to_flat_dict
-from pipeline.data import load_dataset
-from pipeline.engine import Engine, draws_for
+from pipeline.engine import draws_for
 from pipeline.model import MLP, Structure
-from pipeline.sweep import TRIAL_SECTIONS
 from pipeline.train import Hparams, Shape, make_train, make_unit_draws
-
-
-def run(cfg, *variants: dict, weights=None):
-    """Train one trial per variant (dotted overrides of cfg) in one engine call."""
-    base = to_flat_dict(cfg, TRIAL_SECTIONS)
-    trials = [{**base, **v} for v in variants]
-    engine = Engine(cfg, load_dataset(cfg.data), weights or [t["init.weights"] for t in trials])
-    return engine.run(trials), engine
 
 
 def test_vmapped_batch_equals_each_trial_alone(tiny_cfg):
@@ -125,11 +115,14 @@ def _trained_params(structure, draw, scale, bias_std, steps=30):
         learning_rate=one(0.1),
         momentum=one(0.0),
         clip_norm=one(jnp.inf),
+        weight_decay=one(0.0),
+        dropout=one(0.0),
+        lsuv=one(False, bool),
         slope=one(0.01),
         depth=one(structure.n_hidden, jnp.int32),
         seed=one(0, jnp.int32),
     )
-    state = init_fn(hp, units)
+    state = init_fn(hp, units, data)
     state, _ = chunk_fn(state, hp, jnp.ones((1,), bool), data)
     return jax.tree.map(lambda a: np.asarray(a[0]), state.params)
 
@@ -157,9 +150,8 @@ def test_params_have_the_flax_model_layout():
     units = make_unit_draws(Shape(4, 8, 5, 3), ("normal",))(jax.random.key(0), 1)
     from pipeline.train import init_params
 
-    hp = Hparams(
-        *(jnp.asarray(v) for v in (0, [1.0, 1.0, 1.0], 0.0, 0.0, 0.1, 0.0, jnp.inf, 0.0, 4, 0))
-    )
+    values = (0, [1.0, 1.0, 1.0], 0.0, 0.0, 0.1, 0.0, jnp.inf, 0.0, 0.0, False, 0.0, 4, 0)
+    hp = Hparams(*(jnp.asarray(v) for v in values))
     ours = init_params(units, hp, 4)
     assert jax.tree.structure(ours) == jax.tree.structure(flax_params)
     assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, flax_params)
@@ -177,3 +169,12 @@ def test_every_optimizer_trains(tiny_cfg, optimizer):
         tiny_cfg(f"train.optimizer={optimizer}", f"train.learning_rate={lr}", "model.depth=2"), {}
     )[0]
     assert r.metrics["final_train_loss"] < r.metrics["initial_train_loss"]
+
+
+def test_a_loss_from_exploded_logits_never_reaches_the_target(tiny_cfg):
+    # Constant weights 5.0 in a 6-layer ReLU net: logits ~1e12, where float32 log-softmax
+    # rounds the loss of some samples to 0: the first loss reads 1.40 (chance is 2.30).
+    cfg = tiny_cfg("model.activation=relu", "model.depth=6", "train.target_loss=1.5")
+    [r] = run(cfg, {"init.weights": "constant", "init.value": 5.0})[0]
+    assert r.metrics["explosion_count"] >= 1
+    assert r.metrics["steps_to_target"] == cfg.train.steps + 1

@@ -1,0 +1,478 @@
+"""Best configs in Flax, Keras and PyTorch: same distribution, scale and fan mode as ours.
+
+Every check runs in Flax's kernel layout ``(*window, in, out)``; torch weights ``(out, in,
+*window)`` are transposed back first. Tolerances (stated where used): the sample std within 5% of
+``expected_std`` (its standard error is at most 1.1% for the smallest kernel here, 4608 values),
+the mean within 5 standard errors of 0, the kurtosis within 0.35 of the draw's (normal 3,
+truncated at 2 std 2.37, uniform 1.8: a normal/truncated/uniform mix-up fails). All shapes have
+fan_in != fan_out (ratios 2, 3 and 2), so a fan-mode mistake moves the std by >= 41%.
+"""
+
+import importlib.util
+import math
+import os
+import re
+
+import jax
+import numpy as np
+import optuna
+import pytest
+import yaml
+from conftest import TINY, run_cli
+
+from pipeline import export
+from pipeline.config import load_config
+from pipeline.initializers import (
+    BIAS_INITS,
+    INITIALIZERS,
+    compute_fans,
+    expected_std,
+    make_initializer,
+    weight_scale,
+)
+from pipeline.report import family, family_verdicts
+from pipeline.study import make_storage
+from pipeline.tracking import run_name
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+SHAPES = [(64, 128), (300, 100), (3, 3, 16, 32)]
+PARAMS = {"mode": "fan_in", "std": 0.05, "limit": 0.1, "value": 0.2}
+GAIN = 1.3
+STD_RTOL = 0.05
+KURTOSIS_ATOL = 0.35
+KURTOSIS = {"normal": 3.0, "truncated_normal": 2.3655, "uniform": 1.8}
+FRAMEWORKS = ["ours", "flax", "keras", "torch"]
+HAS = {
+    "keras": importlib.util.find_spec("keras") is not None,
+    "torch": importlib.util.find_spec("torch") is not None,
+}
+
+
+def need(framework: str) -> None:
+    if framework in HAS and not HAS[framework]:
+        pytest.skip(f"{framework} is not installed (pip install -e '.[{framework}]')")
+
+
+def make_cfg(weights, gain=GAIN, activation="relu", negative_slope=0.01, **init):
+    return load_config(
+        [
+            f"init.weights={weights}",
+            f"init.gain={gain}",
+            f"model.activation={activation}",
+            f"model.negative_slope={negative_slope}",
+            *(f"init.{k}={v}" for k, v in {**PARAMS, **init}.items()),
+        ]
+    )
+
+
+def torch_module(shape):
+    import torch.nn as nn
+
+    *window, n_in, n_out = shape
+    if not window:
+        return nn.Linear(n_in, n_out)
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(window)]
+    return conv(n_in, n_out, tuple(window))
+
+
+def from_torch(weight) -> np.ndarray:
+    """torch's (out, in, *window) -> Flax's (*window, in, out)."""
+    w = weight.detach().numpy()
+    return np.transpose(w, (*range(2, w.ndim), 1, 0))
+
+
+def sample(framework: str, cfg, shape, seed: int = 0) -> np.ndarray:
+    """A kernel of ``shape`` (Flax layout) drawn by ``framework`` for ``cfg``."""
+    key = jax.random.key(seed)
+    if framework == "ours":
+        s = export.init_spec(cfg)
+        params = {"mode": s.mode, "std": s.std, "limit": s.limit, "value": s.value}
+        return np.asarray(make_initializer(s.weights, s.gain, params)(key, shape))
+    if framework == "flax":
+        kernel_init, _ = export.to_flax(cfg)
+        return np.asarray(kernel_init(key, shape, np.float32))
+    if framework == "keras":
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        return np.asarray(export.to_keras(cfg)(shape, dtype="float32"))
+    import torch
+
+    torch.manual_seed(seed)
+    module = export.to_torch(cfg)(torch_module(shape))
+    return from_torch(module.weight)
+
+
+def kurtosis(w: np.ndarray) -> float:
+    z = (w - w.mean()) / w.std()
+    return float(np.mean(z**4))
+
+
+def check_kernel(w: np.ndarray, weights: str, shape, gain: float, params: dict) -> None:
+    """Our definition of ``weights``: std, mean, distribution, limits; orthogonality."""
+    assert w.shape == tuple(shape)
+    draw = INITIALIZERS[weights].draw
+    scale = weight_scale(weights, compute_fans(shape), gain, params)
+    if draw == "constant":
+        np.testing.assert_allclose(w, scale, rtol=1e-6)
+        return
+    if draw == "orthogonal":
+        m = w.reshape(-1, shape[-1]).astype(np.float64)
+        gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
+        np.testing.assert_allclose(gram, gain**2 * np.eye(len(gram)), atol=1e-4 * gain**2)
+        return
+    want = expected_std(weights, shape, gain, params)
+    assert w.std() == pytest.approx(want, rel=STD_RTOL)
+    assert abs(w.mean()) < 5 * want / math.sqrt(w.size)
+    assert kurtosis(w) == pytest.approx(KURTOSIS[draw], abs=KURTOSIS_ATOL)
+    if draw == "uniform":  # U(-scale, scale): inside the limit and reaching it
+        assert np.abs(w).max() <= scale * (1 + 1e-6) and np.abs(w).max() > 0.98 * scale
+    if draw == "truncated_normal":  # cut at 2 std of the untruncated normal
+        assert np.abs(w).max() <= 2 * scale * (1 + 1e-6) and np.abs(w).max() > 1.9 * scale
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("weights", sorted(export.EXPORTABLE))
+def test_every_initializer_matches_ours(weights, shape, framework):
+    need(framework)
+    cfg = make_cfg(weights)
+    if weights not in export.EXPORTABLE:
+        with pytest.raises(ValueError, match=weights):
+            sample(framework, cfg, shape)
+        return
+    check_kernel(sample(framework, cfg, shape), weights, shape, GAIN, PARAMS)
+
+
+FAN_DEPENDENT = sorted(w for w, (_, fan) in export.VARIANCE_SCALING.items() if fan is None)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("weights", FAN_DEPENDENT)
+def test_fan_out_mode(weights, shape, framework):
+    need(framework)
+    params = {**PARAMS, "mode": "fan_out"}
+    w = sample(framework, make_cfg(weights, mode="fan_out"), shape)
+    check_kernel(w, weights, shape, GAIN, params)
+    # The planted alternative: the fan_in std is at least sqrt(2) away, far outside 5%.
+    wrong = expected_std(weights, shape, GAIN, PARAMS)
+    assert abs(w.std() / wrong - 1) > 3 * STD_RTOL
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(
+    "weights, activation",
+    [
+        ("he_normal", "tanh"),
+        ("he_uniform", "leaky_relu"),
+        ("kaiming_normal", "selu"),
+        ("lecun_normal", "relu"),
+        ("he_normal", "gelu"),
+        ("glorot_uniform", "tanh"),
+        ("orthogonal", "relu"),
+    ],
+)
+def test_gain_auto_matches_the_activation(weights, activation, framework):
+    need(framework)
+    cfg = make_cfg(weights, gain="auto", activation=activation, negative_slope=0.2)
+    spec = export.init_spec(cfg)
+    shape = (300, 100)
+    check_kernel(sample(framework, cfg, shape), weights, shape, spec.gain, PARAMS)
+
+
+def test_torch_nonlinearity_names_have_our_gains():
+    need("torch")
+    import torch
+
+    from pipeline.activations import recommended_gain
+
+    for ours, theirs in export.TORCH_NONLINEARITY.items():
+        param = 0.2 if theirs == "leaky_relu" else None
+        assert torch.nn.init.calculate_gain(theirs, param) == pytest.approx(
+            recommended_gain(ours, 0.2), rel=1e-12
+        ), ours
+
+
+def test_he_with_gain_auto_is_torch_kaiming_with_the_activation():
+    cfg = make_cfg("he_normal", gain="auto", activation="leaky_relu", negative_slope=0.2)
+    call, multiplier = export._torch_kernel(export.init_spec(cfg))
+    assert call.kwargs == {"a": 0.2, "mode": "fan_in", "nonlinearity": "leaky_relu"}
+    assert multiplier == 1.0
+    call, multiplier = export._torch_kernel(export.init_spec(make_cfg("he_normal", gain=1.5)))
+    assert call.kwargs["nonlinearity"] == "relu" and multiplier == 1.5
+
+
+@pytest.mark.parametrize("framework", ["flax", "keras", "torch"])
+@pytest.mark.parametrize("bias", BIAS_INITS)
+def test_bias(bias, framework):
+    need(framework)
+    cfg = make_cfg("he_normal", bias=bias, bias_value=0.3, bias_std=0.02)
+    n = 8192
+    if framework == "flax":
+        b = np.asarray(export.to_flax(cfg)[1](jax.random.key(0), (n,), np.float32))
+    elif framework == "keras":
+        b = np.asarray(export.to_keras(cfg, bias=True)((n,), dtype="float32"))
+    else:
+        b = export.to_torch(cfg)(torch_module((4, n))).bias.detach().numpy()
+    if bias == "normal":
+        assert b.std() == pytest.approx(0.02, rel=STD_RTOL)
+        assert abs(b.mean()) < 5 * 0.02 / math.sqrt(n)
+    else:
+        np.testing.assert_allclose(b, 0.3 if bias == "constant" else 0.0, rtol=1e-6)
+
+
+def test_to_torch_reaches_nested_layers_and_conv1d():
+    need("torch")
+    import torch.nn as nn
+
+    cfg = make_cfg("lecun_uniform", gain=1.0, mode="fan_out")
+    model = nn.Sequential(nn.Conv1d(16, 48, 5), nn.ReLU(), nn.Sequential(nn.Linear(300, 100)))
+    export.to_torch(cfg)(model)
+    check_kernel(from_torch(model[0].weight), "lecun_uniform", (5, 16, 48), 1.0, cfg.init)
+    check_kernel(from_torch(model[2][0].weight), "lecun_uniform", (300, 100), 1.0, cfg.init)
+
+
+def test_best_entry_and_run_config_give_the_same_spec(tiny_cfg):
+    cfg = tiny_cfg("init.weights=he_uniform", "init.gain=auto", "model.activation=tanh")
+    entry = {
+        "init": {**dict(cfg.init), "gain_value": 5 / 3 / math.sqrt(2)},
+        "model": dict(cfg.model),
+    }
+    from_run, from_entry = export.init_spec(cfg), export.init_spec(entry)
+    assert from_run.gain == pytest.approx(from_entry.gain, rel=1e-12)
+    assert from_run._replace(gain=0.0) == from_entry._replace(gain=0.0)
+    # A partial dict takes the conf/config.yaml defaults for what it leaves out.
+    partial = {"init": {"weights": "he_uniform", "gain": "auto"}, "model": {"activation": "tanh"}}
+    full = load_config(["init.weights=he_uniform", "init.gain=auto", "model.activation=tanh"])
+    assert export.init_spec(partial) == export.init_spec(full)
+
+
+def test_every_data_free_initializer_but_delta_orthogonal_is_exportable():
+    # Neither Keras nor torch.nn.init has delta-orthogonal (Xiao et al. 2018) built in.
+    data_free = {n for n, spec in INITIALIZERS.items() if not spec.data_dependent}
+    assert data_free - {"delta_orthogonal"} == set(export.EXPORTABLE)
+
+
+def test_an_initializer_without_equivalent_is_named():
+    # A data-dependent initializer (LSUV, Mishkin & Matas 2016) has no framework equivalent.
+    entry = {"init": {"weights": "lsuv", "gain_value": 1.0}, "model": {"activation": "relu"}}
+    for framework in export.FORMATS:
+        with pytest.raises(ValueError, match="'lsuv' has no exact equivalent"):
+            export.snippet(entry, framework)
+    for build in (export.to_flax, export.to_keras, export.to_torch):
+        with pytest.raises(ValueError, match="'lsuv' has no exact equivalent"):
+            build(entry)
+
+
+# --- snippets -------------------------------------------------------------------------------
+
+
+def run_snippet(code: str, framework: str, shape, seed: int = 0) -> np.ndarray:
+    """exec() a snippet and draw one kernel with what it defines."""
+    namespace: dict = {}
+    exec(compile(code, "<snippet>", "exec"), namespace)
+    if framework == "flax":
+        return np.asarray(namespace["kernel_init"](jax.random.key(seed), shape, np.float32))
+    if framework == "keras":
+        return np.asarray(namespace["kernel_initializer"](shape, dtype="float32"))
+    import torch
+
+    torch.manual_seed(seed)
+    return from_torch(namespace["init_weights"](torch_module(shape)).weight)
+
+
+SNIPPET_CASES = [
+    ("he_normal", "auto", "tanh", {}),
+    ("he_uniform", 1.5, "relu", {"mode": "fan_out"}),
+    ("lecun_uniform", 0.8, "selu", {}),
+    ("glorot_normal", 2.0, "relu", {}),
+    ("orthogonal", 1.2, "relu", {}),
+    ("truncated_normal", 2.0, "relu", {}),
+    ("uniform", 1.0, "relu", {}),
+    ("constant", 1.0, "relu", {}),
+]
+
+
+@pytest.mark.parametrize("framework", ["flax", "keras", "torch"])
+@pytest.mark.parametrize("weights, gain, activation, init", SNIPPET_CASES)
+def test_snippet_builds_the_same_weights(weights, gain, activation, init, framework):
+    need(framework)
+    cfg = make_cfg(weights, gain=gain, activation=activation, **init)
+    code = export.snippet(cfg, framework, "a title")
+    assert code.startswith("# a title\n")
+    spec = export.init_spec(cfg)
+    params = {**PARAMS, **init}
+    shape = (3, 3, 16, 32)
+    check_kernel(run_snippet(code, framework, shape), weights, shape, spec.gain, params)
+
+
+def test_snippet_reads_like_the_framework_api():
+    cfg = make_cfg("he_normal", gain=1.0)
+    assert 'variance_scaling(scale=2.0, mode="fan_in", distribution="normal")' in export.snippet(
+        cfg, "flax"
+    )
+    assert (
+        'VarianceScaling(scale=2.0, mode="fan_in", distribution="untruncated_normal")'
+        in export.snippet(cfg, "keras")
+    )
+    assert 'kaiming_normal_(m.weight, a=0.0, mode="fan_in", nonlinearity="relu")' in export.snippet(
+        cfg, "torch"
+    )
+    with pytest.raises(ValueError, match="allowed: flax, keras, torch"):
+        export.snippet(cfg, "jaxlib")
+
+
+# --- end to end: a tiny study, `best --format`, the sweep's verdict ------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    args = [
+        *TINY,
+        "model.depth=2",
+        "space.model.depth=[2]",
+        "space.model.activation=[relu, tanh]",
+        "space.init.weights=[he_normal, glorot_uniform, lecun_uniform, orthogonal, normal]",
+        "study.batch_size=4",
+        "study.n_trials=8",
+        "study.top_k=3",
+        "study.name=export",
+        "tracking.enabled=false",
+        "train.learning_rate=0.2",  # some trials reach the target in 60 steps, some do not
+        "train.target_loss=2.2",
+    ]
+    out = run_cli(tmp, "sweep", *args)
+    return tmp, out
+
+
+@pytest.mark.slow
+def test_sweep_prints_a_verdict_per_family(tiny_study):
+    tmp, out = tiny_study
+    assert "verdict per initializer family" in out.stderr
+    printed = VERDICT.findall(out.stderr)
+    study = optuna.load_study(
+        study_name="export", storage=make_storage(str(tmp / "runs" / "optuna.journal"))
+    )
+    # The same numbers recomputed from the study's storage.
+    by_family: dict[str, list[dict]] = {}
+    for trial in study.trials:
+        by_family.setdefault(family(trial.params["init.weights"]), []).append(
+            trial.user_attrs["metrics"]
+        )
+    assert sum(len(v) for v in by_family.values()) == 8
+    assert {p[0] for p in printed} == set(by_family), out.stderr[-3000:]
+    for name, n, median, reached, exploded, _ in printed:
+        metrics = by_family[name]
+        hits = [m["steps_to_target"] for m in metrics]
+        assert int(n) == len(metrics)
+        want = sorted(hits)[len(hits) // 2]  # the upper median, as printed
+        assert median == ("never" if want > 60 else f"{want:.0f}")
+        assert int(reached) == round(100 * np.mean([h <= 60 for h in hits]))
+        assert int(exploded) == round(100 * np.mean([m["explosion_count"] > 0 for m in metrics]))
+
+
+@pytest.mark.slow
+def test_progress_shows_the_best_so_far_with_its_config(tiny_study):
+    tmp, out = tiny_study
+    study = optuna.load_study(
+        study_name="export", storage=make_storage(str(tmp / "runs" / "optuna.journal"))
+    )
+    best = min(t.user_attrs["metrics"]["steps_to_target"] for t in study.trials)
+    assert best <= 60, "the fixture should reach its target"
+    # The progress line's last state, e.g. "best 23 steps he_normal·tanh·d2·g1.41".
+    steps, name = re.findall(r"best (\d+) steps (\S+)", out.stderr)[-1]
+    assert int(steps) == best
+    names = {
+        run_name({**study.user_attrs["config"], **t.params})
+        for t in study.trials
+        if t.user_attrs["metrics"]["steps_to_target"] == best
+    }
+    assert name in names
+
+
+VERDICT = re.compile(
+    r"^\s+(\w+)\s+(\d+) trials: median steps to target\s+(\d+|never), +(\d+)% reached target, "
+    r"+(\d+)% exploded \(([\w, ]+)\)$",
+    flags=re.M,
+)
+
+
+def planted_study(rows: list[tuple[str, float, float]], steps: int = 100) -> optuna.Study:
+    """An in-memory study of completed trials (init.weights, steps_to_target, explosions)."""
+    study = optuna.create_study()
+    dist = optuna.distributions.CategoricalDistribution(sorted(INITIALIZERS))
+    for weights, hit, explosions in rows:
+        objective = hit if hit <= steps else steps + 50
+        metrics = {"steps_to_target": hit, "explosion_count": explosions, "objective": objective}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"init.weights": weights},
+                distributions={"init.weights": dist},
+                value=objective,
+                user_attrs={"metrics": metrics},
+            )
+        )
+    return study
+
+
+def test_verdict_lines_on_a_planted_study():
+    study = planted_study(
+        [
+            ("he_normal", 10, 0),
+            ("he_uniform", 30, 0),
+            ("kaiming_normal", 20, 0),
+            ("zeros", 101, 0),
+            ("constant", 101, 3),
+            ("glorot_uniform", 40, 0),
+            ("glorot_normal", 101, 5),
+            ("xavier_normal", 50, 0),
+            ("xavier_uniform", 101, 0),
+        ]
+    )
+    lines = family_verdicts(study, steps=100)
+    parsed = [VERDICT.match("  " + line).groups() for line in lines]
+    assert parsed == [
+        ("he", "3", "20", "100", "0", "he_normal, he_uniform, kaiming_normal"),
+        # even count: the upper median (101: never), not the mean of 50 and 101
+        (
+            "glorot",
+            "4",
+            "never",
+            "50",
+            "25",
+            "glorot_normal, glorot_uniform, xavier_normal, xavier_uniform",
+        ),
+        ("constant", "2", "never", "0", "50", "constant, zeros"),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["flax", "keras", "torch"])
+def test_best_format_prints_runnable_snippets(tiny_study, framework):
+    need(framework)
+    tmp, _ = tiny_study
+    out = run_cli(
+        tmp,
+        "best",
+        "study.name=export",
+        "tracking.enabled=false",
+        "--top",
+        "3",
+        "--format",
+        framework,
+        "--out",
+        str(tmp / f"best_{framework}.yaml"),
+    )
+    configs = yaml.safe_load((tmp / f"best_{framework}.yaml").read_text())["configs"]
+    blocks = re.split(r"^(?=# --- rank )", out.stdout, flags=re.M)
+    blocks = [b for b in blocks if b.strip()]
+    assert len(blocks) == len(configs) == 3
+    shape = (300, 100)
+    for rank, (code, entry) in enumerate(zip(blocks, configs)):
+        assert code.startswith(f"# --- rank {rank}: {entry['init']['weights']}·")
+        params = {k: entry["init"][k] for k in ("mode", "std", "limit", "value")}
+        w = run_snippet(code, framework, shape)
+        check_kernel(w, entry["init"]["weights"], shape, entry["init"]["gain_value"], params)
