@@ -90,8 +90,19 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def cmd_sweep(args, console: Console) -> int:
+def _print_results(study, cfg, console: Console) -> None:
+    """The end of a sweep: the best configs, then one verdict line per initializer family."""
     from pipeline.report import best_table, family_verdicts
+
+    console.print(best_table(study, cfg.study.top_k, cfg.train.steps))
+    verdicts = family_verdicts(study, cfg.train.steps)
+    if verdicts:
+        console.print("[bold]verdict per initializer family[/] (completed trials, fastest first)")
+        for line in verdicts:
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def cmd_sweep(args, console: Console) -> int:
     from pipeline.sweep import run_sweep
 
     cfg = load_config(args.overrides, args.experiment)
@@ -104,18 +115,13 @@ def cmd_sweep(args, console: Console) -> int:
         if code == 0:
             from pipeline.study import load_study
 
-            console.print(best_table(load_study(cfg), cfg.study.top_k, cfg.train.steps))
+            _print_results(load_study(cfg), cfg, console)
         return code
     summary = run_sweep(cfg, args.experiment, console, args.parent_run, args.worker)
     if args.worker is not None:
         console.print(f"worker {args.worker}: {summary.trials_run} trials")
         return 0
-    console.print(best_table(summary.study, cfg.study.top_k, cfg.train.steps))
-    verdicts = family_verdicts(summary.study, cfg.train.steps)
-    if verdicts:
-        console.print("[bold]verdict per initializer family[/] (completed trials, fastest first)")
-        for line in verdicts:
-            console.print(f"  {line}", highlight=False, soft_wrap=True)
+    _print_results(summary.study, cfg, console)
     wall = max(summary.wall_s, 1e-9)
     console.print(
         f"{summary.trials_run} trials in {summary.wall_s:.1f} s: "

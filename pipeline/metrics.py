@@ -3,9 +3,9 @@
 Definitions (all medians over seeds unless said otherwise):
 
 - ``steps_to_target``: the first step (1-based) at which the smoothed training loss (EMA with
-  factor ``metrics.smoothing``) is at or below ``train.target_loss`` at a step whose gradient
-  did not explode; ``train.steps + 1`` when it never gets there (the sentinel reads "beyond the
-  budget").
+  factor ``metrics.smoothing``, over the steps whose gradient did not explode: a loss computed
+  from exploded logits is not a result) is at or below ``train.target_loss``;
+  ``train.steps + 1`` when it never gets there (the sentinel reads "beyond the budget").
 - ``explosion_count``: steps whose gradient global norm is NaN/Inf or above
   ``metrics.explode_threshold``.
 - ``vanishing_count``: steps whose first-layer kernel-gradient norm is below

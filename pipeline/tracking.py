@@ -157,10 +157,13 @@ class Tracker:
         """Queue one child run with params, summary metrics, curves and tags."""
         self.submit(lambda: self._log_trial(number, config, result, state, curve_every))
 
-    def _log_trial(self, number, config, result, state, curve_every) -> None:
+    def _start_child(
+        self, number: int, config: dict, state: str, metrics: dict, **tags: str
+    ) -> str:
+        """A child run of the sweep's parent, named for its trial, with the trial's params and
+        summary metrics; returns its id."""
         from mlflow.entities import Metric, Param
 
-        now = int(time.time() * 1000)
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name(config),
@@ -169,11 +172,25 @@ class Tracker:
                 "study": self.study_name,
                 "trial_number": str(number),
                 "trial_state": state,
-                "diverged": str(bool(result.metrics["diverged"])),
+                "diverged": str(bool(metrics.get("diverged", False))),
                 "worker": self.worker,
+                **tags,
             },
         )
-        metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics.items() if _finite(v)]
+        run_id = run.info.run_id
+        for part in _chunks([Param(k, str(v)) for k, v in config.items()], 100):
+            self.client.log_batch(run_id, params=part)
+        now = int(time.time() * 1000)
+        summary = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
+        self.client.log_batch(run_id, metrics=summary)
+        return run_id
+
+    def _log_trial(self, number, config, result, state, curve_every) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self._start_child(number, config, state, result.metrics)
+        now = int(time.time() * 1000)
+        metrics = []
         for name, (steps, values) in result.curves.items():
             every = curve_every if len(steps) > 20 else 1
             metrics += [
@@ -182,10 +199,6 @@ class Tracker:
                 if _finite(float(v))
             ]
         metrics += _diagnostic_metrics(result, config, now)
-        params = [Param(k, str(v)) for k, v in config.items()]
-        run_id = run.info.run_id
-        for part in _chunks(params, 100):
-            self.client.log_batch(run_id, params=part)
         for part in _chunks(metrics, 1000):
             self.client.log_batch(run_id, metrics=part)
         if result.diagnostics:
@@ -245,28 +258,8 @@ class Tracker:
         return len(missing)
 
     def _log_recovered(self, number: int, config: dict, metrics: dict, state: str) -> None:
-        from mlflow.entities import Metric, Param
-
-        now = int(time.time() * 1000)
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=run_name(config),
-            tags={
-                "mlflow.parentRunId": self.parent_id,
-                "study": self.study_name,
-                "trial_number": str(number),
-                "trial_state": state,
-                "diverged": str(bool(metrics.get("diverged", False))),
-                "worker": self.worker,
-                "recovered": "true",
-            },
-        )
-        params = [Param(k, str(v)) for k, v in config.items()]
-        for part in _chunks(params, 100):
-            self.client.log_batch(run.info.run_id, params=part)
-        summary = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
-        self.client.log_batch(run.info.run_id, metrics=summary)
-        self.client.set_terminated(run.info.run_id, "FINISHED")
+        run_id = self._start_child(number, config, state, metrics, recovered="true")
+        self.client.set_terminated(run_id, "FINISHED")
 
 
 def find_trial_run(client, experiment_id: str, number: int) -> str | None:

@@ -74,7 +74,8 @@ class RowState(NamedTuple):
     params: dict
     opt_state: optax.OptState
     step: jax.Array
-    ema_loss: jax.Array
+    ema_loss: jax.Array  # smoothed training loss (final_train_loss, the objective's progress)
+    clean_ema: jax.Array  # the same over steps whose gradient did not explode: steps_to_target
     initial_loss: jax.Array
     hit_step: jax.Array  # first step whose smoothed loss <= target, -1 while not reached
     explosions: jax.Array
@@ -204,7 +205,9 @@ def make_train(structure: Structure, settings: Settings):
         opt_state = make_optimizer(settings.optimizer, hp, settings.weight_decay).init(params)
         zero = jnp.zeros((), jnp.int32)
         nan = jnp.full((), jnp.nan)
-        return RowState(params, opt_state, zero, nan, nan, zero - 1, zero, zero, jnp.bool_(False))
+        return RowState(
+            params, opt_state, zero, nan, nan, nan, zero - 1, zero, zero, jnp.bool_(False)
+        )
 
     def chunk_row(state: RowState, hp: Hparams, active: jax.Array, data: Data):
         tx = make_optimizer(settings.optimizer, hp, settings.weight_decay)
@@ -231,19 +234,24 @@ def make_train(structure: Structure, settings: Settings):
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
             first = state.step == 0
-            ema = jnp.where(
-                first, loss, settings.smoothing * state.ema_loss + (1 - settings.smoothing) * loss
-            )
+            s = settings.smoothing
+            ema = jnp.where(first, loss, s * state.ema_loss + (1 - s) * loss)
             exploded = ~jnp.isfinite(grad_norm) | (grad_norm > settings.explode_threshold)
-            # A loss computed from exploded logits is not a result: float32 log-softmax of
-            # logits ~1e12 rounds to 0 and once let an all-constant network "reach" the target.
-            hit = (state.hit_step < 0) & (ema <= settings.target_loss) & ~exploded
+            # A loss computed from exploded logits is not a result (float32 log-softmax of
+            # logits ~1e12 rounds to 0, and once let an all-constant network "reach" the
+            # target), so the target is watched on an EMA that leaves exploded steps out.
+            clean = jnp.where(
+                jnp.isnan(state.clean_ema), loss, s * state.clean_ema + (1 - s) * loss
+            )
+            clean = jnp.where(exploded, state.clean_ema, clean)
+            hit = (state.hit_step < 0) & (clean <= settings.target_loss)
             vanished = first_layer_norm < settings.vanish_threshold
             new = RowState(
                 params=params,
                 opt_state=opt_state,
                 step=state.step + 1,
                 ema_loss=ema,
+                clean_ema=clean,
                 initial_loss=jnp.where(first, loss, state.initial_loss),
                 hit_step=jnp.where(hit, state.step, state.hit_step),
                 explosions=state.explosions + exploded,

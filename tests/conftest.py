@@ -1,5 +1,12 @@
+import contextlib
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +42,17 @@ def train():
     return train_trials
 
 
+# A small random-sampler study over 2 depths x 2 activations x 2 initializers, on TINY data.
+SMALL_SWEEP = [
+    *TINY,
+    "space.model.depth=[2, 4]",
+    "space.model.activation=[relu, tanh]",
+    "space.init.weights=[he_normal, orthogonal]",
+    "study.sampler=random",
+    "study.batch_size=4",
+]
+
+
 @pytest.fixture
 def tiny_cfg():
     def make(*overrides: str):
@@ -56,3 +74,58 @@ def run_cli(tmp_path, *args, check=True, env=None, runs="runs"):
     if check:
         assert out.returncode == 0, out.stderr[-2000:]
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, timeout_s: float = 180):
+    """A real ``mlflow server`` on a free loopback port over a fresh SQLite store in ``folder``;
+    yields ``(url, port)`` and stops it (and its workers) afterwards."""
+    port = free_port()
+    log_path = folder / "mlflow_server.log"
+    log = open(log_path, "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "server_artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its workers are stopped with the group below
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout_s
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"mlflow server did not start: {log_path.read_text()}")
+            time.sleep(0.5)
+        yield url, port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -7,19 +7,12 @@ part of the URL). Child runs are grouped under the sweep's parent run; its expan
 left of its name) shows them. Sorting by a metric would list them flat instead.
 """
 
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, mlflow_server, run_cli
 
 from pipeline.tracking import runs_table_url
 
@@ -40,58 +33,10 @@ METRICS = ("steps_to_target", "explosion_count")
 PARAMS = ("init.weights", "init.gain", "model.activation", "model.depth")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def mlflow_server(tmp_path):
-    """``mlflow server`` on a free loopback port over a fresh SQLite store; yields its URL."""
-    port = free_port()
-    log = open(tmp_path / "mlflow_server.log", "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server_artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its workers too are stopped with the group below
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            log.close()
-            pytest.fail(
-                f"mlflow server did not start: {(tmp_path / 'mlflow_server.log').read_text()}"
-            )
-        time.sleep(0.5)
-    try:
-        yield url, port
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+def server(tmp_path):
+    with mlflow_server(tmp_path) as url_port:
+        yield url_port
 
 
 def open_runs_table(page, url: str, columns=METRICS + PARAMS) -> None:
@@ -119,11 +64,11 @@ def cell(page, run_id: str, col_id: str) -> str:
 @pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
 )
-def test_mlflow_ui_shows_the_runs_table_with_parent_children_and_metrics(tmp_path, mlflow_server):
+def test_mlflow_ui_shows_the_runs_table_with_parent_children_and_metrics(tmp_path, server):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     from mlflow.tracking import MlflowClient
 
-    url, port = mlflow_server
+    url, port = server
     run_cli(
         tmp_path,
         "sweep",

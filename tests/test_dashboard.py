@@ -2,7 +2,6 @@
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -10,17 +9,11 @@ import urllib.request
 
 import optuna
 import pytest
-from conftest import run_cli
+from conftest import free_port, run_cli
 
 from pipeline.study import make_storage
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_journal_study(runs, name: str, n_trials: int) -> None:

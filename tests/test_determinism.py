@@ -16,7 +16,7 @@ import time
 
 import optuna
 import pytest
-from conftest import TINY, train_trials
+from conftest import SMALL_SWEEP, TINY, train_trials
 
 from pipeline.study import make_storage
 
@@ -65,12 +65,7 @@ def test_same_config_and_seed_give_identical_metrics_across_processes(tmp_path):
 
 
 ARGS = [
-    *TINY,
-    "space.model.depth=[2, 4]",
-    "space.model.activation=[relu, tanh]",
-    "space.init.weights=[he_normal, orthogonal]",
-    "study.sampler=random",
-    "study.batch_size=4",
+    *SMALL_SWEEP,
     "study.n_trials=8",
     "tracking.enabled=false",
 ]

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -82,7 +83,7 @@ def test_sweep_fills_optuna_and_mlflow(swept):
         assert sorted(m.step for m in back) == list(range(depth))
     run_id = children[0].info.run_id
     table = client.download_artifacts(run_id, "diagnostics/per_layer.csv", str(tmp))
-    header = open(table).readline().strip().split(",")
+    header = Path(table).read_text().splitlines()[0].split(",")
     assert header[:2] == ["step", "layer"] and "backprop_norm" in header
     boundaries = client.get_metric_history(run_id, "diag.dead_fraction")
     assert sorted(m.step for m in boundaries) == [0, 20, 40, 60]  # init and each chunk end

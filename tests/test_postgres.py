@@ -8,18 +8,15 @@ not reach MLflow params, Optuna's study attributes, artifacts or anything printe
 import glob
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY
+from conftest import SMALL_SWEEP, free_port, mlflow_server, run_cli
 from mlflow.tracking import MlflowClient
 
 from pipeline.study import make_storage
@@ -28,20 +25,7 @@ pytestmark = pytest.mark.slow
 
 SECRET = "hunter2"
 S = optuna.trial.TrialState
-ARGS = [
-    *TINY,
-    "space.model.depth=[2, 4]",
-    "space.model.activation=[relu, tanh]",
-    "space.init.weights=[he_normal, orthogonal]",
-    "study.sampler=random",
-    "study.batch_size=4",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ARGS = SMALL_SWEEP
 
 
 def wait_until(check, what: str, timeout: float = 60) -> None:
@@ -57,35 +41,10 @@ def wait_until(check, what: str, timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
+def tracking_server(tmp_path_factory):
     """``mlflow server`` on 127.0.0.1 with a SQLite backend; yields its plain URL."""
-    tmp = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp / 'mlflow.db'}",
-            "--default-artifact-root",
-            (tmp / "artifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp / "server.log", "w"),  # noqa: SIM115 (closed with the process)
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: urllib.request.urlopen(f"{url}/health").status == 200, "mlflow", 120)
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _pg_bin() -> Path | None:
@@ -163,15 +122,7 @@ def with_password(url: str) -> str:
 
 
 def sweep(tmp_path, *args):
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline", "sweep", *args, f"runs_dir={tmp_path / 'runs'}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
+    return run_cli(tmp_path, "sweep", *args)
 
 
 def no_secret_in_mlflow(client: MlflowClient, experiment_id: str, tmp_path: Path) -> None:
@@ -187,7 +138,7 @@ def no_secret_in_mlflow(client: MlflowClient, experiment_id: str, tmp_path: Path
 
 
 def test_three_workers_share_a_postgres_study_and_an_mlflow_server(
-    tmp_path, postgres, mlflow_server
+    tmp_path, postgres, tracking_server
 ):
     name = "pg"
     out = sweep(
@@ -198,7 +149,7 @@ def test_three_workers_share_a_postgres_study_and_an_mlflow_server(
         f"study.name={name}",
         "study.n_trials=24",
         f"study.storage={postgres}",
-        f"tracking.uri={with_password(mlflow_server)}",
+        f"tracking.uri={with_password(tracking_server)}",
     )
     study = optuna.load_study(study_name=name, storage=make_storage(postgres))
     states = Counter(t.state for t in study.trials)
@@ -209,7 +160,7 @@ def test_three_workers_share_a_postgres_study_and_an_mlflow_server(
     workers = Counter(t.user_attrs["lease.worker"] for t in complete)
     assert len(workers) == 3, workers  # every worker trained some of them
 
-    client = MlflowClient(tracking_uri=mlflow_server)
+    client = MlflowClient(tracking_uri=tracking_server)
     exp = client.get_experiment_by_name(name)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -222,22 +173,24 @@ def test_three_workers_share_a_postgres_study_and_an_mlflow_server(
 
     # The passwords: redacted in the parent's params, absent everywhere else.
     assert parent.data.params["study.storage"] == postgres.replace(SECRET, "***")
-    assert parent.data.params["tracking.uri"] == with_password(mlflow_server).replace(SECRET, "***")
+    assert parent.data.params["tracking.uri"] == with_password(tracking_server).replace(
+        SECRET, "***"
+    )
     no_secret_in_mlflow(client, exp.experiment_id, tmp_path)
     assert SECRET not in repr(study.user_attrs)
     assert SECRET not in out.stdout + out.stderr
 
 
-def test_password_in_the_tracking_uri_never_shows(tmp_path, mlflow_server):
+def test_password_in_the_tracking_uri_never_shows(tmp_path, tracking_server):
     """No PostgreSQL needed: a journal study and a tracking URI with user:password."""
     out = sweep(
         tmp_path,
         *ARGS,
         "study.name=pw",
         "study.n_trials=4",
-        f"tracking.uri={with_password(mlflow_server)}",
+        f"tracking.uri={with_password(tracking_server)}",
     )
-    client = MlflowClient(tracking_uri=mlflow_server)
+    client = MlflowClient(tracking_uri=tracking_server)
     exp = client.get_experiment_by_name("pw")
     [parent] = client.search_runs([exp.experiment_id], filter_string="tags.role = 'sweep'")
     assert parent.data.params["tracking.uri"].startswith("http://tracker:***@127.0.0.1:")
