@@ -81,6 +81,9 @@ def loss_curves(rows: list[Row], title: str, path: Path) -> Path | None:
         return None
     fig, axes = _grid(len(inits), sharey=True)
     start = np.nanmedian([r.trace["loss"][0] for r in rows])
+    values = np.concatenate([np.asarray(r.trace["loss"], float) for r in rows])
+    values = values[np.isfinite(values) & (values > 0)]
+    low = 0.8 * values.min() if values.size else None
     for ax, name in zip(axes, inits):
         curves = [r.trace for r in rows if r.config["init.weights"] == name]
         for c in curves:
@@ -91,8 +94,8 @@ def loss_curves(rows: list[Row], title: str, path: Path) -> Path | None:
             ax.legend(fontsize=7)
         ax.set_title(f"{name} ({len(curves)} trials)", fontsize=9)
         ax.set_yscale("log")
-        if np.isfinite(start):  # a few exploding curves must not flatten everyone else's
-            ax.set_ylim(top=4 * start)
+        if np.isfinite(start) and low is not None and low < 4 * start:
+            ax.set_ylim(low, 4 * start)  # a few exploding curves must not flatten the others
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (log)")
     fig.suptitle(f"{title}: training loss by initializer (exploding runs leave the top)")
@@ -139,6 +142,7 @@ def depth_gain_heatmaps(rows: list[Row], title: str, path: Path) -> Path | None:
         top = depth.max() * 2
         ax.plot(xs, np.minimum(limit, top), "r--", lw=1.5, label=r"6 $\xi_c$ (theory)")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded labels
         ax.set_yscale("log", base=2)
         ax.set_yticks(sorted(set(depth)), [str(d) for d in sorted(set(depth))])
         ax.set_ylim(depth.min() / 1.5, top)
@@ -151,37 +155,110 @@ def depth_gain_heatmaps(rows: list[Row], title: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def layer_gradients(rows: list[Row], title: str, path: Path) -> Path | None:
-    """||dL/dh_l|| and ||dL/dW_l|| at initialization against layer, one panel per
-    initializer, each line a trial coloured by its gain (log scales)."""
-    rows = [r for r in rows if "init_backprop_norm" in r.trace]
-    inits = sorted({r.config["init.weights"] for r in rows})
-    if not inits:
+def _panels(rows: list[Row]) -> dict[str, list[Row]]:
+    """Rows grouped by initializer, and by activation too when that still fits nine panels."""
+    pairs = sorted({(r.config["init.weights"], r.config["model.activation"]) for r in rows})
+    by_pair = len(pairs) <= 9 and len({a for _, a in pairs}) > 1
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        name = r.config["init.weights"]
+        key = f"{name} · {r.config['model.activation']}" if by_pair else name
+        groups.setdefault(key, []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def _per_layer(rows, title, path, lines: dict[str, str], ylabel: str, what: str):
+    """One line per trial and trace key (``lines``: key -> line style) against layer, one
+    panel per initializer (and activation), coloured by gain, log scale."""
+    rows = [r for r in rows if all(k in r.trace for k in lines)]
+    if not rows:
         return None
+    panels = _panels(rows)
     gains = [g for r in rows if isinstance(g := r.config["init.gain"], int | float) and g > 0]
-    norm = matplotlib.colors.LogNorm(min(gains, default=0.5), max(gains, default=2.0))
+    low, high = min(gains, default=1.0), max(gains, default=1.0)
+    varied = high > low  # colour by gain only when the gain varies
+    norm = matplotlib.colors.LogNorm(low, high if varied else low * 1.01)
     cmap = plt.get_cmap("coolwarm")
-    fig, axes = _grid(len(inits))
-    for ax, name in zip(axes, inits):
-        for r in (r for r in rows if r.config["init.weights"] == name):
+    fig, axes = _grid(len(panels))
+    for ax, (name, members) in zip(axes, panels.items()):
+        drawn = False
+        for r in members:
             g = r.config["init.gain"]
-            color = cmap(norm(g)) if isinstance(g, int | float) and g > 0 else "gray"
-            back = np.asarray(r.trace["init_backprop_norm"], float)
-            weight = np.asarray(r.trace["init_grad_norm"], float)
-            ax.plot(np.arange(1, len(back) + 1), back, color=color, lw=0.9, alpha=0.7)
-            ax.plot(np.arange(1, len(weight) + 1), weight, color=color, lw=0.6, ls=":")
-        ax.set_yscale("log")
+            color = cmap(norm(g)) if varied and isinstance(g, (int, float)) else "tab:blue"
+            for key, style in lines.items():
+                y = np.asarray(r.trace[key], float)
+                y = np.where(y > 0, y, np.nan)  # a zero has no place on a log axis
+                drawn |= bool(np.isfinite(y).any())
+                ax.plot(np.arange(1, len(y) + 1), y, color=color, lw=0.9, ls=style, alpha=0.75)
+        if drawn:
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "all zero: no signal", ha="center", transform=ax.transAxes)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("layer (1 = input layer)")
-        ax.set_ylabel("norm at init (log)")
-    fig.colorbar(
-        matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="init.gain (log)"
+        ax.set_ylabel(ylabel)
+    if varied:
+        mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(mappable, ax=axes, label="init.gain (log)")
+    fig.suptitle(f"{title}: {what}", fontsize=10)
+    return _save(fig, path)
+
+
+def layer_gradients(rows: list[Row], title: str, path: Path) -> Path | None:
+    """||dL/dh_l|| (solid) and ||dL/dW_l|| (dotted) at initialization against layer."""
+    return _per_layer(
+        rows,
+        title,
+        path,
+        {"init_backprop_norm": "-", "init_grad_norm": ":"},
+        "norm at init (log)",
+        "back-propagated signal ||dL/dh|| (solid) and weight gradient ||dL/dW|| (dotted) at "
+        "initialization",
     )
-    fig.suptitle(
-        f"{title}: back-propagated signal ||dL/dh|| (solid) and weight gradient ||dL/dW|| "
-        "(dotted) at initialization",
-        fontsize=10,
+
+
+def layer_variances(rows: list[Row], title: str, path: Path) -> Path | None:
+    """The forward signal: activation variance of each layer at initialization."""
+    return _per_layer(
+        rows,
+        title,
+        path,
+        {"init_act_var": "-"},
+        "activation variance at init (log)",
+        "forward signal, variance of each layer's activations at initialization",
     )
+
+
+def depth_curves(rows: list[Row], title: str, path: Path) -> Path | None:
+    """Median steps_to_target against depth, one line per initializer, panels per activation."""
+    depths = {int(r.config["model.depth"]) for r in rows}
+    if len(depths) < 2:
+        return None
+    acts = sorted({r.config["model.activation"] for r in rows})
+    colors = _colors(r.config["init.weights"] for r in rows)
+    steps = int(rows[0].config["train.steps"])
+    fig, axes = _grid(len(acts), sharey=True)
+    for ax, act in zip(axes, acts):
+        for name, color in colors.items():
+            mine = [r for r in rows if r.config["model.activation"] == act]
+            mine = [r for r in mine if r.config["init.weights"] == name]
+            ds = sorted({int(r.config["model.depth"]) for r in mine})
+            med = [
+                np.median(
+                    [r.metrics["steps_to_target"] for r in mine if r.config["model.depth"] == d]
+                )
+                for d in ds
+            ]
+            if ds:
+                ax.plot(ds, med, "o-", color=color, label=name)
+        ax.axhline(steps + 1, color="gray", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(depths), [str(d) for d in sorted(depths)])
+        ax.set_title(act, fontsize=9)
+        ax.set_xlabel("hidden depth (log)")
+        ax.set_ylabel(f"median steps_to_target ({steps + 1} = {NEVER})")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: convergence speed against depth")
     return _save(fig, path)
 
 
@@ -258,6 +335,8 @@ FIGURES: dict[str, Callable[[list[Row], str, Path], Path | None]] = {
     "loss_curves_by_init.png": loss_curves,
     "depth_x_sigma_w2.png": depth_gain_heatmaps,
     "layer_gradients_at_init.png": layer_gradients,
+    "layer_variance_at_init.png": layer_variances,
+    "steps_vs_depth.png": depth_curves,
     "explosions_vs_gain.png": explosions_vs_gain,
     "theory_vs_measurement.png": theory_vs_measurement,
 }

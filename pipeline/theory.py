@@ -125,11 +125,17 @@ def signal_propagation(
         def gap(c: float) -> float:
             return (sigma_w2 * _pair_mean(phi, phi, q, c) + sigma_b2) / q - c
 
-        # c = 1 is an unstable fixed point (slope chi1 > 1), so gap < 0 just below it; c* lies
-        # where gap changes sign between the map's value at c = 0 and 1 - 1e-6.
-        low = -1.0 if gap(0.0) < 0.0 else 0.0
-        high = 1.0 - 1e-6
-        c = float(brentq(gap, low, high, xtol=1e-12)) if gap(low) * gap(high) < 0 else 1.0
+        # c = 1 is an unstable fixed point (slope chi1 > 1), so gap < 0 just below it; the
+        # stable c* is the last place below 1 where gap falls through zero. Scan a grid first:
+        # with sigma_b2 = 0 and an odd activation c* = 0 exactly, where gap's sign is rounding
+        # noise that a single bracket test would misread.
+        grid = np.linspace(-1.0, 1.0 - 1e-6, 41)
+        gaps = np.array([gap(g) for g in grid])
+        falls = np.flatnonzero((gaps[:-1] >= -1e-12) & (gaps[1:] < -1e-12))
+        if falls.size:
+            i = falls[-1]
+            a, b = grid[i], grid[i + 1]
+            c = a if gaps[i] <= 1e-12 else float(brentq(gap, a, b, xtol=1e-12))
     chi_c = sigma_w2 * _pair_mean(d1, d1, q, c)
     xi_c = _depth_scale(chi_c)
     return dict(

@@ -46,15 +46,16 @@ def _finite(value: Any) -> bool:
 
 
 def _diagnostic_metrics(result: TrialResult, config: dict[str, Any], now: int) -> list:
-    """Theory's prediction, per-layer values at init (step = layer index, input layer 0) and
-    the diagnostics' ratios and fractions at each chunk boundary (step = training step)."""
+    """Theory's prediction beside what was measured: per-layer values at init (step = layer
+    index, input layer 0) and the diagnostics' ratios and fractions at each chunk boundary
+    (step = training step)."""
     from mlflow.entities import Metric
 
+    if not result.diagnostics:  # metrics.diagnostics=false: neither measured nor predicted
+        return []
     metrics = [
         Metric(k, float(v), now, 0) for k, v in trial_prediction(config).items() if _finite(v)
     ]
-    if not result.diagnostics:  # metrics.diagnostics off
-        return metrics
     per_layer = {
         "init_grad_norm": "weight_grad_norm",
         "init_backprop_norm": "backprop_norm",

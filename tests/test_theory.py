@@ -63,3 +63,15 @@ def test_quadrature_matches_monte_carlo_on_a_wide_random_network(activation, sig
     # After 30 layers the length has converged to q*; finite width leaves a few percent of
     # noise (each layer's q is a mean over `width` correlated units), hence 8%.
     assert np.mean(qs[-10:]) == pytest.approx(theory["q_star"], rel=0.08)
+
+
+def test_chaotic_tanh_without_bias_decorrelates_fully_and_depth_scale_falls_smoothly():
+    # An odd activation with sigma_b2 = 0 maps c = 0 to 0: the stable fixed point is c* = 0,
+    # and xi_c then shrinks steadily as sigma_w2 grows (a bracket test once mistook the sign of
+    # rounding noise at c = 0 and made 6 xi_c jump between 8 and 24 layers).
+    scales = []
+    for sigma_w2 in (2.0, 4.0, 8.0, 12.0, 20.0, 30.0):
+        p = signal_propagation("tanh", sigma_w2, 0.0)
+        assert abs(p["c_star"]) < 1e-9
+        scales.append(p["xi_c"])
+    assert all(a > b for a, b in zip(scales, scales[1:]))
