@@ -390,7 +390,8 @@ def _check_keys(layer: dict, origin: str) -> None:
     """Unknown keys in a preset or override layer fail with their close matches."""
     for key in _flatten({k: v for k, v in layer.items() if k != "space"}):
         if key not in RULES:
-            raise ConfigError(f"unknown key {key!r} in {origin}{_close(key, RULES)}")
+            shown = redacted(key)  # a mangled URL override can land in a key
+            raise ConfigError(f"unknown key {shown!r} in {origin}{_close(shown, RULES)}")
     space = layer.get("space")
     if space is not None and not isinstance(space, dict | DictConfig):
         raise ConfigError(
@@ -536,6 +537,8 @@ def _parse_overrides(overrides: Iterable[str]) -> tuple[dict, dict[str, Any]]:
         try:
             parsed = yaml.safe_load(value) if value != "" else None
         except yaml.YAMLError:
+            parsed = value
+        if "://" in value:  # a URL is a string, even one YAML would read as a mapping ("...:")
             parsed = value
         if key.startswith("space."):
             space[key.removeprefix("space.")] = parsed
