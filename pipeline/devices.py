@@ -6,10 +6,15 @@ thread pool (8.6 s against 13.9 s for 64 trials, measured side by side on 2 core
 a known wedge of that pool on vmapped graphs (execution hangs in ``block_until_ready``; seen here
 once, and reported in PyAutoLabs/PyAutoFit#1528), which ``--xla_cpu_multi_thread_eigen=false``
 avoids. Accelerators are unaffected: these settings apply to the CPU backend only.
+
+On a CPU-only install, XLA's backend optimization level is lowered from 3 to 1: compiling a
+bench chunk executable took 2.1 s instead of 3.6 s (four runs side by side on 2 cores), and
+training with it was as fast (5.9 s against 5.97-6.16 s), so cold sweeps start sooner.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -36,5 +41,14 @@ def configure_cpu(cpu_devices: int | str) -> int:
         count = (os.cpu_count() or 1) if cpu_devices == "auto" else int(cpu_devices)
         jax.config.update("jax_num_cpu_devices", count)
     if count > 1 and "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+        flags = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    if "xla_backend_optimization_level" not in flags and not _accelerator_installed():
+        flags = f"{flags} --xla_backend_optimization_level=1".strip()
+    os.environ["XLA_FLAGS"] = flags
     return count
+
+
+def _accelerator_installed() -> bool:
+    """A GPU or TPU plugin is installed: leave its compiler settings alone."""
+    plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")
+    return any(importlib.util.find_spec(p) is not None for p in plugins)
