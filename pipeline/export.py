@@ -53,12 +53,11 @@ def best_document(
     study, top_k: int, run_ids: dict[int, str | None], parent_run_id: str | None, storage: str
 ) -> dict:
     """The YAML document of a study's top ``top_k`` trials."""
-    from pipeline.study import ranked_trials, trial_metrics
+    from pipeline.study import ranked_trials, trial_config, trial_metrics
 
-    base = study.user_attrs.get("config", {})
     configs = []
     for rank, trial in enumerate(ranked_trials(study)[:top_k]):
-        flat = {**base, **trial.params}
+        flat = trial_config(study, trial)
         nested = _nest({k: v for k, v in flat.items() if k.split(".")[0] in RUN_SECTIONS})
         init = nested["init"]
         init["gain_value"] = resolve_gain(

@@ -17,7 +17,7 @@ import optuna
 
 from pipeline import plots, theory
 from pipeline.report import COLUMNS, family_verdicts
-from pipeline.study import ranked_trials
+from pipeline.study import ranked_trials, trial_config
 
 CAPTIONS = {
     "loss_curves_by_init.png": "Training loss of every trial, one panel per initializer; the "
@@ -59,11 +59,10 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 def _best_rows(study: optuna.Study, top_k: int, steps: int) -> list[list]:
-    base = study.user_attrs.get("config", {})
     rows = []
     for rank, trial in enumerate(ranked_trials(study)[:top_k]):
         m = trial.user_attrs.get("metrics", {})
-        config = {**base, **trial.params}
+        config = trial_config(study, trial)
         pred = theory.trial_prediction(config) if config.get("init.weights") else {}
         hit = m.get("steps_to_target", steps + 1)
         rows.append(

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
 from pipeline import theory  # noqa: E402
+from pipeline.study import trial_config  # noqa: E402
 
 NEVER = "never reached"
 
@@ -33,9 +34,8 @@ class Row(NamedTuple):
 
 
 def study_rows(study: optuna.Study) -> list[Row]:
-    base = study.user_attrs.get("config", {})
     return [
-        Row({**base, **t.params}, t.user_attrs["metrics"], t.user_attrs.get("trace", {}))
+        Row(trial_config(study, t), t.user_attrs["metrics"], t.user_attrs.get("trace", {}))
         for t in study.get_trials(deepcopy=False)
         if t.state.is_finished() and "metrics" in t.user_attrs
     ]

@@ -8,7 +8,7 @@ import statistics
 import optuna
 from rich.table import Table
 
-from pipeline.study import ranked_trials, trial_metrics
+from pipeline.study import ranked_trials, trial_config, trial_metrics
 
 COLUMNS = {
     "model.activation": "activation",
@@ -28,10 +28,9 @@ def best_table(study: optuna.Study, top_k: int, steps: int) -> Table:
     table = Table(title=f"study {study.study_name}: top {top_k} of {len(study.trials)} trials")
     for name in ("rank", "trial", "steps to target", "explosions", "val acc", *COLUMNS.values()):
         table.add_column(name, justify="left" if name in ("activation", "init") else "right")
-    base = study.user_attrs.get("config", {})  # values the space fixed are not trial params
     for rank, trial in enumerate(ranked_trials(study)[:top_k]):
         m = trial_metrics(trial)
-        config = {**base, **trial.params}
+        config = trial_config(study, trial)
         reached = m.get("steps_to_target", steps + 1) <= steps
         table.add_row(
             str(rank),
@@ -73,11 +72,10 @@ def family_verdicts(study: optuna.Study, steps: int) -> list[str]:
     """One line per initializer family over the study's completed trials, fastest first:
     trials, median steps to target (the upper median: "never" when half or more missed it),
     share that reached the target, share with at least one exploding step."""
-    base = study.user_attrs.get("config", {})
     groups: dict[str, list[dict]] = {}
     members: dict[str, set[str]] = {}
     for trial in ranked_trials(study):
-        weights = trial.params.get("init.weights", base.get("init.weights", "?"))
+        weights = trial_config(study, trial).get("init.weights", "?")
         groups.setdefault(family(weights), []).append(trial_metrics(trial))
         members.setdefault(family(weights), set()).add(weights)
     rows = []

@@ -78,6 +78,12 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(done, key=lambda t: (t.number not in front, *t.values))
 
 
+def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
+    """A trial's full flat config: the study's base config (stored when it was created) with
+    the values Optuna sampled; keys the space fixed are not trial params, so both are needed."""
+    return {**study.user_attrs.get("config", {}), **trial.params}
+
+
 def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     stored = trial.user_attrs.get("metrics", {})
     return {k: stored[k] for k in SUMMARY_KEYS if k in stored}
