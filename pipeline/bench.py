@@ -28,6 +28,19 @@ from rich.table import Table
 
 from pipeline.model import count_flops
 
+# Where the engine's wall time went: seconds the sweep waited (logging_s, optuna_s) and seconds
+# background threads spent (wall, and CPU: on 2 cores a busy thread slows training down).
+ENGINE_TIMES = (
+    "logging_s",
+    "logging_thread_s",
+    "logging_thread_cpu_s",
+    "optuna_s",
+    "optuna_thread_s",
+    "optuna_thread_cpu_s",
+    "train_s",
+    "padding_waste",
+    "executables",
+)
 DEPTH_SPACES = {8: [2, 4, 8], 32: [2, 4, 8, 16, 32], 64: [2, 4, 8, 16, 32, 64]}
 
 
@@ -78,7 +91,10 @@ def measure_engine(overrides: list[str]) -> dict:
         "xla_compile_s": compiled[0],
         "logging_s": summary.logging_wait_s,
         "logging_thread_s": summary.logging_s,
+        "logging_thread_cpu_s": summary.logging_cpu_s,
         "optuna_s": summary.optuna_s,
+        "optuna_thread_s": summary.optuna_thread_s,
+        "optuna_thread_cpu_s": summary.optuna_thread_cpu_s,
         "train_s": summary.train_s,
         "useful_flops": _useful_flops(cfg, [t.params["model.depth"] for t in trials]),
         "padding_waste": summary.padding_waste,
@@ -95,10 +111,11 @@ def measure_loop(overrides: list[str], cached: bool = False) -> dict:
     from pipeline.baseline import run_loop
     from pipeline.config import flatten_space, load_config
     from pipeline.devices import use_compilation_cache
+    from pipeline.sweep import cache_dir
 
     cfg = load_config(overrides, "bench")
     if cached:
-        use_compilation_cache(cfg.engine.cache_dir)
+        use_compilation_cache(cache_dir(cfg))
     compiled = _compile_listener()
     t0 = time.perf_counter()
     results = run_loop(cfg, flatten_space(cfg.space), cfg.study.n_trials)
@@ -150,26 +167,18 @@ def _pair(
     with_loops: bool,
     peak: float,
 ) -> dict:
-    """One row: engine and loops on the same n trials; cold rows get fresh caches, warm rows
-    reuse the cold row's cache with a fresh study and store."""
+    """One row: engine and loops on the same n trials. A cold row starts from an empty
+    ``runs_dir`` (no compilation cache, no MLflow database); a warm row is a second sweep in the
+    same ``runs_dir``, as a user's second ``make sweep``: a new study, the executables of the
+    first in JAX's persistent cache, the MLflow database already created."""
     tag = f"{n}-depths{max(depths)}" if depths else f"{n}"
-    common = [f"study.n_trials={n}", f"study.name=bench{n}"]
+    common = [f"study.n_trials={n}", f"study.name=bench{n}-{start}"]
     if depths:
         common.append(f"space.model.depth=[{', '.join(map(str, depths))}]")
-    engine = _child(
-        "engine",
-        [
-            *common,
-            f"runs_dir={tmp / f'engine-{tag}-{start}'}",
-            f"engine.cache_dir={tmp / f'engine-cache-{tag}'}",
-        ],
-    )
+    engine = _child("engine", [*common, f"runs_dir={tmp / f'engine-{tag}'}"])
     cached = None
     if with_loops:
-        cached = _child(
-            "loop-cached",
-            [*common, f"runs_dir={tmp / 'loop'}", f"engine.cache_dir={tmp / f'loop-cache-{tag}'}"],
-        )
+        cached = _child("loop-cached", [*common, f"runs_dir={tmp / f'loop-{tag}'}"])
         for other in (cached, typical_loop):
             if other is not None and other["params"] != engine["params"]:
                 raise RuntimeError("the loop and the engine did not train the same trials")
@@ -192,12 +201,7 @@ def _pair(
         "compile_wait_s": engine["compile_wait_s"],
         "xla_compile_s": engine["xla_compile_s"],
         "loop_compile_s": typical_loop["compile_s"] if typical_loop else None,
-        "logging_s": engine["logging_s"],
-        "logging_thread_s": engine["logging_thread_s"],
-        "optuna_s": engine["optuna_s"],
-        "train_s": engine["train_s"],
-        "padding_waste": engine["padding_waste"],
-        "executables": engine["executables"],
+        **{k: engine[k] for k in ENGINE_TIMES},
         "compile_s_per_executable": engine["compile_s"] / max(engine["executables"], 1),
         "peak_rss_mb": engine["peak_rss_mb"],
         "loop_peak_rss_mb": typical_loop["peak_rss_mb"] if typical_loop else None,
@@ -223,8 +227,10 @@ def _table(rows: list[dict], title: str) -> Table:
         ("of peak", "peak_fraction", ".0%"),
         ("compile s", "compile_s", ".1f"),
         ("compile wait s", "compile_wait_s", ".1f"),
-        ("logging s", "logging_s", ".1f"),
-        ("Optuna s", "optuna_s", ".1f"),
+        ("MLflow wait s", "logging_s", ".1f"),
+        ("MLflow thread s", "logging_thread_s", ".1f"),
+        ("Optuna wait s", "optuna_s", ".1f"),
+        ("Optuna thread s", "optuna_thread_s", ".1f"),
         ("padding", "padding_waste", ".0%"),
         ("executables", "executables", "d"),
         ("peak MB", "peak_rss_mb", ".0f"),

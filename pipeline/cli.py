@@ -126,10 +126,10 @@ def cmd_sweep(args, console: Console) -> int:
     console.print(
         f"{summary.trials_run} trials in {summary.wall_s:.1f} s: "
         f"compile {summary.compile_s:.1f} s, "
-        f"training {summary.train_s:.1f} s, Optuna {summary.optuna_s:.1f} s "
-        f"({100 * summary.optuna_s / wall:.1f}%), MLflow logging {summary.logging_s:.1f} s "
-        f"({100 * summary.logging_s / wall:.1f}%, on a background thread; the sweep waited "
-        f"{summary.logging_wait_s:.1f} s for it)"
+        f"training {summary.train_s:.1f} s; the sweep waited {summary.optuna_s:.1f} s "
+        f"({100 * summary.optuna_s / wall:.1f}%) for Optuna and {summary.logging_wait_s:.1f} s "
+        f"for MLflow, which took {summary.optuna_thread_s:.1f} s and {summary.logging_s:.1f} s "
+        "on background threads"
     )
     if summary.parent_run_id:
         console.print("see it with `make ui`; reuse the winners with `make best`")

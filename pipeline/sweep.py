@@ -6,11 +6,13 @@ tracking, progress display, files under ``runs_dir``).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +40,7 @@ from pipeline.config import RUN_SECTIONS, flatten_space, possible_values, redact
 from pipeline.data import load_dataset
 from pipeline.engine import Engine, check_fits
 from pipeline.metrics import TrialResult, compact_trace
+from pipeline.timing import Stopwatch
 from pipeline.tracking import Tracker, default_uri, run_name
 
 TRIAL_SECTIONS = ("model", "init", "train")
@@ -54,8 +57,11 @@ class SweepSummary:
     compile_wait_s: float  # seconds training waited for executables
     train_s: float
     logging_s: float  # MLflow time on the background thread
+    logging_cpu_s: float  # of which that thread ran on a core (the rest: waiting)
     logging_wait_s: float  # of which the sweep waited for at the end
-    optuna_s: float
+    optuna_s: float  # seconds the sweep waited for Optuna (ask, suggest, report, last tells)
+    optuna_thread_s: float  # Optuna time on the recorder thread (results and tells)
+    optuna_thread_cpu_s: float
     executables: int
     padding_waste: float  # share of layer-steps spent on masked layers and padding rows
     parent_run_id: str | None
@@ -68,7 +74,11 @@ def setup_jax(cfg) -> None:
 
     configure_cpu(cfg.engine.cpu_devices)
     if cfg.engine.compilation_cache:
-        use_compilation_cache(cfg.engine.cache_dir or Path(cfg.runs_dir) / "jax_cache")
+        use_compilation_cache(cache_dir(cfg))
+
+
+def cache_dir(cfg) -> Path:
+    return Path(cfg.engine.cache_dir or Path(cfg.runs_dir) / "jax_cache")
 
 
 def _progress(console: Console) -> Progress:
@@ -182,9 +192,19 @@ class Sweep:
         self.engine = Engine(cfg, load_dataset(cfg.data), possible_values(cfg, "init.weights"))
         self.base = to_flat_dict(cfg, TRIAL_SECTIONS)
         self.multi = len(cfg.study.objectives) > 1
+        # Intermediate values go to Optuna only when a pruner reads them (Optuna prunes
+        # single-objective studies only): each report is a storage write, six per trial at the
+        # defaults, and the same curves are in MLflow and the trial's ``trace`` attribute.
+        self.prunes = cfg.study.pruner != "none" and not self.multi
         self.console = console
         self.progress = _progress(console)
         self.optuna_s = 0.0
+        # Results are told to Optuna, then queued for MLflow, on one recorder thread, in the
+        # order they finish, while the next group trains; the next ask waits for them.
+        self.recorder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optuna")
+        self.recording: list[Future] = []
+        self.record_clock = Stopwatch()
+        self.trained = 0
         self.told = 0
         self.exploded = 0
         self.best = float("inf")
@@ -240,9 +260,13 @@ class Sweep:
                         self._wait(1.0)
             status = "FINISHED"
         finally:
-            # Interrupted or crashed: trials asked but not told fail, never stay RUNNING, and
+            # Interrupted or crashed: every trained result is still recorded (a second Ctrl-C
+            # stops waiting for them), trials asked but not told fail, never stay RUNNING, and
             # their configurations are enqueued again for the rerun. An interrupt can land
             # between a tell and its bookkeeping: fail_and_requeue skips a finished trial.
+            with contextlib.suppress(Exception, KeyboardInterrupt):
+                self._drain(raise_errors=False)
+            self.recorder.shutdown(wait=False, cancel_futures=True)
             for trial in self.batch:
                 if trial.number in self.untold:
                     leases.fail_and_requeue(self.study, trial.number, trial.params)
@@ -260,8 +284,11 @@ class Sweep:
             compile_wait_s=stats.compile_wait_s,
             train_s=stats.train_s,
             logging_s=self.tracker.logging_s if self.tracker else 0.0,
+            logging_cpu_s=self.tracker.clock.cpu_seconds if self.tracker else 0.0,
             logging_wait_s=self.tracker.wait_s if self.tracker else 0.0,
             optuna_s=self.optuna_s,
+            optuna_thread_s=self.record_clock.seconds,
+            optuna_thread_cpu_s=self.record_clock.cpu_seconds,
             executables=stats.executables,
             padding_waste=1 - stats.layer_steps / max(stats.padded_layer_steps, 1),
             parent_run_id=self.tracker.parent_id if self.tracker else None,
@@ -271,6 +298,7 @@ class Sweep:
         """Trials to ask now: None once the study has ``n_trials`` finished trials, 0 while other
         workers hold all the rest. Re-enqueued (WAITING) trials are asked first."""
         self._stop_point()
+        self._drain()
         leases.recover(self.study, self.cfg.study.lease_s, self.lease.worker)
         trials = self.study.get_trials(deepcopy=False)
         finished = sum(t.state in DONE for t in trials)
@@ -313,7 +341,7 @@ class Sweep:
     def _on_chunk(self, ids: list[int], step: int, values: list[float]) -> set[int]:
         """Report intermediate objectives; return the trials the pruner stops."""
         self._stop_point()
-        if self.multi:  # Optuna prunes single-objective studies only
+        if not self.prunes:
             return set()
         t0 = time.perf_counter()
         pruned = set()
@@ -324,48 +352,62 @@ class Sweep:
         self.optuna_s += time.perf_counter() - t0
         return pruned
 
-    def _on_result(self, i: int, result: TrialResult) -> None:
-        trial = self.batch[i]
+    def _drain(self, raise_errors: bool = True) -> None:
+        """Wait until every finished trial is told; re-raise the first error the recorder hit."""
         t0 = time.perf_counter()
+        pending, self.recording = self.recording, []
         try:
-            trial.set_user_attr("metrics", result.metrics)
-            trial.set_user_attr("trace", compact_trace(result, self.cfg.metrics.curve_every_steps))
-            if result.pruned:
-                state = optuna.trial.TrialState.PRUNED
-                self.study.tell(trial, state=state)
-            else:
-                state = optuna.trial.TrialState.COMPLETE
-                self.study.tell(trial, studies.objective_values(self.cfg, result.metrics))
+            wait(pending)
+            for future in pending:
+                if raise_errors:
+                    future.result()
+        finally:
+            self.optuna_s += time.perf_counter() - t0
+
+    def _on_result(self, i: int, result: TrialResult) -> None:
+        trial, config = self.batch[i], self.configs[i]
+        self.recording.append(self.recorder.submit(self._record, trial, config, result))
+        self.trained += 1
+        self.exploded += result.metrics["explosion_count"] > 0
+        if result.metrics["steps_to_target"] < self.best:
+            self.best = result.metrics["steps_to_target"]
+            self.best_name = run_name(config)
+        elapsed = time.perf_counter() - self.t_start
+        self.progress.update(
+            self.task,
+            advance=1,
+            rate=f"{self.trained / elapsed:.2f}",
+            explosions=self.exploded,
+            best=f"{self.best:.0f} steps {self.best_name}"
+            if self.best <= self.cfg.train.steps
+            else "-",
+        )
+
+    def _record(self, trial: optuna.trial.Trial, config: dict, result: TrialResult) -> None:
+        """On the recorder thread: store the result in the study, tell it, queue its child run."""
+        try:
+            with self.record_clock.timing():
+                trial.set_user_attr("metrics", result.metrics)
+                trial.set_user_attr(
+                    "trace", compact_trace(result, self.cfg.metrics.curve_every_steps)
+                )
+                if result.pruned:
+                    state = optuna.trial.TrialState.PRUNED
+                    self.study.tell(trial, state=state)
+                else:
+                    state = optuna.trial.TrialState.COMPLETE
+                    self.study.tell(trial, studies.objective_values(self.cfg, result.metrics))
         except UpdateFinishedTrialError:
             # This process stalled past its lease and another worker failed and re-enqueued
             # the trial: that copy will be trained and logged instead.
             self.untold.discard(trial.number)
             return
         self.untold.discard(trial.number)
-        self.optuna_s += time.perf_counter() - t0
+        self.told += 1
         if self.tracker is not None:
             self.tracker.log_trial(
-                trial.number,
-                self.configs[i],
-                result,
-                state.name,
-                self.cfg.metrics.curve_every_steps,
+                trial.number, config, result, state.name, self.cfg.metrics.curve_every_steps
             )
-        self.told += 1
-        self.exploded += result.metrics["explosion_count"] > 0
-        if result.metrics["steps_to_target"] < self.best:
-            self.best = result.metrics["steps_to_target"]
-            self.best_name = run_name(self.configs[i])
-        elapsed = time.perf_counter() - self.t_start
-        self.progress.update(
-            self.task,
-            advance=1,
-            rate=f"{self.told / elapsed:.2f}",
-            explosions=self.exploded,
-            best=f"{self.best:.0f} steps {self.best_name}"
-            if self.best <= self.cfg.train.steps
-            else "-",
-        )
 
 
 def run_sweep(

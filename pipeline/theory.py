@@ -87,15 +87,20 @@ def _q_star(phi, sigma_w2: float, sigma_b2: float) -> float:
     return float(brentq(gap, EPS_Q, high, xtol=1e-14, rtol=1e-12))
 
 
-def _pair_mean(f, g, q: float, c: float) -> float:
-    """E[f(u1) g(u2)] for u1, u2 ~ N(0, q) with correlation c (2-D Gauss-Hermite)."""
+def _pair_means(f, g, q: float, cs: np.ndarray) -> np.ndarray:
+    """E[f(u1) g(u2)] for u1, u2 ~ N(0, q) with each correlation in ``cs`` (2-D Gauss-Hermite,
+    every correlation in one evaluation of ``g``)."""
     z, w = _nodes()
     z1, z2 = np.meshgrid(z, z, indexing="ij")
     ww = np.outer(w, w)
     s = math.sqrt(q)
-    u1 = s * z1
-    u2 = s * (c * z1 + math.sqrt(max(0.0, 1.0 - c * c)) * z2)
-    return float(np.sum(ww * f(u1) * g(u2)))
+    cs = np.asarray(cs, float)[:, None, None]
+    u2 = s * (cs * z1 + np.sqrt(np.maximum(0.0, 1.0 - cs * cs)) * z2)
+    return np.sum(ww * f(s * z1) * g(u2), axis=(1, 2))
+
+
+def _pair_mean(f, g, q: float, c: float) -> float:
+    return float(_pair_means(f, g, q, np.array([c]))[0])
 
 
 def _depth_scale(rate: float) -> float:
@@ -130,7 +135,7 @@ def signal_propagation(
         # with sigma_b2 = 0 and an odd activation c* = 0 exactly, where gap's sign is rounding
         # noise that a single bracket test would misread.
         grid = np.linspace(-1.0, 1.0 - 1e-6, 41)
-        gaps = np.array([gap(g) for g in grid])
+        gaps = (sigma_w2 * _pair_means(phi, phi, q, grid) + sigma_b2) / q - grid
         falls = np.flatnonzero((gaps[:-1] >= -1e-12) & (gaps[1:] < -1e-12))
         if falls.size:
             i = falls[-1]

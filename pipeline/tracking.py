@@ -75,9 +75,13 @@ def _diagnostic_metrics(result: TrialResult, config: dict[str, Any], now: int) -
     return metrics
 
 
-def _chunks(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _batches(params: list, metrics: list) -> Iterable[tuple[list, list]]:
+    """(params, metrics) parts within MLflow's limits for one ``log_batch``: at most 100 params
+    and 1000 entities in all. Few calls matter: each one is a database transaction."""
+    while params or metrics:
+        p, params = params[:100], params[100:]
+        m, metrics = metrics[: 1000 - len(p)], metrics[1000 - len(p) :]
+        yield p, m
 
 
 class Tracker:
@@ -95,7 +99,7 @@ class Tracker:
         self.parent_id: str | None = None
         self.worker = ""  # the sweep process (pipeline.lease), tagged on each run it starts
         self.owns_parent = True
-        self._clock = Stopwatch()
+        self.clock = Stopwatch()  # MLflow calls on the logging thread
         self.wait_s = 0.0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
         self._pending: list[Future] = []
@@ -118,12 +122,12 @@ class Tracker:
     # --- the background queue -----------------------------------------------------------------
 
     def submit(self, fn: Callable[[], Any]) -> None:
-        self._pending.append(self._pool.submit(self._clock.timed(fn)))
+        self._pending.append(self._pool.submit(self.clock.timed(fn)))
 
     @property
     def logging_s(self) -> float:
         """Seconds MLflow calls took on the logging thread."""
-        return self._clock.seconds
+        return self.clock.seconds
 
     def flush(self) -> None:
         """Wait for queued logging; re-raise the first error it hit."""
@@ -142,9 +146,7 @@ class Tracker:
             tags={"study": self.study_name, "role": "sweep", "worker": self.worker, **tags},
         )
         self.parent_id = run.info.run_id
-        plist = [Param(k, str(v)) for k, v in params.items()]
-        for part in _chunks(plist, 100):
-            self.client.log_batch(self.parent_id, params=part)
+        self._log(self.parent_id, [Param(k, str(v)) for k, v in params.items()])
         return self.parent_id
 
     def attach_parent(self, run_id: str) -> None:
@@ -158,11 +160,15 @@ class Tracker:
         """Queue one child run with params, summary metrics, curves and tags."""
         self.submit(lambda: self._log_trial(number, config, result, state, curve_every))
 
+    def _log(self, run_id: str, params: list, metrics: list = ()) -> None:
+        for p, m in _batches(params, list(metrics)):
+            self.client.log_batch(run_id, params=p, metrics=m)
+
     def _start_child(
-        self, number: int, config: dict, state: str, metrics: dict, **tags: str
+        self, number: int, config: dict, state: str, metrics: dict, more=(), **tags: str
     ) -> str:
-        """A child run of the sweep's parent, named for its trial, with the trial's params and
-        summary metrics; returns its id."""
+        """A child run of the sweep's parent, named for its trial, with the trial's params,
+        summary metrics and the metrics ``more`` (curves); returns its id."""
         from mlflow.entities import Metric, Param
 
         run = self.client.create_run(
@@ -179,17 +185,14 @@ class Tracker:
             },
         )
         run_id = run.info.run_id
-        for part in _chunks([Param(k, str(v)) for k, v in config.items()], 100):
-            self.client.log_batch(run_id, params=part)
         now = int(time.time() * 1000)
         summary = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
-        self.client.log_batch(run_id, metrics=summary)
+        self._log(run_id, [Param(k, str(v)) for k, v in config.items()], [*summary, *more])
         return run_id
 
     def _log_trial(self, number, config, result, state, curve_every) -> None:
         from mlflow.entities import Metric
 
-        run_id = self._start_child(number, config, state, result.metrics)
         now = int(time.time() * 1000)
         metrics = []
         for name, (steps, values) in result.curves.items():
@@ -200,8 +203,7 @@ class Tracker:
                 if _finite(float(v))
             ]
         metrics += _diagnostic_metrics(result, config, now)
-        for part in _chunks(metrics, 1000):
-            self.client.log_batch(run_id, metrics=part)
+        run_id = self._start_child(number, config, state, result.metrics, metrics)
         if result.diagnostics:
             self.client.log_text(run_id, diagnostics_csv(result), "diagnostics/per_layer.csv")
         self.client.set_terminated(run_id, "FINISHED" if state != "FAIL" else "FAILED")
