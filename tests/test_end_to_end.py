@@ -218,6 +218,13 @@ def test_interrupted_sweep_leaves_no_running_trial_and_resumes(tmp_path):
     exp = client.get_experiment_by_name("sig")
     [parent] = client.search_runs([exp.experiment_id], filter_string="tags.role = 'sweep'")
     assert parent.info.status == "KILLED"
+    # Every result trained before the interrupt was told and logged (the recorder drained).
+    children = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    told = [t.number for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert told
+    assert sorted(int(r.data.tags["trial_number"]) for r in children) == sorted(told)
 
     cli(tmp_path, "sweep", *TINY, "study.name=sig", "study.n_trials=24", "tracking.enabled=false")
     study = optuna.load_study(study_name="sig", storage=make_storage(str(journal)))
