@@ -358,8 +358,8 @@ class Sweep:
         pending, self.recording = self.recording, []
         try:
             wait(pending)
-            for future in pending:
-                if raise_errors:
+            if raise_errors:
+                for future in pending:
                     future.result()
         finally:
             self.optuna_s += time.perf_counter() - t0

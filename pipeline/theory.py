@@ -127,20 +127,23 @@ def signal_propagation(
     c = 1.0
     if chi1 > 1.0:  # chaotic phase: the correlation map has a stable fixed point c* < 1
 
-        def gap(c: float) -> float:
-            return (sigma_w2 * _pair_mean(phi, phi, q, c) + sigma_b2) / q - c
+        def gaps_at(cs: np.ndarray) -> np.ndarray:
+            return (sigma_w2 * _pair_means(phi, phi, q, cs) + sigma_b2) / q - cs
 
         # c = 1 is an unstable fixed point (slope chi1 > 1), so gap < 0 just below it; the
         # stable c* is the last place below 1 where gap falls through zero. Scan a grid first:
         # with sigma_b2 = 0 and an odd activation c* = 0 exactly, where gap's sign is rounding
         # noise that a single bracket test would misread.
         grid = np.linspace(-1.0, 1.0 - 1e-6, 41)
-        gaps = (sigma_w2 * _pair_means(phi, phi, q, grid) + sigma_b2) / q - grid
+        gaps = gaps_at(grid)
         falls = np.flatnonzero((gaps[:-1] >= -1e-12) & (gaps[1:] < -1e-12))
         if falls.size:
             i = falls[-1]
             a, b = grid[i], grid[i + 1]
-            c = a if gaps[i] <= 1e-12 else float(brentq(gap, a, b, xtol=1e-12))
+            if gaps[i] <= 1e-12:
+                c = a
+            else:
+                c = float(brentq(lambda c: float(gaps_at(np.array([c]))[0]), a, b, xtol=1e-12))
     chi_c = sigma_w2 * _pair_mean(d1, d1, q, c)
     xi_c = _depth_scale(chi_c)
     return dict(
