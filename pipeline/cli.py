@@ -25,8 +25,10 @@ from pipeline.config import (
     redacted,
     to_flat_dict,
 )
+from pipeline.timing import StalledCall
 
 EXIT_BAD_INPUT = 2
+EXIT_STALLED = 3  # a compiled call stalled (engine.stall_timeout_s); what it trained is saved
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted: finished trials are saved; rerun the same command to continue")
         return 130
+    except StalledCall as e:
+        after = (
+            "; the trials of that call failed and were re-enqueued, finished trials are saved: "
+            "rerun the same command to continue"
+            if args.command == "sweep"
+            else ""
+        )
+        message = f"[red]error:[/] {_printable(str(e))}{after}"
+        console.print(message, highlight=False, soft_wrap=True)
+        # The stalled call's thread is still inside XLA: leave without waiting for it (an
+        # interpreter shutdown would wait on the wedged runtime).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_STALLED)
 
 
 def _printable(text: str) -> str:

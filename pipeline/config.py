@@ -127,6 +127,7 @@ class EngineConfig:
     cache_dir: str | None = MISSING
     cpu_devices: Any = MISSING
     unroll: int = MISSING
+    stall_timeout_s: Any = MISSING
 
 
 @dataclass
@@ -348,6 +349,11 @@ RULES: dict[str, Rule] = {
         "auto (one per core) or an integer from 1 to 1024",
     ),
     "engine.unroll": _int_in(1),
+    "engine.stall_timeout_s": (
+        lambda v: v == "auto" or (_number(v) and v > 0),
+        "auto (20x the measured time of a call like it, at least 60 s; 300 s before any call was "
+        "measured) or a number of seconds > 0",
+    ),
 }
 
 

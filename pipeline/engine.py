@@ -34,7 +34,7 @@ from pipeline.initializers import (
 )
 from pipeline.metrics import TrialResult
 from pipeline.model import Structure, layer_shapes
-from pipeline.timing import Stopwatch
+from pipeline.timing import StalledCall, Stopwatch, call_with_deadline
 from pipeline.train import (
     Data,
     Hparams,
@@ -44,6 +44,13 @@ from pipeline.train import (
     make_unit_draws,
     shape_of,
 )
+
+# Watchdog bounds (engine.stall_timeout_s=auto): a call is a stall when it has given no result
+# after STALL_FACTOR times the time predicted from the slowest measured call per unit of work,
+# and never before STALL_FLOOR_S; before any call was measured, STALL_FIRST_S.
+STALL_FACTOR = 20.0
+STALL_FLOOR_S = 60.0
+STALL_FIRST_S = 300.0
 
 
 @dataclass
@@ -259,6 +266,7 @@ class Engine:
         self._units: dict[Shape, Future] = {}
         self._unit_values: dict[Shape, dict] = {}
         self.compile_clock = Stopwatch()  # compile-thread seconds (overlaps with training)
+        self._seconds_per_work: float | None = None  # slowest measured call per unit of work
 
     # --- grouping -----------------------------------------------------------------------------
 
@@ -310,21 +318,22 @@ class Engine:
     # --- compiled pieces ------------------------------------------------------------------------
 
     def _units_for(self, structure: Structure) -> Future:
-        """Compiled unit-draw sampler of a layer shape (compiled on the pool, run on the main
+        """Compiled raw unit-draw sampler of a layer shape (compiled on the pool, run on the main
         thread: executing from several threads at once has hung XLA's CPU runtime)."""
         shape = shape_of(structure)
         if shape not in self._units:
-            sample = make_unit_draws(shape, self.draws)
+            raw = make_unit_draws(shape, self.draws).raw
             self._units[shape] = self._pool.submit(
-                self.compile_clock.timed(lambda: sample.lower(self.key, self.n_seeds).compile())
+                self.compile_clock.timed(lambda: raw.lower(self.key, self.n_seeds).compile())
             )
         return self._units[shape]
 
     def _unit_draws(self, structure: Structure) -> dict:
         shape = shape_of(structure)
         if shape not in self._unit_values:
-            sample = self._units_for(structure).result()
-            self._unit_values[shape] = jax.device_put(sample(self.key), self.replicated)
+            raw = jax.device_get(self._units_for(structure).result()(self.key))
+            units = make_unit_draws(shape, self.draws).finish(raw)  # QR on the host, in NumPy
+            self._unit_values[shape] = jax.device_put(units, self.replicated)
         return self._unit_values[shape]
 
     def _compiled(self, call: Call) -> Future:
@@ -341,7 +350,7 @@ class Engine:
         s = call.structure
         init_fn, chunk_fn = make_train(s, call.settings)
         shape = shape_of(s)
-        units = jax.eval_shape(make_unit_draws(shape, self.draws), self.key, self.n_seeds)
+        units = jax.eval_shape(make_unit_draws(shape, self.draws).raw, self.key, self.n_seeds)
         units = jax.tree.map(lambda a: self._abstract(a, self.replicated), units)
         hp = Hparams(
             **{
@@ -405,12 +414,22 @@ class Engine:
         init_c, chunk_c = self._compiled(call).result()
         self.stats.compile_wait_s += time.perf_counter() - t_wait
         t0 = time.perf_counter()
-        # Rows stay where the chunk executable expects them, whatever init's compiler chose.
-        state = jax.device_put(init_c(hp, units, self.data), self.rows_sharding)
+
+        def start():  # rows stay where the chunk executable expects them, whatever init chose
+            return jax.block_until_ready(
+                jax.device_put(init_c(hp, units, self.data), self.rows_sharding)
+            )
+
+        state = self._guarded(start, call, "init")
         chunks = []
         for chunk_index in range(self.steps // settings.chunk_steps):
-            state, out = chunk_c(state, hp, jax.device_put(active, self.rows_sharding), self.data)
-            out, snapshot = jax.device_get((out, metrics.snapshot(state)))
+            rows_active = jax.device_put(active, self.rows_sharding)
+
+            def advance(state=state, rows_active=rows_active):
+                state, out = chunk_c(state, hp, rows_active, self.data)
+                return state, *jax.device_get((out, metrics.snapshot(state)))
+
+            state, out, snapshot = self._guarded(advance, call, f"chunk {chunk_index + 1}")
             chunks.append(out)
             step = (chunk_index + 1) * settings.chunk_steps
             if on_chunk is not None:
@@ -441,8 +460,52 @@ class Engine:
             for j in range(len(trials))
         ]
 
+    # --- the watchdog ---------------------------------------------------------------------------
+
+    def _guarded(self, fn: Callable[[], Any], call: Call, what: str) -> Any:
+        """``fn()`` (a compiled call and the wait for its result) on a daemon thread, waited for
+        at most the call's stall bound; past it, ``StalledCall`` names the call and structure.
+
+        The wait for an XLA result cannot be interrupted, so it runs off the main thread, which
+        stays free to give up: a wedged runtime then costs a recorded failure, not a hung
+        process that holds its lease forever. Only one thread executes at a time, as before.
+        """
+        limit = self.stall_limit(call)
+        t0 = time.perf_counter()
+        try:
+            result = call_with_deadline(fn, limit)
+        except TimeoutError:
+            s = call.structure
+            raise StalledCall(
+                f"compiled call stalled: {what} of structure model.kind={s.kind} "
+                f"model.activation={s.activation} depth bucket {s.n_hidden} model.width="
+                f"{s.width} ({call.n_rows} rows, train.optimizer={call.settings.optimizer}) gave "
+                f"no result in {limit:.0f} s (engine.stall_timeout_s="
+                f"{self.cfg.engine.stall_timeout_s})"
+            ) from None
+        rate = (time.perf_counter() - t0) / _work(call)
+        self._seconds_per_work = max(rate, self._seconds_per_work or 0.0)
+        return result
+
+    def stall_limit(self, call: Call) -> float:
+        """Seconds a call may take before it counts as stalled (``engine.stall_timeout_s``)."""
+        setting = self.cfg.engine.stall_timeout_s
+        if setting != "auto":
+            return float(setting)
+        if self._seconds_per_work is None:
+            return STALL_FIRST_S
+        return max(STALL_FLOOR_S, STALL_FACTOR * self._seconds_per_work * _work(call))
+
     def _account(self, structure, trials, n_rows, steps_run, elapsed) -> None:
         st = self.stats
         st.train_s += elapsed
         st.layer_steps += sum(t["model.depth"] + 1 for t in trials) * self.n_seeds * steps_run
         st.padded_layer_steps += n_rows * (structure.n_hidden + 1) * steps_run
+
+
+def _work(call: Call) -> float:
+    """A call's work in proportion to its time: rows x layers x steps x width^2 (x positions)."""
+    s = call.structure
+    positions = s.n_in if s.kind == "cnn" else 1
+    steps = call.settings.chunk_steps + 2 * call.settings.diagnostics  # probes: 2 passes
+    return call.n_rows * (s.n_hidden + 1) * steps * s.width**2 * positions

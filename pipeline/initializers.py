@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # Unit draws. The order is the integer code a trial carries into the compiled call.
 DRAWS = ("constant", "normal", "truncated_normal", "uniform", "orthogonal", "delta_orthogonal")
@@ -128,45 +129,71 @@ def weight_scale(weights: str, fans: Fans, gain: float, params: dict) -> float:
     return float(INITIALIZERS[weights].scale(fans, params)) * gain
 
 
+# Draws that are finished by a QR decomposition after their Gaussian is sampled.
+ORTHOGONAL_DRAWS = ("orthogonal", "delta_orthogonal")
+
+
 def unit_draw(draw: str, key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
     """A sample of the unit distribution ``draw`` (scale 1) of the given shape."""
     shape = tuple(shape)
+    return finish_draw(draw, raw_draw(draw, key, shape), len(shape), jnp).astype(dtype)
+
+
+def raw_draw(draw: str, key: jax.Array, shape: Sequence[int]) -> jax.Array:
+    """The random numbers a unit draw starts from: the draw itself, or for the orthogonal
+    draws the Gaussian of the kernel's shape that ``finish_draw`` orthonormalizes."""
+    shape = tuple(shape)
     if draw == "constant":
-        return jnp.ones(shape, dtype)
-    if draw == "normal":
-        return jax.random.normal(key, shape, dtype)
+        return jnp.ones(shape, jnp.float32)
+    if draw in ("normal", *ORTHOGONAL_DRAWS):
+        return jax.random.normal(key, shape, jnp.float32)
     if draw == "truncated_normal":
-        return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+        return jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
     if draw == "uniform":
-        return jax.random.uniform(key, shape, dtype, -1.0, 1.0)
-    if draw == "orthogonal":
-        return _orthogonal(key, shape, dtype)
-    if draw == "delta_orthogonal":
-        return _delta_orthogonal(key, shape, dtype)
+        return jax.random.uniform(key, shape, jnp.float32, -1.0, 1.0)
     raise ValueError(f"unknown draw {draw!r}; allowed: {', '.join(DRAWS)}")
 
 
-def _orthogonal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
-    # Saxe et al. 2013: QR of a Gaussian matrix, signs fixed by diag(R) so Q is Haar-distributed
-    # (Mezzadri 2007). Kernels of rank > 2 are flattened to (receptive * in, out), like JAX's.
-    n_rows, n_cols = math.prod(shape[:-1]), shape[-1]
-    a = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), jnp.float32)
-    q, r = jnp.linalg.qr(a)
-    q = q * jnp.sign(jnp.diagonal(r))
-    if n_rows < n_cols:
-        q = q.T
-    return q.reshape(shape).astype(dtype)
+def finish_draw(draw: str, a, rank: int, xp=np):
+    """``raw_draw``'s numbers made into the unit draw; ``a`` holds kernels of rank ``rank`` in
+    its last axes, behind any batch axes. ``xp`` is ``numpy`` (on the host) or ``jax.numpy``.
+
+    The engine finishes its draws with NumPy on the host, never inside an XLA executable: a
+    batched QR runs as a LAPACK custom call whose ``ParallelBatchMap`` waits on tasks queued
+    on XLA's CPU thread pool from inside that pool, and when every pool thread did so at once
+    the call never returned (``python -m pipeline train ... init.weights=orthogonal
+    train.seeds=5`` wedged 4 of 5 cold runs on 2 cores; jaxlib 0.10.2).
+    """
+    if draw not in ORTHOGONAL_DRAWS:
+        return a
+    kernel = a.shape[a.ndim - rank :]
+    if draw == "delta_orthogonal" and rank > 2:
+        # Xiao et al. 2018 ("Dynamical Isometry and a Mean Field Theory of CNNs", Algorithm 2):
+        # an orthogonal (in, out) matrix at the centre of the window, zeros elsewhere, so that
+        # a convolution starts as an orthogonal map at every position: norms are preserved.
+        centre = (Ellipsis, *(k // 2 for k in kernel[:-2]), slice(None), slice(None))
+        taps = _haar(a[centre], xp)
+        if xp is np:
+            out = np.zeros_like(a)
+            out[centre] = taps
+            return out
+        return jnp.zeros_like(a).at[centre].set(taps)
+    # Kernels of rank > 2 are flattened to (receptive * in, out), like JAX's orthogonal.
+    flat = a.reshape(*a.shape[: a.ndim - rank], math.prod(kernel[:-1]), kernel[-1])
+    return _haar(flat, xp).reshape(a.shape)
 
 
-def _delta_orthogonal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
-    """Xiao et al. 2018 ("Dynamical Isometry and a Mean Field Theory of CNNs", Algorithm 2):
-    an orthogonal (in, out) matrix at the centre of the window, zeros elsewhere, so that a
-    convolution starts as an orthogonal map at every position: norms are preserved exactly."""
-    if len(shape) == 2:
-        return _orthogonal(key, shape, dtype)
-    centre = tuple(k // 2 for k in shape[:-2])
-    kernel = jnp.zeros(shape, dtype)
-    return kernel.at[centre].set(_orthogonal(key, shape[-2:], dtype))
+def _haar(a, xp):
+    """Orthonormal columns (rows, if wider than tall) from Gaussian matrices ``(..., r, c)``.
+
+    Saxe et al. 2013: QR of a Gaussian matrix, signs fixed by diag(R) so that Q is
+    Haar-distributed (Mezzadri 2007, "How to generate random matrices from the classical
+    compact groups", section 5).
+    """
+    if a.shape[-2] < a.shape[-1]:
+        return xp.swapaxes(_haar(xp.swapaxes(a, -1, -2), xp), -1, -2)
+    q, r = xp.linalg.qr(a)
+    return q * xp.sign(xp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
 
 
 def make_initializer(
@@ -236,8 +263,10 @@ __all__ = [
     "bias_moments",
     "compute_fans",
     "expected_std",
+    "finish_draw",
     "make_bias_initializer",
     "make_initializer",
+    "raw_draw",
     "resolve_gain",
     "unit_draw",
     "weight_scale",

@@ -69,6 +69,7 @@ class TrialResult:
     diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
     diagnostic_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     pruned: bool = False
+    theory: dict[str, float] = field(default_factory=dict)  # theory.* predicted for the trial
 
     @property
     def objective(self) -> float:

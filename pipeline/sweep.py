@@ -40,6 +40,7 @@ from pipeline.config import RUN_SECTIONS, flatten_space, possible_values, redact
 from pipeline.data import load_dataset
 from pipeline.engine import Engine, check_fits
 from pipeline.metrics import TrialResult, compact_trace
+from pipeline.theory import trial_prediction
 from pipeline.timing import Stopwatch
 from pipeline.tracking import Tracker, default_uri, run_name
 
@@ -366,6 +367,10 @@ class Sweep:
 
     def _on_result(self, i: int, result: TrialResult) -> None:
         trial, config = self.batch[i], self.configs[i]
+        if result.diagnostics:
+            # Here, not on the logging thread: theory's quadrature runs on XLA too, and no JAX
+            # call may run beside training (or after a stalled call, behind it).
+            result.theory = trial_prediction(config)
         self.recording.append(self.recorder.submit(self._record, trial, config, result))
         self.trained += 1
         self.exploded += result.metrics["explosion_count"] > 0

@@ -1,4 +1,5 @@
-"""Seconds spent in work that runs on background threads (compiles, MLflow logging, tells)."""
+"""Seconds spent in work that runs on background threads (compiles, MLflow logging, tells), and
+the deadline that turns a call that never returns into an error."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 
@@ -35,3 +38,25 @@ class Stopwatch:
                 return fn()
 
         return run
+
+
+class StalledCall(RuntimeError):
+    """A compiled call gave no result within its bound: the XLA runtime is presumed wedged."""
+
+
+def call_with_deadline(fn: Callable[[], Any], seconds: float) -> Any:
+    """``fn()``, run on a daemon thread and waited for at most ``seconds``; ``TimeoutError``
+    after that (the thread is left behind: a wait inside XLA cannot be interrupted)."""
+    box: Future = Future()
+
+    def run() -> None:
+        try:
+            box.set_result(fn())
+        except BaseException as e:  # handed to the waiting thread
+            box.set_exception(e)
+
+    threading.Thread(target=run, name="deadline", daemon=True).start()
+    try:
+        return box.result(timeout=seconds)
+    except FutureTimeout:
+        raise TimeoutError(f"no result in {seconds:.0f} s") from None

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.metrics import TrialResult, diagnostic_scalars, diagnostics_csv
-from pipeline.theory import trial_prediction
 from pipeline.timing import Stopwatch
 
 RUNS_TABLE_QUERY = "?workflowType=machine_learning"  # MLflow 3 opens GenAI views otherwise
@@ -53,9 +52,7 @@ def _diagnostic_metrics(result: TrialResult, config: dict[str, Any], now: int) -
 
     if not result.diagnostics:  # metrics.diagnostics=false: neither measured nor predicted
         return []
-    metrics = [
-        Metric(k, float(v), now, 0) for k, v in trial_prediction(config).items() if _finite(v)
-    ]
+    metrics = [Metric(k, float(v), now, 0) for k, v in result.theory.items() if _finite(v)]
     per_layer = {
         "init_grad_norm": "weight_grad_norm",
         "init_backprop_norm": "backprop_norm",

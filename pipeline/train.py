@@ -13,14 +13,16 @@ inside the compiled call; a NaN is a value like any other and never stops the ba
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from pipeline.diagnostics import Probe, measure
-from pipeline.initializers import unit_draw
+from pipeline.initializers import finish_draw, raw_draw
 from pipeline.lsuv import lsuv
 from pipeline.model import MLP, Structure, kernel_norms, layer_shapes
 
@@ -124,8 +126,34 @@ def shape_of(structure: Structure) -> Shape:
     return Shape(s.n_hidden, s.width, s.n_in, s.n_classes, s.kind)
 
 
-def make_unit_draws(shape: Shape, draws: tuple[str, ...]):
-    """Jitted ``(key, seeds) -> units``: every unit draw of every layer, per seed index.
+class UnitSampler(NamedTuple):
+    """Every unit draw of every layer, per seed index: ``sampler(key, n_seeds)``.
+
+    ``raw`` is the jitted sampler of the random numbers (pure XLA: no custom call, nothing that
+    can wedge its CPU thread pool); ``finish`` orthonormalizes the orthogonal draws with NumPy
+    on the host (``initializers.finish_draw`` says why not inside XLA).
+    """
+
+    raw: Callable  # jitted (key, n_seeds) -> {layer: array}
+    draws: tuple[str, ...]
+    kernel_ranks: dict[str, int]  # rank of each layer's kernel
+
+    def __call__(self, key: jax.Array, n_seeds: int) -> dict:
+        return self.finish(jax.device_get(self.raw(key, n_seeds)))
+
+    def finish(self, raw: dict) -> dict:
+        units = dict(raw)
+        for layer, rank in self.kernel_ranks.items():
+            if layer not in units:
+                continue
+            stacked = np.asarray(units[layer])  # (seeds, draws, [layers,] *kernel)
+            parts = [finish_draw(d, stacked[:, i], rank) for i, d in enumerate(self.draws)]
+            units[layer] = np.stack(parts, axis=1).astype(np.float32)
+        return units
+
+
+def make_unit_draws(shape: Shape, draws: tuple[str, ...]) -> UnitSampler:
+    """The sampler of every unit draw of every layer, per seed index (``UnitSampler``).
 
     Sampling happens once per sweep and shape, outside the training executable (threefry inside
     the training call tripled its compile time). Rows then pick their draw by index and multiply
@@ -139,7 +167,7 @@ def make_unit_draws(shape: Shape, draws: tuple[str, ...]):
         k_in, k_hidden, k_out, k_bias = jax.random.split(key, 4)
 
         def stacked(k, kernel_shape):
-            return jnp.stack([unit_draw(d, k, kernel_shape) for d in draws])
+            return jnp.stack([raw_draw(d, k, kernel_shape) for d in draws])
 
         units = {
             "input": stacked(k_in, kernels["input"]),
@@ -160,7 +188,8 @@ def make_unit_draws(shape: Shape, draws: tuple[str, ...]):
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(n_seeds))
         return jax.vmap(per_seed)(keys)
 
-    return jax.jit(sample, static_argnums=1)
+    ranks = {layer: len(kernel) for layer, kernel in kernels.items()}
+    return UnitSampler(jax.jit(sample, static_argnums=1), tuple(draws), ranks)
 
 
 def init_params(units: dict, hp: Hparams, n_hidden: int) -> dict:

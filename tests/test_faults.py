@@ -305,3 +305,76 @@ def test_interrupting_the_launcher_stops_every_worker(tmp_path, cache):
     assert not [t for t in load(tmp_path).trials if t.state == S.RUNNING]
     finish(tmp_path, cache, 12, "--workers", "2")
     check_final(tmp_path, 12)
+
+
+# --- a compiled call that never returns -----------------------------------------------------
+
+# Runs the CLI with a planted stall: every chunk call of the second structure to train blocks
+# forever inside the compiled call, in a host callback, as a wedged XLA runtime would.
+PLANT = """
+import sys, threading
+import jax
+from pipeline import engine
+from pipeline.cli import main
+
+real_make_train = engine.make_train
+first = []
+never = threading.Event()
+
+
+def gate(activation, depth, loss):
+    first[:] = first or [(activation, depth)]
+    if first[0] != (activation, depth):
+        never.wait()
+    return loss
+
+
+def stalling_make_train(structure, settings):
+    init_fn, chunk_fn = real_make_train(structure, settings)
+
+    def chunk(state, hp, active, data):
+        state, out = chunk_fn(state, hp, active, data)
+        where = (structure.activation, structure.n_hidden)
+        shape = jax.ShapeDtypeStruct(out.loss.shape, out.loss.dtype)
+        loss = jax.pure_callback(lambda l: gate(*where, l), shape, out.loss)
+        return state, out._replace(loss=loss)
+
+    return init_fn, jax.jit(chunk, donate_argnums=0)
+
+
+engine.make_train = stalling_make_train
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_stalled_call_fails_its_trials_and_loses_no_told_trial(tmp_path, cache):
+    (tmp_path / "plant.py").write_text(PLANT)
+    cmd = sweep_cmd(tmp_path, cache, 8, "engine.stall_timeout_s=5")
+    cmd[1:3] = [str(tmp_path / "plant.py")]  # the plant instead of `-m pipeline`
+    t0 = time.time()
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, out.stderr[-3000:]
+    assert time.time() - t0 < 240
+    [line] = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+    assert "compiled call stalled: chunk 1 of structure" in line and "model.activation=" in line
+    assert "no result in 5 s (engine.stall_timeout_s=5)" in line and "Traceback" not in out.stderr
+
+    trials = load(tmp_path).trials
+    states = Counter(t.state for t in trials)
+    told = [t for t in trials if t.state == S.COMPLETE]
+    failed = [t for t in trials if t.state == S.FAIL]
+    assert told and failed and states[S.RUNNING] == 0, states
+    assert len(told) + len(failed) == 4  # the first batch (study.batch_size=4)
+    # Every failed trial's configuration waits in the queue for the rerun.
+    waiting = [t for t in trials if t.state == S.WAITING]
+    assert sorted(t.user_attrs[lease.REQUEUED_ATTR] for t in waiting) == [t.number for t in failed]
+    # Every told trial has its child run: nothing trained was lost.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    [exp] = [e for e in client.search_experiments() if e.name == "default"]
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    logged = sorted(int(r.data.tags["trial_number"]) for r in runs if "trial_number" in r.data.tags)
+    assert logged == sorted(t.number for t in told)
+
+    finish(tmp_path, cache, 8)  # the same command without the plant completes the study
+    check_final(tmp_path, 8)
