@@ -119,11 +119,15 @@ def _print_results(study, cfg, console: Console) -> None:
 
 
 def cmd_sweep(args, console: Console) -> int:
-    from pipeline.sweep import run_sweep
-
     cfg = load_config(args.overrides, args.experiment)
     if args.workers < 1:
         raise ConfigError(f"--workers={args.workers} is invalid: expected an integer >= 1")
+    if cfg.tracking.enabled and cfg.tracking.uri:  # before the heavy imports: fail in seconds
+        from pipeline.tracking import check_reachable
+
+        check_reachable(cfg.tracking.uri)
+    from pipeline.sweep import run_sweep
+
     if args.workers > 1:
         from pipeline.workers import launch
 

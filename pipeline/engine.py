@@ -420,7 +420,7 @@ class Engine:
                 jax.device_put(init_c(hp, units, self.data), self.rows_sharding)
             )
 
-        state = self._guarded(start, call, "init")
+        state = self._guarded(start, call, "init", measure=False)
         chunks = []
         for chunk_index in range(self.steps // settings.chunk_steps):
             rows_active = jax.device_put(active, self.rows_sharding)
@@ -462,7 +462,7 @@ class Engine:
 
     # --- the watchdog ---------------------------------------------------------------------------
 
-    def _guarded(self, fn: Callable[[], Any], call: Call, what: str) -> Any:
+    def _guarded(self, fn: Callable[[], Any], call: Call, what: str, measure: bool = True) -> Any:
         """``fn()`` (a compiled call and the wait for its result) on a daemon thread, waited for
         at most the call's stall bound; past it, ``StalledCall`` names the call and structure.
 
@@ -483,8 +483,9 @@ class Engine:
                 f"no result in {limit:.0f} s (engine.stall_timeout_s="
                 f"{self.cfg.engine.stall_timeout_s})"
             ) from None
-        rate = (time.perf_counter() - t0) / _work(call)
-        self._seconds_per_work = max(rate, self._seconds_per_work or 0.0)
+        if measure:  # chunks only: an init call is far cheaper than the chunks it bounds
+            rate = (time.perf_counter() - t0) / _work(call)
+            self._seconds_per_work = max(rate, self._seconds_per_work or 0.0)
         return result
 
     def stall_limit(self, call: Call) -> float:

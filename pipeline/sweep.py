@@ -42,7 +42,7 @@ from pipeline.engine import Engine, check_fits
 from pipeline.metrics import TrialResult, compact_trace
 from pipeline.theory import trial_prediction
 from pipeline.timing import Stopwatch
-from pipeline.tracking import Tracker, default_uri, run_name
+from pipeline.tracking import Tracker, check_reachable, default_uri, run_name
 
 TRIAL_SECTIONS = ("model", "init", "train")
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -184,6 +184,8 @@ class Sweep:
         self.space = flatten_space(cfg.space)
         # Refuse a space that cannot fit in memory before anything is written.
         check_fits(cfg, self.space)
+        if cfg.tracking.enabled:  # a server that does not answer: one line, nothing written
+            check_reachable(cfg.tracking.uri or default_uri(cfg.runs_dir))
         self.study = open_study(cfg, self.space, worker)
         Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
         self.lease = leases.Lease(self.study, cfg.study.lease_s).start()
@@ -275,7 +277,9 @@ class Sweep:
             if self.tracker is not None:
                 if status == "FINISHED" and self.tracker.owns_parent:
                     _log_sweep_artifacts(self.cfg, self.study, self.tracker)
-                self.tracker.close(status)
+                warning = self.tracker.close(status)
+                if warning:
+                    self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         stats = self.engine.stats
         return SweepSummary(
             study=self.study,

@@ -2,13 +2,21 @@
 
 All MLflow calls run on one background thread, so logging a finished batch overlaps with
 training the next one; ``Tracker.close`` waits for the queue and reports the seconds spent.
+
+A tracking server is asked once, quickly, before anything is written (``check_reachable``): a
+wrong ``tracking.uri`` fails in seconds with one line. A server that goes away during a sweep
+does not stop it: training goes on, what could not be logged is kept and logged again once the
+server answers (at the latest when the sweep ends), and what is still missing then is logged by
+the next sweep's ``reconcile`` from the study, which holds every result.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +31,73 @@ RUNS_TABLE_QUERY = "?workflowType=machine_learning"  # MLflow 3 opens GenAI view
 
 def default_uri(runs_dir: str) -> str:
     return f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
+
+
+# How long one quick question to a tracking server may take (MLflow's own request settings).
+PROBE_TIMEOUT_S = 3
+# Background logging to an http server: MLflow's retries, shortened from its ~4 minutes per
+# request (7 retries, backoff factor 2) so that an outage is noticed in seconds; what fails is
+# kept and logged again (Tracker.submit). Variables the user set win.
+LOGGING_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+@contextlib.contextmanager
+def _quick_requests():
+    """MLflow requests without retries and with a short timeout, inside the block."""
+    names = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_TIMEOUT_S),
+    }
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def _reason(error: Exception) -> str:
+    """The useful part of an MLflow request error: the socket's words, or the first line."""
+    text = str(error)
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text) or re.search(r"(timed out)", text)
+    return (
+        found.group(1).strip()
+        if found
+        else (text.strip().splitlines() or [type(error).__name__])[0][:200]
+    )
+
+
+def check_reachable(uri: str) -> None:
+    """Ask an http tracking server one quick question; ``LookupError`` (one line) if it does not
+    answer as an MLflow server. Local stores (sqlite, file) need no question."""
+    if not _is_http(uri):
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    _quiet()
+    try:
+        with _quick_requests():
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except (MlflowException, OSError) as e:
+        from pipeline.config import redacted
+
+        raise LookupError(
+            f"cannot reach the MLflow tracking server at tracking.uri={redacted(uri)} "
+            f"({redacted(_reason(e))}, asked with a {PROBE_TIMEOUT_S} s timeout): start it "
+            "(mlflow server), fix tracking.uri, or set tracking.enabled=false"
+        ) from None
 
 
 def _quiet() -> None:
@@ -88,11 +163,19 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         _quiet()
+        check_reachable(uri)
+        if _is_http(uri):
+            for k, v in LOGGING_RETRIES.items():
+                os.environ.setdefault(k, v)
 
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         self.study_name = study_name
         self.experiment_id = self._experiment(study_name, runs_dir, description)
+        self.missed: list[Callable[[], Any]] = []  # logging the server did not take (yet)
+        self.missed_reason = ""
+        self._child_ids: dict[int, str] = {}  # trial number -> child run id, once created
+        self._last_probe = (0.0, True)  # (when, answered)
         self.parent_id: str | None = None
         self.worker = ""  # the sweep process (pipeline.lease), tagged on each run it starts
         self.owns_parent = True
@@ -119,7 +202,55 @@ class Tracker:
     # --- the background queue -----------------------------------------------------------------
 
     def submit(self, fn: Callable[[], Any]) -> None:
-        self._pending.append(self._pool.submit(self.clock.timed(fn)))
+        self._pending.append(self._pool.submit(self.clock.timed(lambda: self._attempt(fn))))
+
+    def _attempt(self, fn: Callable[[], Any]) -> None:
+        """On the logging thread: ``fn()``, or keep it for later if the server is away (after
+        MLflow's retries, or at once while a quick question finds it still away)."""
+        from mlflow.exceptions import MlflowException
+
+        if self.missed and not self._answers():
+            self.missed.append(fn)
+            return
+        try:
+            fn()
+        except (MlflowException, OSError) as e:
+            if not _is_http(self.uri):
+                raise
+            self.missed.append(fn)
+            self.missed_reason = _reason(e)
+            return
+        self._retry_missed()
+
+    def _answers(self) -> bool:
+        """Whether the server answers a quick question (asked at most every 5 s)."""
+        when, answered = self._last_probe
+        if time.monotonic() - when < PROBE_TIMEOUT_S:
+            return answered
+        try:
+            check_reachable(self.uri)
+            answered = True
+        except LookupError:
+            answered = False
+        self._last_probe = (time.monotonic(), answered)
+        return answered
+
+    def _retry_if_answering(self) -> None:
+        self._last_probe = (0.0, False)  # ask now
+        if self._answers():
+            self._retry_missed()
+
+    def _retry_missed(self) -> None:
+        """Log again, in order, what the server missed; stop at the first that fails again."""
+        from mlflow.exceptions import MlflowException
+
+        while self.missed:
+            try:
+                self.missed[0]()
+            except (MlflowException, OSError) as e:
+                self.missed_reason = _reason(e)
+                return
+            self.missed.pop(0)
 
     @property
     def logging_s(self) -> float:
@@ -155,7 +286,12 @@ class Tracker:
         self, number: int, config: dict[str, Any], result: TrialResult, state: str, curve_every: int
     ) -> None:
         """Queue one child run with params, summary metrics, curves and tags."""
-        self.submit(lambda: self._log_trial(number, config, result, state, curve_every))
+
+        def log() -> None:
+            self._log_trial(number, config, result, state, curve_every)
+
+        log.child_run = True  # counted in close()'s warning
+        self.submit(log)
 
     def _log(self, run_id: str, params: list, metrics: list = ()) -> None:
         for p, m in _batches(params, list(metrics)):
@@ -182,6 +318,7 @@ class Tracker:
             },
         )
         run_id = run.info.run_id
+        self._child_ids[number] = run_id  # until it is complete (see _log_trial)
         now = int(time.time() * 1000)
         summary = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
         self._log(run_id, [Param(k, str(v)) for k, v in config.items()], [*summary, *more])
@@ -189,6 +326,9 @@ class Tracker:
 
     def _log_trial(self, number, config, result, state, curve_every) -> None:
         from mlflow.entities import Metric
+
+        if number in self._child_ids:  # an attempt the server dropped halfway: start afresh
+            self.client.delete_run(self._child_ids.pop(number))
 
         now = int(time.time() * 1000)
         metrics = []
@@ -204,20 +344,37 @@ class Tracker:
         if result.diagnostics:
             self.client.log_text(run_id, diagnostics_csv(result), "diagnostics/per_layer.csv")
         self.client.set_terminated(run_id, "FINISHED" if state != "FAIL" else "FAILED")
+        del self._child_ids[number]
 
     def log_parent_artifact(self, path: Path, folder: str | None = None) -> None:
         self.submit(lambda: self.client.log_artifact(self.parent_id, str(path), folder))
 
-    def close(self, status: str = "FINISHED") -> None:
-        """Drain the queue, end the parent run with ``status`` and stop the thread."""
+    def close(self, status: str = "FINISHED") -> str | None:
+        """Drain the queue, end the parent run with ``status`` and stop the thread. Returns a
+        warning when a server that went away still has not taken everything."""
         t0 = time.perf_counter()
         try:
             self.flush()
         finally:
             self.wait_s += time.perf_counter() - t0
             if self.parent_id is not None and self.owns_parent:
-                self.client.set_terminated(self.parent_id, status)
+                parent, self.parent_id = self.parent_id, None
+                self.submit(lambda: self.client.set_terminated(parent, status))
+                self.parent_id = parent
+            if self.missed:  # one more try, if the server answers now
+                self._pending.append(self._pool.submit(self._retry_if_answering))
+            self.flush()
             self._pool.shutdown(wait=True)
+        if not self.missed:
+            return None
+        children = sum(getattr(fn, "child_run", False) for fn in self.missed)
+        from pipeline.config import redacted
+
+        return (
+            f"the MLflow server at {redacted(self.uri)} did not take {len(self.missed)} "
+            f"logging calls ({children} child runs; {redacted(self.missed_reason)}): every "
+            "result is in the study, and the next sweep of this study logs the missing child runs"
+        )
 
     # --- after a crash ------------------------------------------------------------------------
 
@@ -260,6 +417,7 @@ class Tracker:
     def _log_recovered(self, number: int, config: dict, metrics: dict, state: str) -> None:
         run_id = self._start_child(number, config, state, metrics, recovered="true")
         self.client.set_terminated(run_id, "FINISHED")
+        del self._child_ids[number]
 
 
 def find_trial_run(client, experiment_id: str, number: int) -> str | None:

@@ -88,7 +88,9 @@ def launch(cfg, experiment: str | None, overrides: list[str], n: int, console: C
     if tracker is not None:
         if status == "FINISHED":
             _log_sweep_artifacts(cfg, study, tracker)
-        tracker.close(status)
+        warning = tracker.close(status)
+        if warning:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if failed:
         console.print(
             f"workers {', '.join(map(str, failed))} exited with "

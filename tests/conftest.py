@@ -83,12 +83,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path, timeout_s: float = 180):
-    """A real ``mlflow server`` on a free loopback port over a fresh SQLite store in ``folder``;
-    yields ``(url, port)`` and stops it (and its workers) afterwards."""
-    port = free_port()
+def mlflow_server(folder: Path, timeout_s: float = 180, port: int | None = None):
+    """A real ``mlflow server`` on a free loopback port (or ``port``) over the SQLite store in
+    ``folder`` (created if new); yields ``(url, port)`` and stops it (and its workers) after."""
+    port = port or free_port()
     log_path = folder / "mlflow_server.log"
-    log = open(log_path, "w")  # noqa: SIM115 (closed below)
+    log = open(log_path, "a")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),
