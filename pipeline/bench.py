@@ -1,12 +1,23 @@
-"""``make bench``: the sweep engine against the plain per-trial loop, on the same trials.
+"""``make bench``: the sweep command against plain per-trial loops, each timed as a whole process.
 
-Every measurement runs in its own subprocess, so "cold" really means nothing compiled before
-(fresh process, empty persistent cache) and "warm" means a fresh process that finds the
-executables of the cold run in JAX's persistent compilation cache, as a second ``make sweep``
-would. Peak memory is each subprocess's maximum resident set. Results are printed as tables and
-written to ``runs/bench/latest.json``.
+Every measurement is a fresh process started from here and timed from launch to exit, as a user
+times a command from the shell:
 
-    python -m pipeline.bench              # 64 and 256 trials (+1024: --with-1024), depth table
+- **engine**: ``python -m pipeline sweep --experiment bench ...`` (Optuna on the journal file,
+  training, MLflow on SQLite, figures, the results table);
+- **loop**: ``python -m pipeline.baseline`` (Flax + Optax + ``study.optimize``, written as a
+  careful user would) and **independent loop**: ``python -m pipeline.independent_loop`` (the same
+  trials written from scratch without Flax or Optax); ratios are quoted against the faster one;
+- **cached loop**: the baseline with JAX's persistent compilation cache and the engine's XLA
+  flags (the stronger baseline).
+
+"cold" starts from an empty ``runs_dir``; "warm" is a second sweep in the same ``runs_dir`` (a
+new study; the executables in JAX's persistent cache; the MLflow database already there), as a
+user's second ``make sweep``. The plain loops have no persistent cache: measured once, shown in
+both rows. A second table says where the engine's time went (from ``runs/<study>/timing.json``)
+beside the loop's; a third keeps the sweep's own accounting. Results: ``runs/bench/latest.json``.
+
+    python -m pipeline.bench                 # 64 and 256 trials (+1024: --with-1024), depth table
     python -m pipeline.bench --trials 64     # a quick look
 """
 
@@ -16,10 +27,11 @@ import argparse
 import json
 import os
 import platform
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,24 +40,50 @@ from rich.table import Table
 
 from pipeline.model import count_flops
 
-# Where the engine's wall time went: seconds the sweep waited (logging_s, optuna_s) and seconds
-# background threads spent (wall, and CPU: on 2 cores a busy thread slows training down).
-ENGINE_TIMES = (
-    "logging_s",
-    "logging_thread_s",
-    "logging_thread_cpu_s",
-    "optuna_s",
-    "optuna_thread_s",
-    "optuna_thread_cpu_s",
-    "train_s",
-    "padding_waste",
-    "executables",
-)
 DEPTH_SPACES = {8: [2, 4, 8], 32: [2, 4, 8, 16, 32], 64: [2, 4, 8, 16, 32, 64]}
+# Where a whole sweep command's time goes: (label, phase it ends with, phase it starts after).
+ENGINE_PHASES = (
+    ("interpreter start", "started", "launch"),
+    ("imports", "imports", "started"),
+    ("config, stores, study, MLflow run, data", "setup", "imports"),
+    ("trials (ask, train, tell)", "trained", "setup"),
+    ("figures", "figures", "trained"),
+    ("MLflow close", "mlflow_closed", "figures"),
+    ("results table", "results", "mlflow_closed"),
+    ("exit", "exit", "results"),
+)
+LOOP_PHASES = (
+    ("interpreter start", "started", "launch"),
+    ("imports", "imports", "started"),
+    ("trials (data, init, train)", "trained", "imports"),
+    ("exit", "exit", "trained"),
+)
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _process(cmd: list[str], cwd: Path) -> dict:
+    """Run ``cmd`` as a whole process: wall seconds from launch to exit, and its peak RSS."""
+    launch = time.time()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()))
+    reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own resource usage
+    end = time.time()
+    reader.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = b"".join(stderr).decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:5])} failed:\n{text[-3000:]}")
+    return {
+        "launch": launch,
+        "exit": end,
+        "wall_s": end - launch,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def _durations(phases: dict, order) -> dict[str, float]:
+    return {label: phases[end] - phases[start] for label, end, start in order}
 
 
 def _useful_flops(cfg, depths: list[int]) -> float:
@@ -60,73 +98,49 @@ def _useful_flops(cfg, depths: list[int]) -> float:
     return float(sum(per_step) * cfg.train.steps)
 
 
-def _compile_listener():
-    """Seconds XLA spent compiling in this process (both sides measured the same way)."""
-    import jax
+def run_engine(overrides: list[str], runs_dir: Path) -> dict:
+    """``python -m pipeline sweep --experiment bench``: wall, phases, the trials it trained."""
+    import optuna
 
-    total = [0.0]
-
-    def on_event(event: str, duration: float, **_) -> None:
-        if event == "/jax/core/compile/backend_compile_duration":
-            total[0] += duration
-
-    jax.monitoring.register_event_duration_secs_listener(on_event)
-    return total
-
-
-def measure_engine(overrides: list[str]) -> dict:
     from pipeline.config import load_config
-    from pipeline.sweep import run_sweep
+    from pipeline.study import make_storage
 
-    cfg = load_config(overrides, "bench")
-    compiled = _compile_listener()
-    t0 = time.perf_counter()
-    summary = run_sweep(cfg, "bench", Console(stderr=True, quiet=True))
-    wall = time.perf_counter() - t0
-    trials = sorted(summary.study.trials, key=lambda t: t.number)
+    cfg = load_config([*overrides, f"runs_dir={runs_dir}"], "bench")
+    cmd = [sys.executable, "-m", "pipeline", "sweep", "--experiment", "bench", *overrides]
+    out = _process([*cmd, f"runs_dir={runs_dir}"], runs_dir.parent)
+    timing = json.loads((runs_dir / cfg.study.name / "timing.json").read_text())
+    phases = {**timing["phases"], "launch": out["launch"], "started": timing["started"]}
+    phases["exit"] = out["exit"]
+    storage = make_storage(str(runs_dir / "optuna.journal"))
+    trials = optuna.load_study(study_name=cfg.study.name, storage=storage).trials
+    trials = sorted(trials, key=lambda t: t.number)
+    depths = [t.params["model.depth"] for t in trials]
     return {
-        "wall_s": wall,
-        "compile_s": summary.compile_s,
-        "compile_wait_s": summary.compile_wait_s,
-        "xla_compile_s": compiled[0],
-        "logging_s": summary.logging_wait_s,
-        "logging_thread_s": summary.logging_s,
-        "logging_thread_cpu_s": summary.logging_cpu_s,
-        "optuna_s": summary.optuna_s,
-        "optuna_thread_s": summary.optuna_thread_s,
-        "optuna_thread_cpu_s": summary.optuna_thread_cpu_s,
-        "train_s": summary.train_s,
-        "useful_flops": _useful_flops(cfg, [t.params["model.depth"] for t in trials]),
-        "padding_waste": summary.padding_waste,
-        "executables": summary.executables,
+        "wall_s": out["wall_s"],
+        "peak_rss_mb": out["peak_rss_mb"],
+        "phases": _durations(phases, ENGINE_PHASES),
+        "sweep": {k: v for k, v in timing.items() if k not in ("phases", "started")},
         "params": [t.params for t in trials],
         "steps_to_target": [t.user_attrs["metrics"]["steps_to_target"] for t in trials],
-        "peak_rss_mb": _peak_rss_mb(),
+        "useful_flops": _useful_flops(cfg, depths),
     }
 
 
-def measure_loop(overrides: list[str], cached: bool = False) -> dict:
-    """The plain loop; ``cached`` turns on JAX's persistent cache (a typical loop has none)."""
-
-    from pipeline.baseline import run_loop
-    from pipeline.config import flatten_space, load_config
-    from pipeline.devices import use_compilation_cache
-    from pipeline.sweep import cache_dir
-
-    cfg = load_config(overrides, "bench")
-    if cached:
-        use_compilation_cache(cache_dir(cfg))
-    compiled = _compile_listener()
-    t0 = time.perf_counter()
-    results = run_loop(cfg, flatten_space(cfg.space), cfg.study.n_trials)
-    wall = time.perf_counter() - t0
+def run_loop(module: str, overrides: list[str], runs_dir: Path, cached: bool = False) -> dict:
+    """``python -m <module>`` (a plain loop) as a whole process."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    result = runs_dir / f"{module}-{time.monotonic_ns()}.json"
+    cmd = [sys.executable, "-m", module, "--out", str(result), *(["--cached"] if cached else [])]
+    out = _process([*cmd, *overrides, f"runs_dir={runs_dir}"], runs_dir.parent)
+    document = json.loads(result.read_text())
+    phases = {**document["phases"], "launch": out["launch"], "exit": out["exit"]}
     return {
-        "wall_s": wall,
-        "compile_s": compiled[0],
-        "useful_flops": _useful_flops(cfg, [p["model.depth"] for p, _ in results]),
-        "params": [p for p, _ in results],
-        "steps_to_target": [m["steps_to_target"] for _, m in results],
-        "peak_rss_mb": _peak_rss_mb(),
+        "wall_s": out["wall_s"],
+        "peak_rss_mb": out["peak_rss_mb"],
+        "phases": _durations(phases, LOOP_PHASES),
+        "compile_s": document["compile_s"],
+        "params": document["params"],
+        "steps_to_target": document["steps_to_target"],
     }
 
 
@@ -147,64 +161,36 @@ def measure_peak() -> dict:
     return {"peak_gflops": 2 * n**3 / best / 1e9, "device": str(jax.devices()[0].device_kind)}
 
 
-def _child(kind: str, overrides: list[str]) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.bench", "--child", kind, *overrides],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"bench {kind} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _same_trials(*runs: dict) -> None:
+    first = runs[0]["params"]
+    for other in runs[1:]:
+        if other["params"] != first:
+            raise RuntimeError("the loops and the engine did not train the same trials")
 
 
-def _pair(
-    n: int,
-    start: str,
-    tmp: Path,
-    depths: list[int] | None,
-    typical_loop: dict | None,
-    with_loops: bool,
-    peak: float,
-) -> dict:
-    """One row: engine and loops on the same n trials. A cold row starts from an empty
-    ``runs_dir`` (no compilation cache, no MLflow database); a warm row is a second sweep in the
-    same ``runs_dir``, as a user's second ``make sweep``: a new study, the executables of the
-    first in JAX's persistent cache, the MLflow database already created."""
-    tag = f"{n}-depths{max(depths)}" if depths else f"{n}"
-    common = [f"study.n_trials={n}", f"study.name=bench{n}-{start}"]
-    if depths:
-        common.append(f"space.model.depth=[{', '.join(map(str, depths))}]")
-    engine = _child("engine", [*common, f"runs_dir={tmp / f'engine-{tag}'}"])
-    cached = None
-    if with_loops:
-        cached = _child("loop-cached", [*common, f"runs_dir={tmp / f'loop-{tag}'}"])
-        for other in (cached, typical_loop):
-            if other is not None and other["params"] != engine["params"]:
-                raise RuntimeError("the loop and the engine did not train the same trials")
-    loop_s = typical_loop["wall_s"] if typical_loop else None
+def _row(n: int, start: str, engine: dict, loops: dict, cached: dict | None, peak: float) -> dict:
+    fastest = min(loops, key=lambda k: loops[k]["wall_s"])
+    loop_s = loops[fastest]["wall_s"]
     useful = engine["useful_flops"] / engine["wall_s"] / 1e9
+    sweep = engine["sweep"]
     return {
         "trials": n,
-        "max_depth": max(depths or [32]),
         "start": start,
         "engine_s": engine["wall_s"],
-        "loop_s": loop_s,
-        "speedup": loop_s / engine["wall_s"] if loop_s else None,
+        **{f"{k}_s": v["wall_s"] for k, v in loops.items()},
+        "loops_differ": abs(loops["loop"]["wall_s"] / loops["independent_loop"]["wall_s"] - 1),
+        "fastest_loop": fastest,
+        "speedup": loop_s / engine["wall_s"],
         "loop_cached_s": cached["wall_s"] if cached else None,
         "speedup_vs_cached_loop": cached["wall_s"] / engine["wall_s"] if cached else None,
         "useful_gflops": useful,
-        "loop_useful_gflops": typical_loop["useful_flops"] / loop_s / 1e9 if loop_s else None,
-        "peak_gflops": peak,
         "peak_fraction": useful / peak,
-        "compile_s": engine["compile_s"],
-        "compile_wait_s": engine["compile_wait_s"],
-        "xla_compile_s": engine["xla_compile_s"],
-        "loop_compile_s": typical_loop["compile_s"] if typical_loop else None,
-        **{k: engine[k] for k in ENGINE_TIMES},
-        "compile_s_per_executable": engine["compile_s"] / max(engine["executables"], 1),
         "peak_rss_mb": engine["peak_rss_mb"],
-        "loop_peak_rss_mb": typical_loop["peak_rss_mb"] if typical_loop else None,
+        "loop_peak_rss_mb": loops[fastest]["peak_rss_mb"],
+        "engine_phases": engine["phases"],
+        "loop_phases": loops[fastest]["phases"],
+        "cached_loop_phases": cached["phases"] if cached else None,
+        "sweep": sweep,
     }
 
 
@@ -212,33 +198,76 @@ def _fmt(v, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def _table(rows: list[dict], title: str) -> Table:
+def _speed_table(rows: list[dict], title: str) -> Table:
     t = Table(title=title)
     cols = [
         ("trials", "trials", "d"),
-        ("max depth", "max_depth", "d"),
         ("start", "start", "s"),
         ("engine s", "engine_s", ".1f"),
         ("loop s", "loop_s", ".1f"),
-        ("speedup", "speedup", ".2f"),
+        ("independent loop s", "independent_loop_s", ".1f"),
+        ("loops differ", "loops_differ", ".1%"),
+        ("speedup (vs faster loop)", "speedup", ".2f"),
         ("cached loop s", "loop_cached_s", ".1f"),
         ("vs cached", "speedup_vs_cached_loop", ".2f"),
         ("useful GFLOP/s", "useful_gflops", ".1f"),
         ("of peak", "peak_fraction", ".0%"),
-        ("compile s", "compile_s", ".1f"),
-        ("compile wait s", "compile_wait_s", ".1f"),
-        ("MLflow wait s", "logging_s", ".1f"),
-        ("MLflow thread s", "logging_thread_s", ".1f"),
-        ("Optuna wait s", "optuna_s", ".1f"),
-        ("Optuna thread s", "optuna_thread_s", ".1f"),
-        ("padding", "padding_waste", ".0%"),
-        ("executables", "executables", "d"),
-        ("peak MB", "peak_rss_mb", ".0f"),
+        ("peak RSS MB", "peak_rss_mb", ".0f"),
+        ("loop RSS MB", "loop_peak_rss_mb", ".0f"),
     ]
     for name, _, _ in cols:
         t.add_column(name, justify="right")
     for r in rows:
-        t.add_row(*(_fmt(r[k], spec) for _, k, spec in cols))
+        t.add_row(*(_fmt(r.get(k), spec) for _, k, spec in cols))
+    return t
+
+
+def _phase_table(row: dict) -> Table:
+    """Where the engine's whole-command time went, beside the loop's and the cached loop's."""
+    t = Table(title=f"{row['trials']} trials, {row['start']}: where the time goes (s)")
+    for name in ("phase", "engine", "loop", "cached loop"):
+        t.add_column(name, justify="right" if name != "phase" else "left")
+    loop, cached = row["loop_phases"], row["cached_loop_phases"] or {}
+    loop_of = {"trials (ask, train, tell)": "trials (data, init, train)"}
+    for label, value in row["engine_phases"].items():
+        other = loop_of.get(label, label)
+        t.add_row(
+            label, _fmt(value, ".2f"), _fmt(loop.get(other), ".2f"), _fmt(cached.get(other), ".2f")
+        )
+    sweep = row["sweep"]
+    inside = {
+        "  of which compile wait": sweep["compile_wait_s"],
+        "  of which training": sweep["train_s"],
+        "  of which Optuna wait": sweep["optuna_s"],
+    }
+    for label, value in inside.items():
+        t.add_row(label, _fmt(value, ".2f"), "", "")
+    t.add_row(
+        "total",
+        _fmt(row["engine_s"], ".2f"),
+        _fmt(sum(loop.values()), ".2f"),
+        _fmt(sum(cached.values()) if cached else None, ".2f"),
+    )
+    return t
+
+
+def _accounting_table(rows: list[dict]) -> Table:
+    """The sweep's own accounting (inside ``run_sweep``), as the earlier bench reported it."""
+    t = Table(title="inside the sweep: its own accounting")
+    cols = [
+        ("trials", "trials", "d"), ("start", "start", "s"), ("sweep s", "wall_s", ".1f"),
+        ("compile s (threads)", "compile_s", ".1f"), ("compile wait s", "compile_wait_s", ".1f"),
+        ("training s", "train_s", ".1f"), ("MLflow wait s", "logging_wait_s", ".1f"),
+        ("MLflow thread s", "logging_s", ".1f"), ("MLflow CPU s", "logging_cpu_s", ".1f"),
+        ("Optuna wait s", "optuna_s", ".2f"), ("recorder thread s", "optuna_thread_s", ".1f"),
+        ("recorder CPU s", "optuna_thread_cpu_s", ".1f"), ("padding", "padding_waste", ".0%"),
+        ("executables", "executables", "d"),
+    ]  # fmt: skip
+    for name, _, _ in cols:
+        t.add_column(name, justify="right")
+    for r in rows:
+        values = {**r["sweep"], "trials": r["trials"], "start": r["start"]}
+        t.add_row(*(_fmt(values.get(k), spec) for _, k, spec in cols))
     return t
 
 
@@ -252,49 +281,73 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-depth-table", action="store_true")
     p.add_argument("--out", default="runs/bench/latest.json")
-    p.add_argument(
-        "--child", choices=["engine", "loop", "loop-cached", "peak"], help=argparse.SUPPRESS
-    )
-    args, overrides = p.parse_known_args(argv)
+    p.add_argument("--child", choices=["peak"], help=argparse.SUPPRESS)
+    args, _ = p.parse_known_args(argv)
     if args.child:
-        fn = {
-            "engine": measure_engine,
-            "loop": measure_loop,
-            "loop-cached": lambda ov: measure_loop(ov, cached=True),
-            "peak": lambda _: measure_peak(),
-        }[args.child]
-        print(json.dumps(fn(overrides)))
+        print(json.dumps(measure_peak()))
         return 0
 
     console = Console(width=max(Console().width, 190))
     trials = [int(n) for n in args.trials.split(",")] + ([1024] if args.with_1024 else [])
-    peak = _child("peak", [])
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.bench", "--child", "peak"], capture_output=True, text=True
+    )
+    peak = json.loads(out.stdout.strip().splitlines()[-1])
     cpu = platform.processor() or platform.machine()
     machine = f"{cpu}, {peak['device']}, {os.cpu_count()} cores"
     console.print(f"machine: {machine}; float32 matmul peak {peak['peak_gflops']:.1f} GFLOP/s")
-    rows = []
+    rows, depth_rows = [], []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         tmp = Path(tmp)
         for n in trials:
-            # The typical loop has no persistent cache, so a second run of it is the same run:
-            # measured once, shown in both rows.
-            typical = _child("loop", [f"study.n_trials={n}", f"runs_dir={tmp / 'loop'}"])
+            common = [f"study.n_trials={n}"]
+            loops = {
+                m.split(".")[-1]: run_loop(m, common, tmp / f"{m}-{n}")
+                for m in ("pipeline.baseline", "pipeline.independent_loop")
+            }
+            loops = {"loop": loops["baseline"], "independent_loop": loops["independent_loop"]}
             for start in ("cold", "warm"):
-                rows.append(_pair(n, start, tmp, None, typical, True, peak["peak_gflops"]))
-                console.print(_table(rows[-1:], f"{n} trials, {start}"))
+                study = [f"study.name=bench{n}-{start}"]
+                engine = run_engine([*common, *study], tmp / f"engine-{n}")
+                cached = run_loop("pipeline.baseline", common, tmp / f"cached-{n}", cached=True)
+                _same_trials(engine, cached, *loops.values())
+                rows.append(_row(n, start, engine, loops, cached, peak["peak_gflops"]))
+                console.print(_speed_table(rows[-1:], f"{n} trials, {start}"))
+                console.print(_phase_table(rows[-1]))
         if not args.no_depth_table:
-            for depths in DEPTH_SPACES.values():
-                rows.append(_pair(256, "cold", tmp, depths, None, False, peak["peak_gflops"]))
-    console.print(
-        _table([r for r in rows if r["loop_s"] is not None], "engine vs plain loop (workload W)")
-    )
-    depth_rows = [r for r in rows if r["loop_s"] is None]
+            for depth, depths in DEPTH_SPACES.items():
+                space = [f"space.model.depth=[{', '.join(map(str, depths))}]"]
+                engine = run_engine(
+                    ["study.n_trials=256", f"study.name=depth{depth}", *space],
+                    tmp / f"depth-{depth}",
+                )
+                depth_rows.append(
+                    {"max_depth": depth, "engine_s": engine["wall_s"], "sweep": engine["sweep"]}
+                )
+    console.print(_speed_table(rows, "whole commands: engine vs plain loops (workload W)"))
+    for row in rows:
+        console.print(_phase_table(row))
+    console.print(_accounting_table(rows))
     if depth_rows:
-        console.print(_table(depth_rows, "engine, 256 trials, cold, by maximum depth"))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine, "peak": peak, "rows": rows}, indent=2))
-    console.print(f"wrote {out}")
+        t = Table(title="engine, 256 trials, cold, by maximum depth (whole command)")
+        for name in ("max depth", "engine s", "compile s (threads)", "executables", "wait s"):
+            t.add_column(name, justify="right")
+        for r in depth_rows:
+            s = r["sweep"]
+            t.add_row(
+                str(r["max_depth"]),
+                _fmt(r["engine_s"]),
+                _fmt(s["compile_s"]),
+                str(s["executables"]),
+                _fmt(s["compile_wait_s"]),
+            )
+        console.print(t)
+    loops_differ = statistics.median(r["loops_differ"] for r in rows) if rows else None
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"machine": machine, "peak": peak, "rows": rows, "depth_rows": depth_rows}
+    path.write_text(json.dumps({**document, "loops_differ_median": loops_differ}, indent=2))
+    console.print(f"wrote {path}")
     return 0
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -119,6 +120,7 @@ def _print_results(study, cfg, console: Console) -> None:
 
 
 def cmd_sweep(args, console: Console) -> int:
+    phases = {"command": time.time()}  # the interpreter started and imported the CLI
     cfg = load_config(args.overrides, args.experiment)
     if args.workers < 1:
         raise ConfigError(f"--workers={args.workers} is invalid: expected an integer >= 1")
@@ -128,6 +130,7 @@ def cmd_sweep(args, console: Console) -> int:
         check_reachable(cfg.tracking.uri)
     from pipeline.sweep import run_sweep
 
+    phases["imports"] = time.time()
     if args.workers > 1:
         from pipeline.workers import launch
 
@@ -142,6 +145,8 @@ def cmd_sweep(args, console: Console) -> int:
         console.print(f"worker {args.worker}: {summary.trials_run} trials")
         return 0
     _print_results(summary.study, cfg, console)
+    phases = {**phases, **summary.phases, "results": time.time()}
+    _write_timing(cfg, phases, summary)
     wall = max(summary.wall_s, 1e-9)
     console.print(
         f"{summary.trials_run} trials in {summary.wall_s:.1f} s: "
@@ -154,6 +159,21 @@ def cmd_sweep(args, console: Console) -> int:
     if summary.parent_run_id:
         console.print("see it with `make ui`; reuse the winners with `make best`")
     return 0
+
+
+def _write_timing(cfg, phases: dict[str, float], summary) -> None:
+    """``runs/<study>/timing.json``: when each phase of this command ended (seconds since the
+    epoch; ``started`` = the package's first import) and where the sweep's time went."""
+    import pipeline
+
+    spent = {
+        k: v
+        for k, v in vars(summary).items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    out = Path(cfg.runs_dir) / cfg.study.name / "timing.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"started": pipeline.STARTED, "phases": phases, **spent}, indent=2))
 
 
 def cmd_train(args, console: Console) -> int:

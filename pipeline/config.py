@@ -117,6 +117,7 @@ class StudyConfig:
 class TrackingConfig:
     uri: str | None = MISSING
     enabled: bool = MISSING
+    figures: str = MISSING
 
 
 @dataclass
@@ -321,6 +322,7 @@ RULES: dict[str, Rule] = {
         "postgresql://...)",
     ),
     "tracking.enabled": ((lambda v: isinstance(v, bool)), "true or false"),
+    "tracking.figures": ((lambda v: v in ("background", "wait")), "background or wait"),
     "engine.memory_gb": (
         lambda v: v is None or (_number(v) and v > 0),
         "null (auto) or a number > 0",

@@ -7,6 +7,7 @@ tracking, progress display, files under ``runs_dir``).
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import threading
@@ -33,14 +34,12 @@ from rich.progress import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline import lease as leases
-from pipeline import plots
 from pipeline import space as search_space
 from pipeline import study as studies
 from pipeline.config import RUN_SECTIONS, flatten_space, possible_values, redacted, to_flat_dict
 from pipeline.data import load_dataset
 from pipeline.engine import Engine, check_fits
 from pipeline.metrics import TrialResult, compact_trace
-from pipeline.theory import trial_prediction
 from pipeline.timing import Stopwatch
 from pipeline.tracking import Tracker, check_reachable, default_uri, run_name
 
@@ -66,6 +65,7 @@ class SweepSummary:
     executables: int
     padding_waste: float  # share of layer-steps spent on masked layers and padding rows
     parent_run_id: str | None
+    phases: dict[str, float]  # when each phase of the sweep ended (time.time())
 
 
 def setup_jax(cfg) -> None:
@@ -216,6 +216,7 @@ class Sweep:
         self.configs: list[dict] = []
         self.untold: set[int] = set()
         self.stop_requested = False
+        self.phases = {"setup": time.time()}  # stores, study, tracker, data and engine ready
 
     def _request_stop(self, signum, frame) -> None:
         """First Ctrl-C/SIGTERM: stop at the next chunk boundary, never inside a storage write
@@ -262,6 +263,7 @@ class Sweep:
                     else:  # other workers hold the remaining trials: wait for them
                         self._wait(1.0)
             status = "FINISHED"
+            self.phases["trained"] = time.time()
         finally:
             # Interrupted or crashed: every trained result is still recorded (a second Ctrl-C
             # stops waiting for them), trials asked but not told fail, never stay RUNNING, and
@@ -277,9 +279,11 @@ class Sweep:
             if self.tracker is not None:
                 if status == "FINISHED" and self.tracker.owns_parent:
                     _log_sweep_artifacts(self.cfg, self.study, self.tracker)
+                    self.phases["figures"] = time.time()
                 warning = self.tracker.close(status)
                 if warning:
                     self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+                self.phases["mlflow_closed"] = time.time()
         stats = self.engine.stats
         return SweepSummary(
             study=self.study,
@@ -297,6 +301,7 @@ class Sweep:
             executables=stats.executables,
             padding_waste=1 - stats.layer_steps / max(stats.padded_layer_steps, 1),
             parent_run_id=self.tracker.parent_id if self.tracker else None,
+            phases=self.phases,
         )
 
     def _next_batch_size(self) -> int | None:
@@ -374,6 +379,8 @@ class Sweep:
         if result.diagnostics:
             # Here, not on the logging thread: theory's quadrature runs on XLA too, and no JAX
             # call may run beside training (or after a stalled call, behind it).
+            from pipeline.theory import trial_prediction
+
             result.theory = trial_prediction(config)
         self.recording.append(self.recorder.submit(self._record, trial, config, result))
         self.trained += 1
@@ -438,13 +445,86 @@ def run_sweep(
 
 
 def _log_sweep_artifacts(cfg, study: optuna.Study, tracker: Tracker) -> None:
+    """The parent run's artifacts: the resolved config, the trials table and the figures."""
     out = Path(cfg.runs_dir) / cfg.study.name
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.yaml"
     config_path.write_text(redacted(OmegaConf.to_yaml(cfg)))
     tracker.log_parent_artifact(config_path)
-    for path in plots.sweep_plots(study, out):
-        tracker.log_parent_artifact(path, "plots")
     table_path = out / "trials.csv"
     study.trials_dataframe().to_csv(table_path, index=False)
     tracker.log_parent_artifact(table_path)
+    job = {
+        "storage": studies.storage_spec(cfg),
+        "study": cfg.study.name,
+        "out": str(out),
+        "uri": tracker.uri,
+        "parent": tracker.parent_id,
+    }
+    if cfg.tracking.figures == "wait":
+        draw_figures(job, lambda path: tracker.log_parent_artifact(path, "plots"))
+    else:
+        start_figures(job)
+
+
+FIGURES_PENDING = "figures.pending"  # in runs/<study>/ while a figures process works
+
+
+def start_figures(job: dict) -> None:
+    """Draw the figures in a process of their own that outlives this command (about 4 s of a
+    sweep on 2 cores, and nothing the results table needs); ``figures.pending`` says it is
+    still at work (it holds the job, which may carry a storage password: owner-only)."""
+    import subprocess
+    import sys
+
+    out = Path(job["out"])
+    pending = out / FIGURES_PENDING
+    pending.write_text(json.dumps(job))
+    pending.chmod(0o600)
+    with open(out / "figures.log", "w") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline.sweep", "--figures", str(pending)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C meant for the next command does not stop it
+        )
+
+
+def draw_figures(job: dict, log=None) -> list[Path]:
+    """Every figure of the study in ``job``, written under ``job["out"]`` and logged to the
+    parent run ``job["parent"]`` (folder ``plots``), or handed to ``log(path)``."""
+    from pipeline import plots
+
+    study = optuna.load_study(study_name=job["study"], storage=studies.make_storage(job["storage"]))
+    paths = plots.sweep_plots(study, Path(job["out"]))
+    if log is None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=job["uri"])
+
+        def log(path: Path) -> None:
+            client.log_artifact(job["parent"], str(path), "plots")
+
+    for path in paths:
+        log(path)
+    return paths
+
+
+def wait_for_figures(out: Path, timeout_s: float = 300) -> None:
+    """Until a background figures process for ``runs/<study>`` (``out``) has finished."""
+    deadline = time.monotonic() + timeout_s
+    while (Path(out) / FIGURES_PENDING).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the figures of {out} are still being drawn after {timeout_s} s")
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":  # python -m pipeline.sweep --figures <job>: the background process
+    import sys
+
+    job_path = Path(sys.argv[2])
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        draw_figures(json.loads(job_path.read_text()))
+    finally:
+        job_path.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 import pipeline
 from pipeline.initializers import expected_std
 from pipeline.study import make_storage
+from pipeline.sweep import wait_for_figures
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +37,12 @@ cli = run_cli
 def swept(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     first = cli(tmp, "sweep", *TINY, "study.n_trials=6")
+    # The figures are drawn by a process of their own after the command returns.
+    wait_for_figures(tmp / "runs" / "e2e")
     # Rerunning with a larger budget continues the study instead of starting over.
     second = cli(tmp, "sweep", *TINY, "study.n_trials=9")
+    wait_for_figures(tmp / "runs" / "e2e")
+    assert "Traceback" not in (tmp / "runs" / "e2e" / "figures.log").read_text()
     return tmp, first, second
 
 
