@@ -45,7 +45,7 @@ report: $(STAMP) ## write runs/<STUDY>/report.html: every figure and the best co
 train: $(STAMP) ## train one configuration: make train ARGS="model.depth=30 init.weights=he_normal"
 	$(BIN)/python -m pipeline train $(ARGS)
 
-bench: $(STAMP) ## engine vs plain per-trial loop, cold and warm (ARGS="--with-1024"); ~12 min, +25 with 1024
+bench: $(STAMP) ## sweep command vs plain loops, whole processes, cold and warm (ARGS="--no-depth-table"); ~30 min
 	$(BIN)/python -m pipeline.bench $(ARGS)
 
 test: $(STAMP) ## the whole test suite

@@ -2,10 +2,13 @@
 
 On a CPU, one XLA device per core, each running its share of the rows single-threaded, trained
 the bench workload 1.6x faster than one device whose matrix multiplies fan out over a shared Eigen
-thread pool (8.6 s against 13.9 s for 64 trials, measured side by side on 2 cores). It also avoids
-a known wedge of that pool on vmapped graphs (execution hangs in ``block_until_ready``; seen here
-once, and reported in PyAutoLabs/PyAutoFit#1528), which ``--xla_cpu_multi_thread_eigen=false``
-avoids. Accelerators are unaffected: these settings apply to the CPU backend only.
+thread pool (8.6 s against 13.9 s for 64 trials, measured side by side on 2 cores), so with
+several devices ``--xla_cpu_multi_thread_eigen=false`` (reported to avoid a wedge of that pool on
+vmapped graphs in PyAutoLabs/PyAutoFit#1528). It did not avoid the wedge we met: a batched QR
+(LAPACK custom call) inside an executable hung XLA's CPU pool with these flags, on one device or
+two; the engine now compiles no custom call at all (``initializers.finish_draw``), and a call that
+stalls anyway is caught by the engine's watchdog. Accelerators are unaffected: these settings
+apply to the CPU backend only.
 
 On a CPU-only install, XLA's backend optimization level is lowered from 3 to 1: compiling a
 bench chunk executable took 2.1 s instead of 3.6 s (four runs side by side on 2 cores), and

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import threading
@@ -479,8 +480,8 @@ def start_figures(job: dict) -> None:
 
     out = Path(job["out"])
     pending = out / FIGURES_PENDING
-    pending.write_text(json.dumps(job))
-    pending.chmod(0o600)
+    with open(os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump(job, f)
     with open(out / "figures.log", "w") as log:
         subprocess.Popen(
             [sys.executable, "-m", "pipeline.sweep", "--figures", str(pending)],

@@ -101,10 +101,12 @@ def test_a_server_that_goes_away_mid_sweep_loses_no_result(tmp_path):
         [exp] = [e for e in client.search_experiments() if e.name == "default"]
         runs = client.search_runs([exp.experiment_id], max_results=1000)
         assert not [r for r in runs if r.info.status == "RUNNING"]
+        # One FINISHED child run per trial; a run the outage left half-written stays, KILLED.
         children = [r for r in runs if "trial_number" in r.data.tags]
+        assert {r.info.status for r in children} <= {"FINISHED", "KILLED"}
+        children = [r for r in children if r.info.status == "FINISHED"]
         numbers = Counter(int(r.data.tags["trial_number"]) for r in children)
         assert numbers == Counter(t.number for t in trials if t.state == S.COMPLETE), numbers
-        assert all(r.info.status == "FINISHED" for r in children)
         by_number = {t.number: t for t in trials}
         for r in children:  # the logged values are the study's
             stored = by_number[int(r.data.tags["trial_number"])].user_attrs["metrics"]
