@@ -40,6 +40,7 @@ from pipeline.train import (
     Hparams,
     Settings,
     Shape,
+    UnitSampler,
     make_train,
     make_unit_draws,
     shape_of,
@@ -265,6 +266,7 @@ class Engine:
         self._executables: dict[tuple, Future] = {}
         self._units: dict[Shape, Future] = {}
         self._unit_values: dict[Shape, dict] = {}
+        self._samplers: dict[Shape, UnitSampler] = {}
         self.compile_clock = Stopwatch()  # compile-thread seconds (overlaps with training)
         self._seconds_per_work: float | None = None  # slowest measured call per unit of work
 
@@ -317,12 +319,18 @@ class Engine:
 
     # --- compiled pieces ------------------------------------------------------------------------
 
+    def _sampler(self, shape: Shape) -> UnitSampler:
+        """One unit sampler per layer shape: compiled, run and finished from the same object."""
+        if shape not in self._samplers:
+            self._samplers[shape] = make_unit_draws(shape, self.draws)
+        return self._samplers[shape]
+
     def _units_for(self, structure: Structure) -> Future:
         """Compiled raw unit-draw sampler of a layer shape (compiled on the pool, run on the main
         thread: executing from several threads at once has hung XLA's CPU runtime)."""
         shape = shape_of(structure)
         if shape not in self._units:
-            raw = make_unit_draws(shape, self.draws).raw
+            raw = self._sampler(shape).raw
             self._units[shape] = self._pool.submit(
                 self.compile_clock.timed(lambda: raw.lower(self.key, self.n_seeds).compile())
             )
@@ -332,7 +340,7 @@ class Engine:
         shape = shape_of(structure)
         if shape not in self._unit_values:
             raw = jax.device_get(self._units_for(structure).result()(self.key))
-            units = make_unit_draws(shape, self.draws).finish(raw)  # QR on the host, in NumPy
+            units = self._sampler(shape).finish(raw)  # QR on the host, in NumPy
             self._unit_values[shape] = jax.device_put(units, self.replicated)
         return self._unit_values[shape]
 
@@ -350,7 +358,7 @@ class Engine:
         s = call.structure
         init_fn, chunk_fn = make_train(s, call.settings)
         shape = shape_of(s)
-        units = jax.eval_shape(make_unit_draws(shape, self.draws).raw, self.key, self.n_seeds)
+        units = jax.eval_shape(self._sampler(shape).raw, self.key, self.n_seeds)
         units = jax.tree.map(lambda a: self._abstract(a, self.replicated), units)
         hp = Hparams(
             **{
