@@ -61,7 +61,7 @@ def sliced_batches(cfg):
     return ds, jnp.asarray(ds.x_train[schedule]), jnp.asarray(ds.y_train[schedule])
 
 
-def make_objective(cfg, space: dict, results: list):
+def make_objective(cfg, space, results: list):
     """An Optuna objective training one trial per call; appends (params, metrics) to results."""
     ds, x_batches, y_batches = sliced_batches(cfg)
     steps = cfg.train.steps
@@ -122,7 +122,7 @@ def steps_to_target(losses: np.ndarray, cfg) -> float:
     return float(cfg.train.steps + 1)
 
 
-def run_loop(cfg, space: dict, n_trials: int, objective_factory=make_objective) -> list:
+def run_loop(cfg, space, n_trials: int, objective_factory=make_objective) -> list:
     """Run a per-trial loop for ``n_trials`` trials; returns [(params, metrics)] in order."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results: list = []
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None, objective_factory=make_objective) -> int
     p.add_argument("--cached", action="store_true", help="persistent cache and the engine's flags")
     p.add_argument("--out", help="write the trials, metrics and phases here (JSON)")
     args, overrides = p.parse_known_args(argv)
-    from pipeline.config import flatten_space, load_config
+    from pipeline.config import Space, load_config
     from pipeline.devices import configure_cpu, use_compilation_cache
     from pipeline.sweep import cache_dir
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None, objective_factory=make_objective) -> int
 
     jax.monitoring.register_event_duration_secs_listener(on_event)
     imports = time.time()
-    results = run_loop(cfg, flatten_space(cfg.space), cfg.study.n_trials, objective_factory)
+    results = run_loop(cfg, Space.parse(cfg.space), cfg.study.n_trials, objective_factory)
     if args.out:
         phases = {"started": pipeline.STARTED, "imports": imports, "trained": time.time()}
         document = {

@@ -17,14 +17,13 @@ from pathlib import Path
 from rich.console import Console
 
 from pipeline.config import (
-    RULES,
-    RUN_SECTIONS,
+    SCHEMA,
     SEARCHABLE_KEYS,
     ConfigError,
     load_config,
+    markdown_table,
     read_yaml,
     redacted,
-    to_flat_dict,
 )
 from pipeline.timing import StalledCall
 
@@ -63,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8080)
     r = sub.add_parser("report", help="write runs/<study>/report.html: figures and best configs")
     r.add_argument("--top", type=int, help="rows of the best-config table (default 10)")
-    sub.add_parser("keys", help="list every config key and what it accepts")
+    k = sub.add_parser("keys", help="list every config key and what it accepts")
+    k.add_argument("--markdown", action="store_true", help="as the README's config table")
     return p
 
 
@@ -111,8 +111,8 @@ def _print_results(study, cfg, console: Console) -> None:
     """The end of a sweep: the best configs, then one verdict line per initializer family."""
     from pipeline.report import best_table, family_verdicts
 
-    console.print(best_table(study, cfg.study.top_k, cfg.train.steps))
-    verdicts = family_verdicts(study, cfg.train.steps)
+    console.print(best_table(study, cfg.study.top_k))
+    verdicts = family_verdicts(study)
     if verdicts:
         console.print("[bold]verdict per initializer family[/] (completed trials, fastest first)")
         for line in verdicts:
@@ -177,10 +177,11 @@ def _write_timing(cfg, phases: dict[str, float], summary) -> None:
 
 
 def cmd_train(args, console: Console) -> int:
+    from pipeline.config import Space, TrialSpec
     from pipeline.data import load_dataset
     from pipeline.engine import Engine
     from pipeline.export import config_overrides, read_best
-    from pipeline.sweep import TRIAL_SECTIONS, setup_jax
+    from pipeline.sweep import setup_jax
 
     layers = []
     if args.config:
@@ -196,14 +197,14 @@ def cmd_train(args, console: Console) -> int:
     cfg = load_config(args.overrides, args.experiment, layers)
     cfg.space = {}
     setup_jax(cfg)
-    engine = Engine(cfg, load_dataset(cfg.data), [cfg.init.weights])
-    trial = to_flat_dict(cfg, TRIAL_SECTIONS)
+    engine = Engine(cfg, load_dataset(cfg.data), Space())
+    trial = TrialSpec.of_config(cfg)
     [result] = engine.run([trial])
     report = {
         **result.metrics,
         "seeds": result.seeds,
         "layer_grad_norm_init": [float(v) for v in result.layer_grad_norm_init],
-        "config": to_flat_dict(cfg, RUN_SECTIONS),
+        "config": trial.flat(),
     }
     if args.json:
         print(json.dumps(report, indent=2, default=float, allow_nan=True))
@@ -241,7 +242,7 @@ def cmd_best(args, console: Console) -> int:
             tracker.client.log_artifact(parent, str(path), "best")
         tracker.close()
     if args.format == "table":
-        console.print(best_table(study, top, cfg.train.steps))
+        console.print(best_table(study, top))
     else:
         from pipeline.export import snippet
         from pipeline.tracking import run_name
@@ -327,11 +328,13 @@ def cmd_report(args, console: Console) -> int:
 
 
 def cmd_keys(args, console: Console) -> int:
-    cfg = load_config()
-    flat = to_flat_dict(cfg)
-    for key, (_, expected) in RULES.items():
-        mark = " (searchable)" if key in SEARCHABLE_KEYS else ""
-        print(f"{key} = {flat.get(key)!r}: {expected}{mark}")
+    """Every key from the schema: default, allowed values, role, what it does."""
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    for key in SCHEMA.values():
+        mark = " (searchable)" if key.name in SEARCHABLE_KEYS else ""
+        print(f"{key.name} = {key.default!r}: {key.rule.expected}; {key.role}{mark}: {key.doc}")
     return 0
 
 

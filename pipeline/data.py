@@ -9,6 +9,7 @@ Both are standardized with training statistics.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -57,6 +58,25 @@ def gaussian(
     return Dataset(x_train, y_train, x_val, y_val, classes)
 
 
+DIGITS_IMAGES, DIGITS_PIXELS, DIGITS_CLASSES = 1797, 64, 10  # scikit-learn's load_digits
+
+
+class Sizes(NamedTuple):
+    n_train: int
+    n_val: int
+    n_features: int
+    n_classes: int
+
+
+def sizes(cfg) -> Sizes:
+    """What a ``data`` section will hold, without building it (validation, memory planning).
+    Digits: scikit-learn's split takes ``ceil(val_fraction * 1797)`` images for validation."""
+    if cfg.name == "digits":
+        n_val = math.ceil(cfg.val_fraction * DIGITS_IMAGES)
+        return Sizes(DIGITS_IMAGES - n_val, n_val, DIGITS_PIXELS, DIGITS_CLASSES)
+    return Sizes(cfg.samples, cfg.val_samples, cfg.features, cfg.classes)
+
+
 def digits(val_fraction: float, seed: int) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -66,7 +86,7 @@ def digits(val_fraction: float, seed: int) -> Dataset:
         x, y, test_size=val_fraction, random_state=seed, stratify=y
     )
     x_train, x_val = _standardize(x_train, x_val)
-    return Dataset(x_train, y_train.astype(np.int32), x_val, y_val.astype(np.int32), 10)
+    return Dataset(x_train, y_train.astype(np.int32), x_val, y_val.astype(np.int32), DIGITS_CLASSES)
 
 
 def load_dataset(cfg) -> Dataset:

@@ -1,6 +1,6 @@
 """The host side of training: group trials by structure, pad, call the compiled core, summarize.
 
-A *trial* is a flat dict of dotted config values. Each trial becomes ``train.seeds`` rows. Rows
+A *trial* is a ``TrialSpec`` (read by dotted key). Each trial becomes ``train.seeds`` rows. Rows
 are grouped by structure (activation, depth bucket, width, optimizer); within a group, calls are
 sized from ``engine.memory_gb`` and padded to a power of two so that few executables serve every
 batch. What triggers a compile: a new structure, a new padded row count, or a change of the static
@@ -23,7 +23,9 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from pipeline import metrics
+from pipeline.config import ROW_KEYS, Space, TrialSpec
 from pipeline.data import Dataset, batch_schedule
+from pipeline.data import sizes as data_sizes
 from pipeline.initializers import (
     DRAWS,
     INITIALIZERS,
@@ -63,7 +65,7 @@ class EngineStats:
     padded_layer_steps: int = 0  # the same, counting masked layers and padding rows
 
 
-def settings_from(cfg, optimizer: str, trials: Sequence[dict[str, Any]] = ()) -> Settings:
+def settings_from(cfg, optimizer: str, trials: Sequence[TrialSpec] = ()) -> Settings:
     """Static settings of the executable that trains ``trials``: the code for dropout and LSUV
     is compiled only into calls that have a row using them."""
     return Settings(
@@ -82,15 +84,15 @@ def settings_from(cfg, optimizer: str, trials: Sequence[dict[str, Any]] = ()) ->
     )
 
 
-def depth_buckets(cfg) -> list[int]:
+def depth_buckets(cfg, space: Space) -> list[int]:
     """``engine.depth_buckets``; ``auto`` = the space's depth list (no padding at all) when the
-    depth is searched over a short list, else powers of two (at most 2x the layers of a trial)."""
+    depth is searched over a short list or fixed, else powers of two (at most 2x the layers of a
+    trial)."""
     if cfg.engine.depth_buckets != "auto":
         return list(cfg.engine.depth_buckets)
-    from pipeline.config import possible_values
-
-    depths = possible_values(cfg, "model.depth")
-    if all(isinstance(d, int) for d in depths) and len(depths) <= 8:
+    depths = space.get("model.depth", cfg.model.depth)
+    depths = depths if isinstance(depths, list | dict) else [depths]
+    if isinstance(depths, list) and len(depths) <= 8:
         return sorted(set(depths))
     return [2**k for k in range(11)]
 
@@ -121,9 +123,10 @@ def draws_for(weights: Sequence[str]) -> tuple[str, ...]:
 
 
 def row_hparams(
-    trial: dict[str, Any], structure: Structure, draws: tuple[str, ...], seed: int
-) -> dict:
-    """The traced numbers of one row, computed on the host from a trial's config values."""
+    trial: TrialSpec, structure: Structure, draws: tuple[str, ...], seed: int
+) -> Hparams:
+    """The traced numbers of one row, computed on the host from a trial's spec: the schema's
+    ``row`` keys as they are, and what the core needs derived from the others."""
     weights = trial["init.weights"]
     slope = trial["model.negative_slope"]
     gain = resolve_gain(weights, trial["init.gain"], trial["model.activation"], slope)
@@ -136,31 +139,22 @@ def row_hparams(
         trial["init.bias"], trial["init.bias_value"], trial["init.bias_std"]
     )
     clip = trial["train.clip_norm"]
-    return dict(
+    return Hparams(
         draw=np.int32(draws.index(INITIALIZERS[weights].draw)),
         scale=np.asarray(scales, np.float32),
         bias_mean=np.float32(bias_mean),
         bias_std=np.float32(bias_std),
-        learning_rate=np.float32(trial["train.learning_rate"]),
-        momentum=np.float32(trial["train.momentum"]),
         clip_norm=np.float32(np.inf if clip is None else clip),
-        weight_decay=np.float32(trial["train.weight_decay"]),
-        dropout=np.float32(trial["model.dropout"]),
         lsuv=np.bool_(INITIALIZERS[weights].data_dependent),
-        slope=np.float32(slope),
         depth=np.int32(trial["model.depth"]),
         seed=np.int32(seed),
+        values={k: np.float32(trial[k]) for k in ROW_KEYS},
     )
 
 
-def row_hparams_shapes(n_rows: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes and dtypes of ``Hparams`` for ``n_rows`` rows (what an executable is lowered for)."""
-    f32, i32 = jnp.float32, jnp.int32
-    shapes = {k: ((n_rows,), f32) for k in Hparams._fields}
-    shapes.update(draw=((n_rows,), i32), depth=((n_rows,), i32), seed=((n_rows,), i32))
-    shapes["lsuv"] = ((n_rows,), jnp.bool_)
-    shapes["scale"] = ((n_rows, 3), f32)
-    return {k: jax.ShapeDtypeStruct(*v) for k, v in shapes.items()}
+def stack_rows(rows: Sequence[Hparams], sharding=None) -> Hparams:
+    """One ``Hparams`` of arrays with a leading row axis (placed with ``sharding``)."""
+    return jax.tree.map(lambda *xs: jax.device_put(np.stack(xs), sharding), *rows)
 
 
 def row_bytes(structure: Structure, settings: Settings, n_val: int) -> int:
@@ -177,16 +171,7 @@ def row_bytes(structure: Structure, settings: Settings, n_val: int) -> int:
     return 4 * (state + activations + curves)
 
 
-def _largest(cfg, space: dict[str, Any], key: str) -> Any:
-    spec = space.get(key, cfg.model.get(key.split(".")[1]) if key.startswith("model.") else None)
-    if isinstance(spec, list):
-        return max(spec)
-    if isinstance(spec, dict):
-        return spec["high"]
-    return spec
-
-
-def check_fits(cfg, space: dict[str, Any]) -> None:
+def check_fits(cfg, space: Space) -> None:
     """Refuse a search space whose largest trial cannot fit ``engine.memory_gb`` even alone.
 
     Runs before the study is opened, so a refused sweep writes nothing. The estimate is the one
@@ -194,19 +179,13 @@ def check_fits(cfg, space: dict[str, Any]) -> None:
     """
     from pipeline.config import ConfigError
 
-    digits = cfg.data.name == "digits"  # 1797 images of 64 pixels, 10 classes
-    n_in = 64 if digits else cfg.data.features
-    n_classes = 10 if digits else cfg.data.classes
-    n_train = 1797 if digits else cfg.data.samples
-    n_val = math.ceil(1797 * cfg.data.val_fraction) if digits else cfg.data.val_samples
-    optimizers = space.get("train.optimizer", cfg.train.optimizer)
-    optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+    n_train, n_val, n_in, n_classes = data_sizes(cfg.data)
+    optimizers = space.values("train.optimizer", cfg.train.optimizer)
     optimizer = max(optimizers, key=("sgd", "momentum", "adam").index)
-    depth = _largest(cfg, space, "model.depth")
-    width = _largest(cfg, space, "model.width")
-    kinds = space.get("model.kind", cfg.model.kind)
-    kind = "cnn" if "cnn" in (kinds if isinstance(kinds, list) else [kinds]) else "mlp"
-    n_hidden = bucket_depth(depth, depth_buckets(cfg))
+    depth = space.largest("model.depth", cfg.model.depth)
+    width = space.largest("model.width", cfg.model.width)
+    kind = "cnn" if "cnn" in space.values("model.kind", cfg.model.kind) else "mlp"
+    n_hidden = bucket_depth(depth, depth_buckets(cfg, space))
     structure = Structure("relu", n_hidden, width, n_in, n_classes, kind)
     memory_gb = cfg.engine.memory_gb or default_memory_gb()
     n_seeds, t = cfg.train.seeds, cfg.train
@@ -241,12 +220,12 @@ class Engine:
     call is sharded over all of them (a 1-D mesh), and data and unit draws are replicated.
     """
 
-    def __init__(self, cfg, dataset: Dataset, weights_in_space: Sequence[str]):
+    def __init__(self, cfg, dataset: Dataset, space: Space):
         self.cfg = cfg
         self.dataset = dataset
         self.steps = cfg.train.steps
         self.n_seeds = cfg.train.seeds
-        self.draws = draws_for([*weights_in_space, cfg.init.weights])
+        self.draws = draws_for([*space.values("init.weights", cfg.init.weights), cfg.init.weights])
         schedule = batch_schedule(
             len(dataset.y_train), cfg.train.batch_size, self.steps, self.n_seeds, cfg.train.seed
         )
@@ -259,7 +238,7 @@ class Engine:
         self.data = Data(*(jax.device_put(jnp.asarray(a), replicated) for a in arrays))
         self.replicated = replicated
         self.key = jax.random.key(cfg.train.seed)
-        self.buckets = depth_buckets(cfg)
+        self.buckets = depth_buckets(cfg, space)
         self.memory_gb = cfg.engine.memory_gb or default_memory_gb()
         self.stats = EngineStats()
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="xla")
@@ -272,7 +251,7 @@ class Engine:
 
     # --- grouping -----------------------------------------------------------------------------
 
-    def structure_of(self, trial: dict[str, Any]) -> Structure:
+    def structure_of(self, trial: TrialSpec) -> Structure:
         return Structure(
             activation=trial["model.activation"],
             n_hidden=bucket_depth(trial["model.depth"], self.buckets),
@@ -302,7 +281,7 @@ class Engine:
         step = 2 * devices
         return -(-n // step) * step
 
-    def plan(self, trials: Sequence[dict[str, Any]]) -> list[Call]:
+    def plan(self, trials: Sequence[TrialSpec]) -> list[Call]:
         groups: dict[tuple[Structure, str], list[int]] = {}
         for i, trial in enumerate(trials):
             groups.setdefault((self.structure_of(trial), trial["train.optimizer"]), []).append(i)
@@ -314,7 +293,7 @@ class Engine:
                 part = ids[start : start + per_call]
                 n_rows = self.padded_rows(structure, settings, len(part) * self.n_seeds)
                 calls.append(Call(structure, settings, part, n_rows))
-                self._compiled(calls[-1])  # queue its compile now, in run order
+                self._compiled(calls[-1], trials[part[0]])  # queue its compile now, in run order
         return calls
 
     # --- compiled pieces ------------------------------------------------------------------------
@@ -344,27 +323,31 @@ class Engine:
             self._unit_values[shape] = jax.device_put(units, self.replicated)
         return self._unit_values[shape]
 
-    def _compiled(self, call: Call) -> Future:
+    def _compiled(self, call: Call, template: TrialSpec | None = None) -> Future:
+        """The call's executables (queued to compile on first sight; ``template``: a trial of
+        it, whose row gives the shapes of ``Hparams``)."""
         key = (call.structure, call.settings, call.n_rows)
         if key not in self._executables:
             self._units_for(call.structure)
+            row = row_hparams(template, call.structure, self.draws, 0)
             self._executables[key] = self._pool.submit(
-                self.compile_clock.timed(lambda: self._compile(call))
+                self.compile_clock.timed(lambda: self._compile(call, row))
             )
             self.stats.executables += 1
         return self._executables[key]
 
-    def _compile(self, call: Call):
+    def _compile(self, call: Call, row: Hparams):
         s = call.structure
         init_fn, chunk_fn = make_train(s, call.settings)
         shape = shape_of(s)
         units = jax.eval_shape(self._sampler(shape).raw, self.key, self.n_seeds)
         units = jax.tree.map(lambda a: self._abstract(a, self.replicated), units)
-        hp = Hparams(
-            **{
-                k: self._abstract(v, self.rows_sharding)
-                for k, v in row_hparams_shapes(call.n_rows).items()
-            }
+        hp = jax.tree.map(
+            lambda a: self._abstract(
+                jax.ShapeDtypeStruct((call.n_rows, *np.shape(a)), np.asarray(a).dtype),
+                self.rows_sharding,
+            ),
+            row,
         )
         init_c = init_fn.lower(hp, units, self.data).compile()
         state = jax.tree.map(
@@ -383,7 +366,7 @@ class Engine:
 
     def run(
         self,
-        trials: Sequence[dict[str, Any]],
+        trials: Sequence[TrialSpec],
         on_chunk: Callable[[list[int], int, list[float]], set[int]] | None = None,
         on_result: Callable[[int, TrialResult], None] | None = None,
     ) -> list[TrialResult]:
@@ -409,12 +392,7 @@ class Engine:
             row_hparams(t, structure, self.draws, s) for t in trials for s in range(self.n_seeds)
         ]
         rows += [rows[0]] * (n_rows - n_real)
-        hp = Hparams(
-            **{
-                k: jax.device_put(np.stack([r[k] for r in rows]), self.rows_sharding)
-                for k in rows[0]
-            }
-        )
+        hp = stack_rows(rows, self.rows_sharding)
         active = np.arange(n_rows) < n_real
 
         t_wait = time.perf_counter()

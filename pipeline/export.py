@@ -41,24 +41,15 @@ from pipeline.initializers import (
 )
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for key, value in flat.items():
-        section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = value
-    return out
-
-
 def best_document(
     study, top_k: int, run_ids: dict[int, str | None], parent_run_id: str | None, storage: str
 ) -> dict:
     """The YAML document of a study's top ``top_k`` trials."""
-    from pipeline.study import ranked_trials, trial_config, trial_metrics
+    from pipeline.study import ranked_trials, trial_metrics, trial_spec
 
     configs = []
     for rank, trial in enumerate(ranked_trials(study)[:top_k]):
-        flat = trial_config(study, trial)
-        nested = _nest({k: v for k, v in flat.items() if k.split(".")[0] in RUN_SECTIONS})
+        nested = trial_spec(study, trial).nested()
         init = nested["init"]
         init["gain_value"] = resolve_gain(
             init["weights"],

@@ -16,8 +16,8 @@ from pathlib import Path
 import optuna
 
 from pipeline import plots, theory
-from pipeline.report import COLUMNS, family_verdicts
-from pipeline.study import ranked_trials, trial_config
+from pipeline.report import COLUMNS, family_verdicts, reached
+from pipeline.study import ranked_trials, trial_spec
 
 CAPTIONS = {
     "loss_curves_by_init.png": "Training loss of every trial, one panel per initializer; the "
@@ -58,21 +58,21 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _best_rows(study: optuna.Study, top_k: int, steps: int) -> list[list]:
+def _best_rows(study: optuna.Study, top_k: int) -> list[list]:
     rows = []
     for rank, trial in enumerate(ranked_trials(study)[:top_k]):
         m = trial.user_attrs.get("metrics", {})
-        config = trial_config(study, trial)
-        pred = theory.trial_prediction(config) if config.get("init.weights") else {}
-        hit = m.get("steps_to_target", steps + 1)
+        spec = trial_spec(study, trial)
+        pred = theory.trial_prediction(spec)
+        hit = reached(m, spec.train.steps)
         rows.append(
             [
                 rank,
                 trial.number,
-                f"{hit:.0f}" if hit <= steps else "never",
+                f"{hit:.0f}" if hit < math.inf else "never",
                 m.get("explosion_count", math.nan),
                 m.get("final_val_accuracy", math.nan),
-                *(config.get(k, "") for k in COLUMNS),
+                *(spec[k] for k in COLUMNS),
                 pred.get("theory.chi1", math.nan),
                 pred.get("theory.max_trainable_depth", math.nan),
                 m.get("diag.init.backprop_ratio", math.nan),
@@ -84,16 +84,17 @@ def _best_rows(study: optuna.Study, top_k: int, steps: int) -> list[list]:
 def write_report(study: optuna.Study, out_dir: Path, top_k: int = 10) -> Path:
     """Draw the figures and write ``out_dir/report.html``; returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = study.user_attrs.get("config", {})
-    steps = int(base.get("train.steps", 300))
+    specs = [trial_spec(study, t) for t in ranked_trials(study)]
+    targets = sorted({(s.train.target_loss, s.train.steps) for s in specs})
+    goal = " or ".join(f"{loss:g} within {steps} steps" for loss, steps in targets) or "?"
     states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     figures = plots.sweep_plots(study, out_dir)
     parts = [
         f"<h1>Initialization study <code>{html.escape(study.study_name)}</code></h1>",
         f"<p>{sum(states.values())} trials ("
         + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
-        + f"); objective: steps to reach training loss {base.get('train.target_loss', '?')} "
-        f"within {steps} steps (lower is faster). Written {datetime.now():%Y-%m-%d %H:%M}.</p>",
+        + f"); objective: steps to reach training loss {goal} (lower is faster). "
+        f"Written {datetime.now():%Y-%m-%d %H:%M}.</p>",
         "<h2>Best configurations</h2>",
         _table(
             [
@@ -107,10 +108,10 @@ def write_report(study: optuna.Study, out_dir: Path, top_k: int = 10) -> Path:
                 "theory 6 xi_c",
                 "measured dL/dh first/last",
             ],
-            _best_rows(study, top_k, steps),
+            _best_rows(study, top_k),
         ),
         "<h2>Verdict per initializer family</h2>",
-        "<pre>" + html.escape("\n".join(family_verdicts(study, steps))) + "</pre>",
+        "<pre>" + html.escape("\n".join(family_verdicts(study))) + "</pre>",
         "<h2>Figures</h2>",
     ]
     for path in figures:

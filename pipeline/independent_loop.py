@@ -24,7 +24,7 @@ from pipeline.initializers import make_bias_initializer, make_initializer, resol
 from pipeline.space import suggest
 
 
-def make_objective(cfg, space: dict, results: list):
+def make_objective(cfg, space, results: list):
     ds, x_batches, y_batches = baseline.sliced_batches(cfg)
     steps = cfg.train.steps
 

@@ -20,22 +20,23 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
 from pipeline import theory  # noqa: E402
-from pipeline.study import trial_config  # noqa: E402
+from pipeline.config import TrialSpec  # noqa: E402
+from pipeline.study import trial_spec  # noqa: E402
 
 NEVER = "never reached"
 
 
 class Row(NamedTuple):
-    """One finished trial: its full flat config, its metrics, its stored curves."""
+    """One finished trial: its stored spec, its metrics, its stored curves."""
 
-    config: dict
+    config: TrialSpec
     metrics: dict
     trace: dict
 
 
 def study_rows(study: optuna.Study) -> list[Row]:
     return [
-        Row(trial_config(study, t), t.user_attrs["metrics"], t.user_attrs.get("trace", {}))
+        Row(trial_spec(study, t), t.user_attrs["metrics"], t.user_attrs.get("trace", {}))
         for t in study.get_trials(deepcopy=False)
         if t.state.is_finished() and "metrics" in t.user_attrs
     ]
@@ -114,7 +115,7 @@ def depth_gain_heatmaps(rows: list[Row], title: str, path: Path) -> Path | None:
     acts = sorted({r.config["model.activation"] for r, _, _ in points})
     if not acts:
         return None
-    steps = int(rows[0].config["train.steps"])
+    steps = max(r.config.train.steps for r in rows)
     fig, axes = _grid(len(acts), 4.6, 3.6)
     for ax, act in zip(axes, acts):
         mine = [(r, sw2, sb2) for r, sw2, sb2 in points if r.config["model.activation"] == act]
@@ -236,7 +237,7 @@ def depth_curves(rows: list[Row], title: str, path: Path) -> Path | None:
         return None
     acts = sorted({r.config["model.activation"] for r in rows})
     colors = _colors(r.config["init.weights"] for r in rows)
-    steps = int(rows[0].config["train.steps"])
+    steps = max(r.config.train.steps for r in rows)
     fig, axes = _grid(len(acts), sharey=True)
     for ax, act in zip(axes, acts):
         for name, color in colors.items():
@@ -268,7 +269,7 @@ def explosions_vs_gain(rows: list[Row], title: str, path: Path) -> Path | None:
         return None
     colors = _colors(r.config["model.activation"] for r in rows)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    steps = int(rows[0].config["train.steps"])
+    steps = max(r.config.train.steps for r in rows)
     for act, color in colors.items():
         mine = [r for r in rows if r.config["model.activation"] == act]
         g = [r.config["init.gain"] for r in mine]

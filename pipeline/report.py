@@ -8,7 +8,7 @@ import statistics
 import optuna
 from rich.table import Table
 
-from pipeline.study import ranked_trials, trial_config, trial_metrics
+from pipeline.study import ranked_trials, trial_metrics, trial_spec
 
 COLUMNS = {
     "model.activation": "activation",
@@ -24,21 +24,28 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def best_table(study: optuna.Study, top_k: int, steps: int) -> Table:
+def reached(metrics: dict, steps: int) -> float:
+    """A trial's steps to target, or ``inf`` when it never got there in its ``steps``."""
+    hit = metrics.get("steps_to_target", math.inf)
+    return hit if hit <= steps else math.inf
+
+
+def best_table(study: optuna.Study, top_k: int) -> Table:
+    """The top trials; "never" for a trial that missed the target in its own spec's steps."""
     table = Table(title=f"study {study.study_name}: top {top_k} of {len(study.trials)} trials")
     for name in ("rank", "trial", "steps to target", "explosions", "val acc", *COLUMNS.values()):
         table.add_column(name, justify="left" if name in ("activation", "init") else "right")
     for rank, trial in enumerate(ranked_trials(study)[:top_k]):
         m = trial_metrics(trial)
-        config = trial_config(study, trial)
-        reached = m.get("steps_to_target", steps + 1) <= steps
+        spec = trial_spec(study, trial)
+        hit = reached(m, spec.train.steps)
         table.add_row(
             str(rank),
             str(trial.number),
-            _fmt(m.get("steps_to_target")) if reached else "never",
+            _fmt(m.get("steps_to_target")) if hit < math.inf else "never",
             _fmt(m.get("explosion_count")),
             _fmt(m.get("final_val_accuracy")),
-            *(_fmt(config.get(k, "")) for k in COLUMNS),
+            *(_fmt(spec[k]) for k in COLUMNS),
         )
     return table
 
@@ -68,31 +75,33 @@ def family(weights: str) -> str:
     return FAMILY_NAMES.get(weights, weights)
 
 
-def family_verdicts(study: optuna.Study, steps: int) -> list[str]:
+def family_verdicts(study: optuna.Study) -> list[str]:
     """One line per initializer family over the study's completed trials, fastest first:
     trials, median steps to target (the upper median: "never" when half or more missed it),
-    share that reached the target, share with at least one exploding step."""
-    groups: dict[str, list[dict]] = {}
+    share that reached the target (each in its own spec's steps), share with at least one
+    exploding step."""
+    groups: dict[str, list[tuple[dict, float]]] = {}
     members: dict[str, set[str]] = {}
     for trial in ranked_trials(study):
-        weights = trial_config(study, trial).get("init.weights", "?")
-        groups.setdefault(family(weights), []).append(trial_metrics(trial))
+        spec, m = trial_spec(study, trial), trial_metrics(trial)
+        weights = spec.init.weights
+        groups.setdefault(family(weights), []).append((m, reached(m, spec.train.steps)))
         members.setdefault(family(weights), set()).add(weights)
     rows = []
-    for name, metrics in groups.items():
-        hits = [m.get("steps_to_target", steps + 1) for m in metrics]
+    for name, pairs in groups.items():
+        metrics, hits = [m for m, _ in pairs], [h for _, h in pairs]
         median = statistics.median_high(hits)  # a real trial's value, never half "never"
-        reached = sum(h <= steps for h in hits) / len(hits)
+        share = sum(h < math.inf for h in hits) / len(hits)
         exploded = sum(m.get("explosion_count", 0) > 0 for m in metrics) / len(metrics)
         # Ties (all "never") go to the family that got closer to the target: the objective.
         progress = statistics.median(m.get("objective", math.inf) for m in metrics)
-        rows.append((median, progress, exploded, name, len(metrics), reached))
+        rows.append((median, progress, exploded, name, len(metrics), share))
     lines = []
-    for median, _, exploded, name, n, reached in sorted(rows):
-        shown = f"{median:.0f}" if median <= steps else "never"
+    for median, _, exploded, name, n, share in sorted(rows):
+        shown = f"{median:.0f}" if median < math.inf else "never"
         lines.append(
             f"{name:<10} {n:>4} trials: median steps to target {shown:>5}, "
-            f"{reached:4.0%} reached target, {exploded:4.0%} exploded "
+            f"{share:4.0%} reached target, {exploded:4.0%} exploded "
             f"({', '.join(sorted(members[name]))})"
         )
     return lines

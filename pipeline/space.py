@@ -10,9 +10,12 @@ from typing import Any
 
 import optuna
 
+from pipeline.config.space import Space
 
-def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
-    """Sample every entry of a flattened space; scalars are fixed values, not parameters."""
+
+def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
+    """Sample every entry of the space; scalars are fixed values (in the trial's spec, not
+    Optuna parameters)."""
     values: dict[str, Any] = {}
     for key, spec in space.items():
         if isinstance(spec, list):
@@ -32,11 +35,6 @@ def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def grid(space: dict[str, Any]) -> dict[str, list]:
-    """The search space of ``optuna.samplers.GridSampler`` (lists only; validated before)."""
-    return {k: v for k, v in space.items() if isinstance(v, list)}
-
-
 class AskTellGridSampler(optuna.samplers.GridSampler):
     """GridSampler for ask-and-tell loops: Optuna's calls ``study.stop()`` once the grid is
     exhausted, which only works inside ``study.optimize``; here ``study.n_trials`` ends it."""
@@ -45,7 +43,7 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         pass
 
 
-def make_sampler(name: str, seed: int, space: dict[str, Any]) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, space: Space) -> optuna.samplers.BaseSampler:
     """The sampler ``study.sampler`` names, seeded by ``study.seed``."""
     if name == "tpe":
         # constant_liar keeps the trials of one batch apart while they are all still running.
@@ -53,7 +51,7 @@ def make_sampler(name: str, seed: int, space: dict[str, Any]) -> optuna.samplers
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return AskTellGridSampler(grid(space), seed=seed)
+        return AskTellGridSampler(space.lists(), seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 
-from pipeline.config import redacted
+from pipeline.config import RUN_KEYS, SPEC_ATTR, TrialSpec, redacted
 from pipeline.metrics import SUMMARY_KEYS
 
 
@@ -78,10 +78,17 @@ def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(done, key=lambda t: (t.number not in front, *t.values))
 
 
-def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
-    """A trial's full flat config: the study's base config (stored when it was created) with
-    the values Optuna sampled; keys the space fixed are not trial params, so both are needed."""
-    return {**study.user_attrs.get("config", {}), **trial.params}
+def trial_spec(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrialSpec:
+    """The spec a trial trained with, as the sweep stored it (``spec`` user attribute).
+
+    A study written before specs were stored (December 2026) has only its base config and the
+    sampled params; that rebuild misses values its space fixed, and its keys' defaults stand in
+    for keys it did not store."""
+    stored = trial.user_attrs.get(SPEC_ATTR)
+    if stored is not None:
+        return TrialSpec.from_flat(stored)
+    legacy = {**study.user_attrs.get("config", {}), **trial.params}
+    return TrialSpec.from_flat({k: v for k, v in legacy.items() if k in RUN_KEYS}, True)
 
 
 def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:

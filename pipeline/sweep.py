@@ -37,14 +37,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline import lease as leases
 from pipeline import space as search_space
 from pipeline import study as studies
-from pipeline.config import RUN_SECTIONS, flatten_space, possible_values, redacted, to_flat_dict
+from pipeline.config import RUN_SECTIONS, SPEC_ATTR, Space, TrialSpec, redacted, to_flat_dict
 from pipeline.data import load_dataset
 from pipeline.engine import Engine, check_fits
 from pipeline.metrics import TrialResult, compact_trace
 from pipeline.timing import Stopwatch
 from pipeline.tracking import Tracker, check_reachable, default_uri, run_name
 
-TRIAL_SECTIONS = ("model", "init", "train")
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 LIVE = (*DONE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
 
@@ -97,7 +96,7 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def open_study(cfg, space: dict, worker: int | None = None) -> optuna.Study:
+def open_study(cfg, space: Space, worker: int | None = None) -> optuna.Study:
     """Create the study, or load it to continue up to ``study.n_trials``.
 
     A fresh study's sampler is seeded with ``study.seed``. A resumed one's is seeded from
@@ -126,8 +125,8 @@ def open_study(cfg, space: dict, worker: int | None = None) -> optuna.Study:
             entropy += [worker + 1, zlib.crc32(socket.gethostname().encode())]
         seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
         study.sampler = search_space.make_sampler(cfg.study.sampler, seed, space)
-    # The base config, so `make best` can rebuild each trial's full configuration.
-    study.set_user_attr("config", to_flat_dict(cfg, RUN_SECTIONS))
+    # Nothing of the config is stored on the study: each trial stores its own spec, so a resumed
+    # study with other settings never rewrites what earlier trials were.
     return study
 
 
@@ -166,8 +165,8 @@ def recover(cfg, study: optuna.Study, tracker: Tracker | None, me: str = "") -> 
     def dead(worker: str) -> bool:
         return worker != me and not leases.worker_alive(worker, expiries, now)
 
-    base = to_flat_dict(cfg, TRIAL_SECTIONS)
-    tracker.reconcile(study.get_trials(deepcopy=False, states=DONE), dead, base)
+    trials = study.get_trials(deepcopy=False, states=DONE)
+    tracker.reconcile(trials, dead, lambda t: studies.trial_spec(study, t).flat())
 
 
 class Sweep:
@@ -182,7 +181,7 @@ class Sweep:
         worker: int | None = None,
     ):
         self.cfg = cfg
-        self.space = flatten_space(cfg.space)
+        self.space = Space.parse(cfg.space)
         # Refuse a space that cannot fit in memory before anything is written.
         check_fits(cfg, self.space)
         if cfg.tracking.enabled:  # a server that does not answer: one line, nothing written
@@ -193,8 +192,9 @@ class Sweep:
         self.tracker = open_tracker(cfg, experiment, self.lease.worker, parent_run)
         if worker is None:  # `sweep --workers N` recovers once, before it starts the workers
             recover(cfg, self.study, self.tracker, self.lease.worker)
-        self.engine = Engine(cfg, load_dataset(cfg.data), possible_values(cfg, "init.weights"))
-        self.base = to_flat_dict(cfg, TRIAL_SECTIONS)
+        self.engine = Engine(cfg, load_dataset(cfg.data), self.space)
+        # What every trial shares; each trial's spec adds the values the space fixes or samples.
+        self.base = to_flat_dict(cfg, RUN_SECTIONS)
         self.multi = len(cfg.study.objectives) > 1
         # Intermediate values go to Optuna only when a pruner reads them (Optuna prunes
         # single-objective studies only): each report is a storage write, six per trial at the
@@ -214,7 +214,7 @@ class Sweep:
         self.best = float("inf")
         self.best_name = ""  # run name of the best trial so far, e.g. he_normal·relu·d16·g1.41
         self.batch: list[optuna.trial.Trial] = []
-        self.configs: list[dict] = []
+        self.specs: list[TrialSpec] = []
         self.untold: set[int] = set()
         self.stop_requested = False
         self.phases = {"setup": time.time()}  # stores, study, tracker, data and engine ready
@@ -345,9 +345,12 @@ class Sweep:
             self.lease.hold(trial)
         self.batch = self._keep_first(self.batch)
         self.untold = {t.number for t in self.batch}
-        self.configs = [{**self.base, **search_space.suggest(t, self.space)} for t in self.batch]
+        self.specs = [
+            TrialSpec.from_flat({**self.base, **search_space.suggest(t, self.space)})
+            for t in self.batch
+        ]
         self.optuna_s += time.perf_counter() - t0
-        self.engine.run(self.configs, on_chunk=self._on_chunk, on_result=self._on_result)
+        self.engine.run(self.specs, on_chunk=self._on_chunk, on_result=self._on_result)
 
     def _on_chunk(self, ids: list[int], step: int, values: list[float]) -> set[int]:
         """Report intermediate objectives; return the trials the pruner stops."""
@@ -376,19 +379,19 @@ class Sweep:
             self.optuna_s += time.perf_counter() - t0
 
     def _on_result(self, i: int, result: TrialResult) -> None:
-        trial, config = self.batch[i], self.configs[i]
+        trial, spec = self.batch[i], self.specs[i]
         if result.diagnostics:
             # Here, not on the logging thread: theory's quadrature runs on XLA too, and no JAX
             # call may run beside training (or after a stalled call, behind it).
             from pipeline.theory import trial_prediction
 
-            result.theory = trial_prediction(config)
-        self.recording.append(self.recorder.submit(self._record, trial, config, result))
+            result.theory = trial_prediction(spec)
+        self.recording.append(self.recorder.submit(self._record, trial, spec, result))
         self.trained += 1
         self.exploded += result.metrics["explosion_count"] > 0
         if result.metrics["steps_to_target"] < self.best:
             self.best = result.metrics["steps_to_target"]
-            self.best_name = run_name(config)
+            self.best_name = run_name(spec)
         elapsed = time.perf_counter() - self.t_start
         self.progress.update(
             self.task,
@@ -400,10 +403,13 @@ class Sweep:
             else "-",
         )
 
-    def _record(self, trial: optuna.trial.Trial, config: dict, result: TrialResult) -> None:
-        """On the recorder thread: store the result in the study, tell it, queue its child run."""
+    def _record(self, trial: optuna.trial.Trial, spec: TrialSpec, result: TrialResult) -> None:
+        """On the recorder thread: store the trial's spec and result in the study, tell it,
+        queue its child run."""
         try:
             with self.record_clock.timing():
+                config = spec.flat()
+                trial.set_user_attr(SPEC_ATTR, config)
                 trial.set_user_attr("metrics", result.metrics)
                 trial.set_user_attr(
                     "trace", compact_trace(result, self.cfg.metrics.curve_every_steps)

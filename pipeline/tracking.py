@@ -388,10 +388,12 @@ class Tracker:
             if not token:
                 return out
 
-    def reconcile(self, trials: list, dead: Callable[[str], bool], base: dict[str, Any]) -> int:
+    def reconcile(
+        self, trials: list, dead: Callable[[str], bool], spec_of: Callable[[Any], dict]
+    ) -> int:
         """Runs of dead workers left RUNNING end KILLED; a finished trial whose worker died before
-        its child run was logged gets one now (summary metrics, no curves, tag recovered=true).
-        Returns how many child runs were logged."""
+        its child run was logged gets one now (its stored spec as params, summary metrics, no
+        curves, tag recovered=true). Returns how many child runs were logged."""
         runs = self.runs()
         for r in runs:
             if r.info.status == "RUNNING" and dead(r.data.tags.get("worker", "")):
@@ -410,7 +412,7 @@ class Tracker:
             and dead(t.user_attrs.get("lease.worker", ""))
         ]
         for t in missing:
-            config = {**base, **t.params}
+            config = spec_of(t)
             self._log_recovered(t.number, config, t.user_attrs["metrics"], t.state.name)
         return len(missing)
 

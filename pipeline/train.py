@@ -32,13 +32,14 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 class Settings(NamedTuple):
     """Static per executable: changing any of these compiles a new one."""
 
-    optimizer: str = "sgd"
-    batch_size: int = 128
-    chunk_steps: int = 50
-    smoothing: float = 0.9  # EMA factor of the training loss that steps_to_target watches
-    target_loss: float = 0.5
-    explode_threshold: float = 1e3
-    vanish_threshold: float = 1e-6
+    # No defaults: every value comes from the trial's config (pipeline.config.schema).
+    optimizer: str
+    batch_size: int
+    chunk_steps: int
+    smoothing: float  # EMA factor of the training loss that steps_to_target watches
+    target_loss: float
+    explode_threshold: float
+    vanish_threshold: float
     unroll: int = 1
     dropout: bool = False  # some row of the call uses dropout: compile the random masks
     weight_decay: bool = False  # some row uses weight decay: compile the decay
@@ -53,15 +54,13 @@ class Hparams(NamedTuple):
     scale: jax.Array  # f32[3]: weight scale of the input, hidden and output layers
     bias_mean: jax.Array
     bias_std: jax.Array
-    learning_rate: jax.Array
-    momentum: jax.Array
     clip_norm: jax.Array  # inf = no clipping
-    weight_decay: jax.Array
-    dropout: jax.Array  # rate, used when Settings.dropout
     lsuv: jax.Array  # bool: LSUV-rescale this row's initial weights (Settings.lsuv)
-    slope: jax.Array  # leaky ReLU negative slope
     depth: jax.Array  # int32 hidden layers, <= structure.n_hidden
     seed: jax.Array  # int32 seed index: picks the init key and the mini-batch order
+    # The config keys the schema marks ``row=True``, as they are (float32), by dotted key:
+    # model.negative_slope, model.dropout, train.learning_rate, train.momentum, ...
+    values: dict[str, jax.Array]
 
 
 class Data(NamedTuple):
@@ -98,17 +97,17 @@ def make_optimizer(kind: str, hp: Hparams, decay: bool = True) -> optax.Gradient
     """Optax chain, traced numbers: clipping by global norm (inf = off), L2 weight decay added
     to the gradient (0 = off; for Adam this is L2 regularization, not AdamW), the optimizer."""
     if kind == "sgd":
-        opt = optax.sgd(hp.learning_rate)
+        opt = optax.sgd(hp.values["train.learning_rate"])
     elif kind == "momentum":
-        opt = optax.sgd(hp.learning_rate, momentum=hp.momentum)
+        opt = optax.sgd(hp.values["train.learning_rate"], momentum=hp.values["train.momentum"])
     elif kind == "adam":
-        opt = optax.adam(hp.learning_rate)
+        opt = optax.adam(hp.values["train.learning_rate"])
     else:
         raise ValueError(f"unknown optimizer {kind!r}; allowed: {', '.join(OPTIMIZERS)}")
     clip = optax.clip_by_global_norm(hp.clip_norm)
     if not decay:  # no row of the call decays: skip a pass over every parameter per step
         return optax.chain(clip, opt)
-    return optax.chain(clip, optax.add_decayed_weights(hp.weight_decay), opt)
+    return optax.chain(clip, optax.add_decayed_weights(hp.values["train.weight_decay"]), opt)
 
 
 class Shape(NamedTuple):
@@ -217,11 +216,12 @@ def make_train(structure: Structure, settings: Settings):
 
     def loss_fn(params, hp: Hparams, x, y, key=None):
         """Mean cross-entropy; with a ``key`` (training, Settings.dropout), dropout is on."""
+        slope = hp.values["model.negative_slope"]
         if key is None:
-            logits = model.apply({"params": params}, x, hp.depth, hp.slope)
+            logits = model.apply({"params": params}, x, hp.depth, slope)
         else:
-            rngs = {"dropout": key}
-            logits = model.apply({"params": params}, x, hp.depth, hp.slope, hp.dropout, rngs=rngs)
+            rate, rngs = hp.values["model.dropout"], {"dropout": key}
+            logits = model.apply({"params": params}, x, hp.depth, slope, rate, rngs=rngs)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
     def init_row(hp: Hparams, units: dict, data: Data) -> RowState:
@@ -229,7 +229,8 @@ def make_train(structure: Structure, settings: Settings):
         if settings.lsuv:
             x = data.x_train[data.batches[hp.seed, 0]]  # the row's first mini-batch
             gain = hp.scale[1]  # lsuv is relative=False: its hidden scale is the gain
-            rescaled = lsuv(params, x, hp.depth, hp.slope, structure.activation, gain)
+            slope = hp.values["model.negative_slope"]
+            rescaled = lsuv(params, x, hp.depth, slope, structure.activation, gain)
             params = jax.tree.map(lambda a, b: jnp.where(hp.lsuv, a, b), rescaled, params)
         opt_state = make_optimizer(settings.optimizer, hp, settings.weight_decay).init(params)
         zero = jnp.zeros((), jnp.int32)
@@ -247,7 +248,9 @@ def make_train(structure: Structure, settings: Settings):
         def probe(params) -> Probe | None:
             if not settings.diagnostics:
                 return None
-            return measure(model, params, x_probe, y_probe, hp.depth, hp.slope)
+            return measure(
+                model, params, x_probe, y_probe, hp.depth, hp.values["model.negative_slope"]
+            )
 
         def train_step(state: RowState, _):
             idx = data.batches[hp.seed, state.step]

@@ -43,12 +43,13 @@ def cores_per_worker(cfg, n: int) -> int:
 def launch(cfg, experiment: str | None, overrides: list[str], n: int, console: Console) -> int:
     """Run ``n`` workers to the end; 0 when all finished, 130 when interrupted, else 1."""
     from pipeline import lease
-    from pipeline.config import flatten_space
+    from pipeline.config import Space
     from pipeline.engine import check_fits
     from pipeline.sweep import _log_sweep_artifacts, open_study, open_tracker, recover
 
-    check_fits(cfg, flatten_space(cfg.space))
-    study = open_study(cfg, flatten_space(cfg.space))
+    space = Space.parse(cfg.space)
+    check_fits(cfg, space)
+    study = open_study(cfg, space)
     Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
     held = lease.Lease(study, cfg.study.lease_s).start()  # keeps the parent run from looking dead
     tracker = open_tracker(cfg, experiment, held.worker)

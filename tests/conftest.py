@@ -26,14 +26,14 @@ TINY = [
 
 def train_trials(cfg, *variants: dict, weights=None):
     """Train one trial per variant (dotted overrides of cfg) in one engine call."""
-    from pipeline.config import to_flat_dict
+    from pipeline.config import Space, TrialSpec
     from pipeline.data import load_dataset
     from pipeline.engine import Engine
-    from pipeline.sweep import TRIAL_SECTIONS
 
-    base = to_flat_dict(cfg, TRIAL_SECTIONS)
-    trials = [{**base, **v} for v in variants]
-    engine = Engine(cfg, load_dataset(cfg.data), weights or [t["init.weights"] for t in trials])
+    base = TrialSpec.of_config(cfg)
+    trials = [base.with_values(v) for v in variants]
+    weights = weights or [t["init.weights"] for t in trials]
+    engine = Engine(cfg, load_dataset(cfg.data), Space.parse({"init.weights": list(weights)}))
     return engine.run(trials), engine
 
 

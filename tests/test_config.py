@@ -1,12 +1,12 @@
 import pytest
 from conftest import run_cli
 
-from pipeline.config import ConfigError, flatten_space, load_config
+from pipeline.config import ConfigError, Space, load_config
 
 
 def test_defaults_load_and_cover_the_space():
     cfg = load_config()
-    space = flatten_space(cfg.space)
+    space = Space.parse(cfg.space).entries
     assert len(space["model.activation"]) == 9
     assert {"he_normal", "glorot_normal", "lecun_normal", "orthogonal", "zeros"} <= set(
         space["init.weights"]
@@ -45,7 +45,7 @@ def test_bad_input_names_the_problem(overrides, message):
 def test_overrides_experiments_and_space_replacement():
     cfg = load_config(["model.depth=30", "init.gain=auto", "space.model.depth=[2, 3]"], "quick")
     assert cfg.model.depth == 30 and cfg.init.gain == "auto"
-    space = flatten_space(cfg.space)
+    space = Space.parse(cfg.space).entries
     assert space["model.depth"] == [2, 3]
     # The preset's space replaced the default one whole: its activations, not all nine.
     assert space["model.activation"] == ["relu", "tanh"]
@@ -55,11 +55,11 @@ def test_overrides_experiments_and_space_replacement():
 
 def test_space_override_replaces_a_range_with_a_list():
     cfg = load_config(["study.sampler=grid", "space.init.gain=[0.5, 1.0]"])
-    assert flatten_space(cfg.space)["init.gain"] == [0.5, 1.0]
+    assert Space.parse(cfg.space).entries["init.gain"] == [0.5, 1.0]
 
 
 def test_bad_yaml_file_is_one_line(tmp_path):
-    from pipeline.config import _read_yaml
+    from pipeline.config.load import _read_yaml
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed\n")

@@ -16,6 +16,7 @@ from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
 import pipeline
+from pipeline.config import SPEC_ATTR
 from pipeline.initializers import expected_std
 from pipeline.study import make_storage
 from pipeline.sweep import wait_for_figures
@@ -63,22 +64,22 @@ def test_sweep_fills_optuna_and_mlflow(swept):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 2 and len(children) == 9
     assert {r.data.tags["trial_number"] for r in children} == {str(i) for i in range(9)}
+    by_number = {t.number: t for t in study.trials}
     for r in children:
+        trial = by_number[int(r.data.tags["trial_number"])]
+        stored = trial.user_attrs["metrics"]
+        # The values the study stored, not only their names (NaN and Inf are left out).
         for metric in (
             "steps_to_target",
             "explosion_count",
             "vanishing_count",
             "final_val_accuracy",
+            "final_train_loss",
         ):
-            assert metric in r.data.metrics
-        for param in (
-            "model.depth",
-            "model.activation",
-            "init.weights",
-            "init.gain",
-            "train.learning_rate",
-        ):
-            assert param in r.data.params
+            assert r.data.metrics[metric] == pytest.approx(stored[metric], rel=1e-6), metric
+        # Its params are the trial's whole spec, every key.
+        spec = trial.user_attrs[SPEC_ATTR]
+        assert r.data.params == {k: str(v) for k, v in spec.items()}
         assert r.info.status == "FINISHED"
         # Theory's prediction beside what was measured, and the in-call diagnostics.
         for metric in ("theory.chi1", "theory.xi_c", "diag.init.dead_fraction"):
@@ -130,11 +131,24 @@ def test_best_writes_a_loadable_config(swept):
     top = doc["configs"][0]
     assert top["provenance"]["study"] == "e2e" and top["provenance"]["mlflow_run_id"]
     assert {"steps_to_target", "explosion_count"} <= set(top["measured"])
-    steps = [c["measured"]["steps_to_target"] for c in doc["configs"]]
-    assert (
-        steps == sorted(steps)
-        or doc["configs"][0]["measured"]["objective"] <= doc["configs"][1]["measured"]["objective"]
+    # The ranking is the stored objectives' (lower first; ties in trial order), each entry's
+    # measured numbers are its trial's, and its config is the trial's stored spec.
+    study = optuna.load_study(
+        study_name="e2e", storage=make_storage(str(tmp / "runs" / "optuna.journal"))
     )
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    want = sorted(complete, key=lambda t: (t.value, t.number))[:3]
+    assert [c["provenance"]["trial"] for c in doc["configs"]] == [t.number for t in want]
+    for entry, trial in zip(doc["configs"], want, strict=True):
+        assert entry["measured"]["objective"] == trial.value
+        assert (
+            entry["measured"]["steps_to_target"] == trial.user_attrs["metrics"]["steps_to_target"]
+        )
+        assert entry["model"] == {
+            k.split(".")[1]: v
+            for k, v in trial.user_attrs[SPEC_ATTR].items()
+            if k.startswith("model.")
+        }
 
     init = pipeline.load_initializer(tmp / "best.yaml", rank=0)
     w = np.asarray(init(jax.random.key(0), (512, 512), np.float32))

@@ -21,7 +21,7 @@ import yaml
 from conftest import TINY, run_cli
 
 from pipeline import export
-from pipeline.config import load_config
+from pipeline.config import SPEC_ATTR, TrialSpec, load_config
 from pipeline.initializers import (
     BIAS_INITS,
     INITIALIZERS,
@@ -31,7 +31,7 @@ from pipeline.initializers import (
     weight_scale,
 )
 from pipeline.report import family, family_verdicts
-from pipeline.study import make_storage
+from pipeline.study import make_storage, trial_spec
 from pipeline.tracking import run_name
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -386,7 +386,7 @@ def test_progress_shows_the_best_so_far_with_its_config(tiny_study):
     steps, name = re.findall(r"best (\d+) steps (\S+)", out.stderr)[-1]
     assert int(steps) == best
     names = {
-        run_name({**study.user_attrs["config"], **t.params})
+        run_name(trial_spec(study, t))
         for t in study.trials
         if t.user_attrs["metrics"]["steps_to_target"] == best
     }
@@ -407,12 +407,13 @@ def planted_study(rows: list[tuple[str, float, float]], steps: int = 100) -> opt
     for weights, hit, explosions in rows:
         objective = hit if hit <= steps else steps + 50
         metrics = {"steps_to_target": hit, "explosion_count": explosions, "objective": objective}
+        spec = TrialSpec.from_flat({"init.weights": weights, "train.steps": steps}, True)
         study.add_trial(
             optuna.trial.create_trial(
                 params={"init.weights": weights},
                 distributions={"init.weights": dist},
                 value=objective,
-                user_attrs={"metrics": metrics},
+                user_attrs={"metrics": metrics, SPEC_ATTR: spec.flat()},
             )
         )
     return study
@@ -432,7 +433,7 @@ def test_verdict_lines_on_a_planted_study():
             ("xavier_uniform", 101, 0),
         ]
     )
-    lines = family_verdicts(study, steps=100)
+    lines = family_verdicts(study)  # "never": beyond each trial's own 100 steps
     parsed = [VERDICT.match("  " + line).groups() for line in lines]
     assert parsed == [
         ("he", "3", "20", "100", "0", "he_normal, he_uniform, kaiming_normal"),

@@ -20,7 +20,8 @@ from conftest import TINY
 from mlflow.tracking import MlflowClient
 
 from pipeline import lease
-from pipeline.study import make_storage
+from pipeline.config import SPEC_ATTR, TrialSpec
+from pipeline.study import make_storage, trial_spec
 from pipeline.tracking import Tracker, default_uri
 
 S = optuna.trial.TrialState
@@ -116,11 +117,14 @@ def test_reconcile_kills_orphan_runs_and_logs_missing_children(tmp_path):
     study = journal_study(tmp_path / "j.journal")
     dead = f"{socket.gethostname()}:{dead_pid()}:abc"
     metrics = {"steps_to_target": 40.0, "objective": 40.0, "diverged": 0.0, "loss": float("nan")}
+    # The space fixed model.depth=16 (not an Optuna param): only the stored spec knows it.
+    base = TrialSpec.from_flat({"model.depth": 16, "model.activation": "relu"}, True)
     for gain in (0.5, 2.0):
         study.enqueue_trial({"init.gain": gain})
         t = study.ask()
         t.suggest_float("init.gain", 0.25, 4.0, log=True)
         t.set_user_attr(lease.WORKER_ATTR, dead)
+        t.set_user_attr(SPEC_ATTR, base.with_values({"init.gain": gain}).flat())
         t.set_user_attr("metrics", metrics)
         study.tell(t, 40.0)
     tracker = Tracker(default_uri(str(tmp_path)), "s", str(tmp_path))
@@ -134,7 +138,11 @@ def test_reconcile_kills_orphan_runs_and_logs_missing_children(tmp_path):
     fresh = Tracker(default_uri(str(tmp_path)), "s", str(tmp_path))
     fresh.worker = "me"
     fresh.start_parent("new sweep", {}, {})
-    logged = fresh.reconcile(study.trials, lambda w: w != "me", config)
+
+    def spec_of(trial):
+        return trial_spec(study, trial).flat()
+
+    logged = fresh.reconcile(study.trials, lambda w: w != "me", spec_of)
     assert logged == 1
     runs = fresh.runs()
     assert fresh.client.get_run(orphan).info.status == "KILLED"
@@ -144,9 +152,12 @@ def test_reconcile_kills_orphan_runs_and_logs_missing_children(tmp_path):
     assert recovered.data.tags["trial_number"] == "1" and recovered.info.status == "FINISHED"
     assert recovered.data.tags["recovered"] == "true"
     assert recovered.data.params["init.gain"] == "2.0"
+    assert recovered.data.params["model.depth"] == "16"  # fixed by the space, kept
+    want = base.with_values({"init.gain": 2.0}).flat()
+    assert recovered.data.params == {k: str(v) for k, v in want.items()}  # the whole spec
     assert recovered.data.metrics["steps_to_target"] == 40.0
     assert "loss" not in recovered.data.metrics  # NaN is left out, not logged
-    assert fresh.reconcile(study.trials, lambda w: w != "me", config) == 0  # idempotent
+    assert fresh.reconcile(study.trials, lambda w: w != "me", spec_of) == 0  # idempotent
     fresh.close()
 
 

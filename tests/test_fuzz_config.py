@@ -39,6 +39,20 @@ FUZZ = settings(
     phases=[Phase.explicit, Phase.generate],
 )
 CASES = {"run": 0, "valid_skipped": 0}
+# Each property test must drive at least this many cases through the error path (7 of them: at
+# least 200 in all), whatever order the tests run in or which of them are selected.
+MIN_ERROR_CASES = 30
+
+
+@pytest.fixture(autouse=True)
+def counts_its_own_cases(request):
+    before = dict(CASES)
+    yield
+    if getattr(request.function, "is_hypothesis_test", False):
+        ran = CASES["run"] - before["run"]
+        skipped = CASES["valid_skipped"] - before["valid_skipped"]
+        print(f"\n{request.node.name}: {ran} bad-input cases checked, {skipped} valid skipped")
+        assert ran >= MIN_ERROR_CASES, f"only {ran} cases reached the error path"
 
 
 def run_main(argv: list[str]) -> tuple[int, str, bool]:
@@ -259,7 +273,7 @@ def test_unreadable_experiment_file(conf_dir, content):
         path.write_bytes(content)
     else:
         path.write_text(content)
-    with mock.patch.object(config, "CONF_DIR", conf_dir):
+    with mock.patch.object(config.load, "CONF_DIR", conf_dir):
         if _experiment_is_valid():
             CASES["valid_skipped"] += 1
             assume(False)
@@ -288,12 +302,6 @@ def test_unreadable_train_config_file(tmp_path, content):
         document = yaml.safe_load(path.read_text())
     assume(not (isinstance(document, dict) and document.get("configs")))
     assert_one_error_line(*run_main(["train", "--config", str(path), *SAFE]))
-
-
-def test_fuzz_case_count():
-    """Runs last in this file: the number of cases that exercised the error path."""
-    print(f"\nfuzz: {CASES['run']} bad-input cases checked, {CASES['valid_skipped']} valid skipped")
-    assert CASES["run"] >= 200
 
 
 # --- a few as real subprocesses ---------------------------------------------------------------
@@ -361,7 +369,7 @@ def test_a_trial_too_big_for_memory_names_what_to_change(tmp_path):
     from pipeline.engine import check_fits
 
     cfg = load_config([*SAFE, "model.depth=8", "space.model.width=[16, 64]", "engine.memory_gb=1"])
-    check_fits(cfg, config.flatten_space(cfg.space))
+    check_fits(cfg, config.Space.parse(cfg.space))
 
 
 def test_a_url_that_yaml_reads_as_a_mapping_stays_a_string_and_secret():

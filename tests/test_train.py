@@ -100,7 +100,7 @@ def _trained_params(structure, draw, scale, bias_std, steps=30):
     ds = gaussian(4, 8, 256, 64, 4.0, 0)
     sched = batch_schedule(256, 32, steps, 1, 0)
     data = Data(*(jnp.asarray(a) for a in ds[:4]), jnp.asarray(sched))
-    settings = Settings(batch_size=32, chunk_steps=steps)
+    settings = Settings("sgd", 32, steps, 0.9, 0.7, 1e3, 1e-6)
     init_fn, chunk_fn = make_train(structure, settings)
     draws = ("constant", "normal")
     units = make_unit_draws(Shape(structure.n_hidden, structure.width, 8, 4), draws)(
@@ -112,15 +112,17 @@ def _trained_params(structure, draw, scale, bias_std, steps=30):
         scale=jnp.asarray([[scale] * 3], jnp.float32),
         bias_mean=one(0.0),
         bias_std=one(bias_std),
-        learning_rate=one(0.1),
-        momentum=one(0.0),
         clip_norm=one(jnp.inf),
-        weight_decay=one(0.0),
-        dropout=one(0.0),
         lsuv=one(False, bool),
-        slope=one(0.01),
         depth=one(structure.n_hidden, jnp.int32),
         seed=one(0, jnp.int32),
+        values={
+            "train.learning_rate": one(0.1),
+            "train.momentum": one(0.0),
+            "train.weight_decay": one(0.0),
+            "model.dropout": one(0.0),
+            "model.negative_slope": one(0.01),
+        },
     )
     state = init_fn(hp, units, data)
     state, _ = chunk_fn(state, hp, jnp.ones((1,), bool), data)
@@ -150,8 +152,8 @@ def test_params_have_the_flax_model_layout():
     units = make_unit_draws(Shape(4, 8, 5, 3), ("normal",))(jax.random.key(0), 1)
     from pipeline.train import init_params
 
-    values = (0, [1.0, 1.0, 1.0], 0.0, 0.0, 0.1, 0.0, jnp.inf, 0.0, 0.0, False, 0.0, 4, 0)
-    hp = Hparams(*(jnp.asarray(v) for v in values))
+    values = (0, [1.0, 1.0, 1.0], 0.0, 0.0, jnp.inf, False, 4, 0)
+    hp = Hparams(*(jnp.asarray(v) for v in values), values={})
     ours = init_params(units, hp, 4)
     assert jax.tree.structure(ours) == jax.tree.structure(flax_params)
     assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, flax_params)
@@ -188,20 +190,19 @@ def test_unit_draws_compile_no_custom_call_and_orthogonal_ones_are_orthonormal(k
 
 
 def test_stall_bound_follows_measured_calls(tiny_cfg):
-    from pipeline.config import to_flat_dict
+    from pipeline.config import Space, TrialSpec
     from pipeline.data import load_dataset
     from pipeline.engine import STALL_FIRST_S, STALL_FLOOR_S, Engine
-    from pipeline.sweep import TRIAL_SECTIONS
 
     cfg = tiny_cfg("model.depth=2")
-    engine = Engine(cfg, load_dataset(cfg.data), ["he_normal"])
-    trial = to_flat_dict(cfg, TRIAL_SECTIONS)
+    engine = Engine(cfg, load_dataset(cfg.data), Space())
+    trial = TrialSpec.of_config(cfg)
     [call] = engine.plan([trial])
     assert engine.stall_limit(call) == STALL_FIRST_S  # nothing measured yet
     engine.run([trial])
     assert engine.stall_limit(call) == STALL_FLOOR_S  # a tiny call: the floor
     fixed = tiny_cfg("model.depth=2", "engine.stall_timeout_s=7.5")
-    assert Engine(fixed, load_dataset(fixed.data), ["he_normal"]).stall_limit(call) == 7.5
+    assert Engine(fixed, load_dataset(fixed.data), Space()).stall_limit(call) == 7.5
 
 
 def test_draws_are_only_those_the_space_needs():

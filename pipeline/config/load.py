@@ -1,0 +1,244 @@
+"""Typed configuration: YAML defaults + experiment preset + ``key=value`` overrides, validated.
+
+Every error is a ``ConfigError`` whose message is one line naming the key, the bad value and what
+is allowed; the CLI prints it and exits non-zero before anything is written.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.config.schema import RULES, SEARCHABLE_KEYS, Config, ConfigError
+from pipeline.config.space import Space
+from pipeline.data import sizes as data_sizes
+
+CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
+
+
+def _close(key: str, candidates: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(matches)}?" if matches else ""
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not prefix and not node:
+        return {}
+    if isinstance(node, dict | DictConfig) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _check_keys(layer: dict, origin: str) -> None:
+    """Unknown keys in a preset or override layer fail with their close matches."""
+    for key in _flatten({k: v for k, v in layer.items() if k != "space"}):
+        if key not in RULES:
+            shown = redacted(key)  # a mangled URL override can land in a key
+            raise ConfigError(f"unknown key {shown!r} in {origin}{_close(shown, RULES)}")
+    space = layer.get("space")
+    if space is not None and not isinstance(space, dict | DictConfig):
+        raise ConfigError(
+            f"space={space!r} in {origin} is invalid: expected a mapping of searchable keys to "
+            "lists, {low, high} ranges or fixed values"
+        )
+    for key in Space.parse(space):
+        if key not in SEARCHABLE_KEYS:
+            raise ConfigError(
+                f"space.{key} in {origin}: {key!r} cannot be searched{_close(key, SEARCHABLE_KEYS)}"
+                f" (searchable: {', '.join(SEARCHABLE_KEYS)})"
+            )
+
+
+def redacted(value: Any) -> Any:
+    """``value`` with the password of every ``scheme://user:password@host`` in it replaced by
+    ``***`` (strings, and the values of a dict); what is logged, printed or stored of a config."""
+    if isinstance(value, dict):
+        return {k: redacted(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return _PASSWORD.sub(r"\1***@", value)
+    return value
+
+
+_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+
+
+def check_value(key: str, value: Any) -> None:
+    ok, expected = RULES[key]
+    try:
+        good = ok(value)
+    except (TypeError, ValueError):  # e.g. a list where a number belongs
+        good = False
+    if not good:
+        raise ConfigError(f"{key}={redacted(value)!r} is invalid: expected {expected}")
+
+
+def validate(cfg: DictConfig) -> Space:
+    """Value and cross-field checks; raises ``ConfigError`` on the first problem. Returns the
+    parsed space."""
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    for key in RULES:
+        check_value(key, flat.get(key, OmegaConf.select(cfg, key)))
+    t = cfg.train
+    if t.steps % t.eval_every_steps:
+        raise ConfigError(
+            f"train.steps={t.steps} must be a multiple of train.eval_every_steps="
+            f"{t.eval_every_steps} (training runs in chunks of that many steps)"
+        )
+    n = data_sizes(cfg.data)
+    if cfg.data.name == "digits" and min(n.n_train, n.n_val) < n.n_classes:
+        # scikit-learn's stratified split needs a sample of every class on both sides.
+        raise ConfigError(
+            f"data.val_fraction={cfg.data.val_fraction} leaves {n.n_train} training and "
+            f"{n.n_val} validation images: each needs at least {n.n_classes} (one per class)"
+        )
+    if t.batch_size > n.n_train:
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} is larger than the {n.n_train} training samples"
+        )
+    space = Space.parse(cfg.space)
+    space.check()
+    # The base values count too: `train` uses them, and a sweep whose space fixes neither.
+    kinds = {*space.values("model.kind", cfg.model.kind), cfg.model.kind}
+    if "cnn" in kinds and cfg.data.name != "digits":
+        raise ConfigError(
+            "model.kind=cnn needs images: set data.name=digits (8x8 handwritten digits)"
+        )
+    if "cnn" in kinds and "lsuv" in {
+        *space.values("init.weights", cfg.init.weights),
+        cfg.init.weights,
+    }:
+        raise ConfigError(
+            "init.weights=lsuv is implemented for model.kind=mlp only: drop one of them"
+        )
+    if cfg.study.sampler == "gp" and importlib.util.find_spec("torch") is None:
+        # Optuna's GPSampler fits its Gaussian process with PyTorch.
+        raise ConfigError("study.sampler=gp needs PyTorch: pip install torch==2.13.0")
+    if cfg.study.sampler == "grid" and space.ranges():
+        raise ConfigError(
+            f"study.sampler=grid needs lists, but {', '.join('space.' + k for k in space.ranges())}"
+            " is a range: give a list of values"
+        )
+    return space
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid YAML: it is not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not {type(data).__name__}")
+    return data
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML file holding a mapping, or a one-line ``ConfigError``."""
+    return _read_yaml(path)
+
+
+def experiments() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def _parse_overrides(overrides: Iterable[str]) -> tuple[dict, dict[str, Any]]:
+    """(config layer, space entries): ``space.*`` overrides replace their entry whole."""
+    layer, space = OmegaConf.create(), {}
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            parsed = value
+        if "://" in value:  # a URL is a string, even one YAML would read as a mapping ("...:")
+            parsed = value
+        if key.startswith("space."):
+            space[key.removeprefix("space.")] = parsed
+        else:
+            try:
+                OmegaConf.update(layer, key, parsed, force_add=True)
+            except (OmegaConfBaseException, TypeError, ValueError):
+                raise ConfigError(f"override {item!r} conflicts with another override") from None
+    return OmegaConf.to_container(layer), space
+
+
+def _merge(cfg: DictConfig, layer: dict, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        bad = OmegaConf.select(OmegaConf.create(layer), key, default=None) if key != "?" else None
+        expected = RULES.get(key, (None, "a value of the right type"))[1]
+        raise ConfigError(f"{key}={bad!r} in {origin} is invalid: expected {expected}") from None
+
+
+def load_config(
+    overrides: Iterable[str] = (),
+    experiment: str | None = None,
+    extra_layers: Iterable[tuple[dict, str]] = (),
+) -> DictConfig:
+    """Defaults, then ``conf/experiment/<experiment>.yaml``, extra layers, then overrides."""
+    layers: list[tuple[dict, str]] = [(_read_yaml(CONF_DIR / "config.yaml"), "conf/config.yaml")]
+    if experiment:
+        path = CONF_DIR / "experiment" / f"{experiment}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                f"unknown experiment {experiment!r}{_close(experiment, experiments())}"
+                f" (available: {', '.join(experiments())})"
+            )
+        layers.append((_read_yaml(path), f"conf/experiment/{experiment}.yaml"))
+    layers.extend(extra_layers)
+    override_layer, space_overrides = _parse_overrides(overrides)
+    layers.append((override_layer, "the command-line overrides"))
+
+    cfg = OmegaConf.structured(Config)
+    for layer, origin in layers:
+        _check_keys(layer, origin)
+        if "space" in layer:
+            cfg.space = {}  # a preset's space replaces the default one whole
+        cfg = _merge(cfg, layer, origin)
+    if space_overrides:
+        _check_keys({"space": _nest_dotted(space_overrides)}, "the command-line overrides")
+        cfg.space = _nest_dotted({**Space.parse(cfg.space).entries, **space_overrides})
+    validate(cfg)
+    return cfg
+
+
+def _nest_dotted(flat: dict[str, Any]) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def to_flat_dict(cfg: DictConfig, sections: Iterable[str] | None = None) -> dict[str, Any]:
+    """Dotted-key view of the config (the names Optuna and MLflow use too)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    if sections is not None:
+        container = {k: container[k] for k in sections}
+    container.pop("space", None)
+    return _flatten(container)

@@ -1,0 +1,188 @@
+"""One trial, one stored spec: what trained is what `best`, the report, `train --config` and
+MLflow say, for every preset; fixed space values and resumed studies keep their history."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from conftest import TINY, run_cli
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import (
+    RUN_KEYS,
+    SCHEMA,
+    SPEC_ATTR,
+    ConfigError,
+    TrialSpec,
+    experiments,
+    load_config,
+    markdown_table,
+)
+from pipeline.study import make_storage, ranked_trials, trial_spec
+
+# Every preset, shrunk to two short trials of narrow networks; its own keys stay as they are.
+SHRINK = [
+    "study.n_trials=2",
+    "study.batch_size=2",
+    "train.steps=20",
+    "train.eval_every_steps=20",
+    "train.seeds=1",
+    "model.width=16",
+]
+
+
+def _study(tmp, name: str) -> optuna.Study:
+    storage = make_storage(str(tmp / "runs" / "optuna.journal"))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _train_json(tmp, *args) -> dict:
+    out = run_cli(tmp, "train", *args, "--json")
+    return json.loads(out.stdout[out.stdout.index("{") :])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [None, *experiments()])
+def test_a_best_config_retrains_to_its_stored_metrics_and_mlflow_holds_its_whole_spec(
+    tmp_path, preset
+):
+    name = f"spec_{preset or 'default'}"
+    preset_args = ["--experiment", preset] if preset else []
+    run_cli(tmp_path, "sweep", *preset_args, *SHRINK, f"study.name={name}")
+    best_path = tmp_path / "best.yaml"
+    run_cli(tmp_path, "best", f"study.name={name}", "--out", str(best_path))
+
+    study = _study(tmp_path, name)
+    top = ranked_trials(study)[0]
+    stored = top.user_attrs[SPEC_ATTR]
+    assert sorted(stored) == sorted(RUN_KEYS)  # the whole spec, every run key
+    entry = yaml.safe_load(best_path.read_text())["configs"][0]
+    assert entry["provenance"]["trial"] == top.number
+    written = {f"{s}.{k}": v for s in ("data", "model", "init", "train", "metrics")
+               for k, v in entry[s].items() if k != "gain_value"}  # fmt: skip
+    assert written == stored
+
+    # `train --config` retrains exactly that trial: the same numbers as the sweep stored.
+    report = _train_json(tmp_path, "--config", str(best_path), "--rank", "0")
+    assert report["config"] == stored
+    metrics = top.user_attrs["metrics"]
+    for key in ("steps_to_target", "explosion_count", "vanishing_count", "diverged"):
+        assert report[key] == metrics[key], key
+    for key in ("final_train_loss", "final_val_loss", "initial_train_loss"):
+        assert math.isclose(report[key], metrics[key], rel_tol=1e-5, abs_tol=1e-6), key
+
+    # The MLflow child run's params are the spec, every key.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    [child] = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.trial_number = '{top.number}'"
+    )
+    assert child.data.params == {k: str(v) for k, v in stored.items()}
+
+
+@pytest.mark.slow
+def test_a_value_the_space_fixes_survives_into_best_report_and_train(tmp_path):
+    # The base says depth 2; the space fixes depth 4 (a scalar: no Optuna parameter).
+    args = [*TINY, "model.depth=2", "space.model.depth=4", "study.n_trials=2", "study.name=fx"]
+    run_cli(tmp_path, "sweep", *args, "tracking.figures=wait")
+    study = _study(tmp_path, "fx")
+    assert all("model.depth" not in t.params for t in study.trials)
+    assert {trial_spec(study, t).model.depth for t in study.trials} == {4}
+
+    best_path = tmp_path / "best.yaml"
+    out = run_cli(tmp_path, "best", "study.name=fx", "--out", str(best_path))
+    entries = yaml.safe_load(best_path.read_text())["configs"]
+    assert [e["model"]["depth"] for e in entries] == [4, 4]
+    depth_column = [row.split("│")[7].strip() for row in out.stderr.splitlines() if "│" in row]
+    assert depth_column == ["4", "4"], out.stderr
+    assert _train_json(tmp_path, "--config", str(best_path))["config"]["model.depth"] == 4
+
+    run_cli(tmp_path, "report", "study.name=fx")
+    page = (tmp_path / "runs" / "fx" / "report.html").read_text()
+    header, *rows = re.findall(r"<tr>(.*?)</tr>", page)[:3]  # the best table comes first
+    column = re.findall(r"<th>(.*?)</th>", header).index("depth")
+    assert [re.findall(r"<td[^>]*>(.*?)</td>", r)[column] for r in rows] == ["4", "4"]
+
+
+@pytest.mark.slow
+def test_best_reads_each_trials_own_steps_not_the_default_config(tmp_path):
+    # 40 steps and a target no trial reaches: each is "never", not "41 steps" (it was printed
+    # as a number because `best` compared against the default train.steps=300).
+    args = [*TINY, "train.steps=40", "train.target_loss=0.001", "study.n_trials=2", "study.name=q"]
+    run_cli(tmp_path, "sweep", *args, "tracking.enabled=false")
+    out = run_cli(tmp_path, "best", "study.name=q", "tracking.enabled=false")
+    rows = [row.split("│") for row in out.stderr.splitlines() if "│" in row]
+    assert [r[3].strip() for r in rows] == ["never", "never"], out.stderr
+    assert "41" not in "".join(r[3] for r in rows)
+
+
+@pytest.mark.slow
+def test_a_resumed_study_never_rewrites_what_earlier_trials_were(tmp_path):
+    args = [*TINY, "study.name=r", "tracking.enabled=false", "study.batch_size=2"]
+    run_cli(tmp_path, "sweep", *args, "study.n_trials=2", "train.steps=40")
+    run_cli(tmp_path, "sweep", *args, "study.n_trials=4", "train.steps=60")
+    study = _study(tmp_path, "r")
+    steps = [trial_spec(study, t).train.steps for t in sorted(study.trials, key=lambda t: t.number)]
+    assert steps == [40, 40, 60, 60]
+    best_path = tmp_path / "best.yaml"
+    run_cli(
+        tmp_path,
+        "best",
+        "study.name=r",
+        "tracking.enabled=false",
+        "--out",
+        str(best_path),
+        "--top",
+        "4",
+    )
+    entries = yaml.safe_load(best_path.read_text())["configs"]
+    by_trial = {e["provenance"]["trial"]: e["train"]["steps"] for e in entries}
+    assert by_trial == {0: 40, 1: 40, 2: 60, 3: 60}
+
+
+def test_a_spec_is_whole_valid_and_read_only():
+    spec = TrialSpec.of_config(load_config(["model.depth=16", "init.gain=auto"]))
+    assert spec.model.depth == spec["model.depth"] == 16 and spec.init.gain == "auto"
+    assert TrialSpec.from_flat(spec.flat()) == spec
+    with pytest.raises(AttributeError):
+        spec.model.depth = 3  # frozen
+    with pytest.raises(ConfigError, match="needs 'train.steps'"):
+        TrialSpec.from_flat({k: v for k, v in spec.flat().items() if k != "train.steps"})
+    with pytest.raises(ConfigError, match="model.depth=0 .* from 1 to"):
+        spec.with_values({"model.depth": 0})
+    with pytest.raises(ConfigError, match="unknown trial key 'study.name'"):
+        TrialSpec.from_flat({**spec.flat(), "study.name": "x"})
+
+
+def test_keys_and_the_readme_table_come_from_the_schema():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start, end = "<!-- keys: start -->\n", "\n<!-- keys: end -->"
+    assert readme[readme.index(start) + len(start) : readme.index(end)] == markdown_table()
+    # Every key of the table is one the loader accepts, with the schema's default.
+    cfg = load_config()
+    for key, info in SCHEMA.items():
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        assert (list(value) if isinstance(info.default, list) else value) == info.default, key
+
+
+def test_a_traced_number_is_one_schema_entry():
+    # What adding a per-row number costs: its schema entry marks it `row`, the engine hands it to
+    # the core as hp.values[<key>] with no other edit. Shown with a key that exists already.
+    from pipeline.config import ROW_KEYS
+    from pipeline.engine import row_hparams
+    from pipeline.model import Structure
+
+    spec = TrialSpec.of_config(load_config(["train.learning_rate=0.125"]))
+    hp = row_hparams(spec, Structure("relu", 8, 64, 32, 10), ("normal",), 0)
+    assert set(hp.values) == set(ROW_KEYS)
+    assert hp.values["train.learning_rate"] == np.float32(0.125)
