@@ -46,14 +46,14 @@ train: $(STAMP) ## train one configuration: make train ARGS="model.depth=30 init
 	$(BIN)/python -m pipeline train $(ARGS)
 
 bench: $(STAMP) ## sweep command vs plain loops, whole processes, cold and warm (ARGS="--no-depth-table"); ~30 min
-	$(BIN)/python -m pipeline.bench $(ARGS)
+	$(BIN)/python -m benchmarks.bench $(ARGS)
 
 test: $(STAMP) ## the whole test suite
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check pipeline tests
-	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff format --check pipeline tests benchmarks
 
 clean: ## remove runs/ (studies, MLflow store, caches)
 	rm -rf runs

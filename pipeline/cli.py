@@ -25,7 +25,7 @@ from pipeline.config import (
     read_yaml,
     redacted,
 )
-from pipeline.timing import StalledCall
+from pipeline.engine.timing import StalledCall
 
 EXIT_BAD_INPUT = 2
 EXIT_STALLED = 3  # a compiled call stalled (engine.stall_timeout_s); what it trained is saved
@@ -109,7 +109,7 @@ def _printable(text: str) -> str:
 
 def _print_results(study, cfg, console: Console) -> None:
     """The end of a sweep: the best configs, then one verdict line per initializer family."""
-    from pipeline.report import best_table, family_verdicts
+    from pipeline.tracking.report import best_table, family_verdicts
 
     console.print(best_table(study, cfg.study.top_k))
     verdicts = family_verdicts(study)
@@ -128,15 +128,15 @@ def cmd_sweep(args, console: Console) -> int:
         from pipeline.tracking import check_reachable
 
         check_reachable(cfg.tracking.uri)
-    from pipeline.sweep import run_sweep
+    from pipeline.search.sweep import run_sweep
 
     phases["imports"] = time.time()
     if args.workers > 1:
-        from pipeline.workers import launch
+        from pipeline.search.workers import launch
 
         code = launch(cfg, args.experiment, args.overrides, args.workers, console)
         if code == 0:
-            from pipeline.study import load_study
+            from pipeline.search.study import load_study
 
             _print_results(load_study(cfg), cfg, console)
         return code
@@ -178,10 +178,10 @@ def _write_timing(cfg, phases: dict[str, float], summary) -> None:
 
 def cmd_train(args, console: Console) -> int:
     from pipeline.config import Space, TrialSpec
-    from pipeline.data import load_dataset
+    from pipeline.core.data import load_dataset
     from pipeline.engine import Engine
-    from pipeline.export import config_overrides, read_best
-    from pipeline.sweep import setup_jax
+    from pipeline.engine.devices import setup_jax
+    from pipeline.reuse.best import config_overrides, read_best
 
     layers = []
     if args.config:
@@ -215,10 +215,10 @@ def cmd_train(args, console: Console) -> int:
 
 
 def cmd_best(args, console: Console) -> int:
-    from pipeline.export import best_document, write_best
-    from pipeline.report import best_table
-    from pipeline.study import load_study, ranked_trials, storage_spec
+    from pipeline.reuse.best import best_document, write_best
+    from pipeline.search.study import load_study, ranked_trials, storage_spec
     from pipeline.tracking import Tracker, default_uri, find_trial_run, latest_parent
+    from pipeline.tracking.report import best_table
 
     cfg = load_config(args.overrides)
     study = load_study(cfg)
@@ -244,7 +244,7 @@ def cmd_best(args, console: Console) -> int:
     if args.format == "table":
         console.print(best_table(study, top))
     else:
-        from pipeline.export import snippet
+        from pipeline.reuse.export import snippet
         from pipeline.tracking import run_name
 
         for entry in document["configs"]:
@@ -297,7 +297,7 @@ def cmd_ui(args, console: Console) -> int:
 
 
 def cmd_dashboard(args, console: Console) -> int:
-    from pipeline.study import load_study, make_storage, storage_spec
+    from pipeline.search.study import load_study, make_storage, storage_spec
 
     cfg = load_config(args.overrides)
     load_study(cfg)  # a one-line error when the storage or the study is missing
@@ -317,8 +317,8 @@ def cmd_dashboard(args, console: Console) -> int:
 
 
 def cmd_report(args, console: Console) -> int:
-    from pipeline.html_report import write_report
-    from pipeline.study import load_study
+    from pipeline.search.study import load_study
+    from pipeline.tracking.html_report import write_report
 
     cfg = load_config(args.overrides)
     study = load_study(cfg)

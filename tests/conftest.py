@@ -27,7 +27,7 @@ TINY = [
 def train_trials(cfg, *variants: dict, weights=None):
     """Train one trial per variant (dotted overrides of cfg) in one engine call."""
     from pipeline.config import Space, TrialSpec
-    from pipeline.data import load_dataset
+    from pipeline.core.data import load_dataset
     from pipeline.engine import Engine
 
     base = TrialSpec.of_config(cfg)

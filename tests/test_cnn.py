@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from pipeline import theory
 from pipeline.config import ConfigError, load_config
-from pipeline.initializers import compute_fans, expected_std, make_initializer
+from pipeline.core import theory
+from pipeline.core.initializers import compute_fans, expected_std, make_initializer
 
 CNN = ["data.name=digits", "model.kind=cnn", "model.width=8", "train.batch_size=64"]
 

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from conftest import free_port, run_cli
 
-from pipeline.study import make_storage
+from pipeline.search.study import make_storage
 
 pytestmark = pytest.mark.slow
 

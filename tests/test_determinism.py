@@ -18,7 +18,7 @@ import optuna
 import pytest
 from conftest import SMALL_SWEEP, TINY, train_trials
 
-from pipeline.study import make_storage
+from pipeline.search.study import make_storage
 
 S = optuna.trial.TrialState
 VARIANTS = [

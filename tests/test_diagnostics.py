@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import theory
-from pipeline.metrics import DIAGNOSTIC_KEYS
+from pipeline.core import theory
+from pipeline.core.metrics import DIAGNOSTIC_KEYS
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

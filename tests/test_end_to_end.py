@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 
 import pipeline
 from pipeline.config import SPEC_ATTR
-from pipeline.initializers import expected_std
-from pipeline.study import make_storage
-from pipeline.sweep import wait_for_figures
+from pipeline.core.initializers import expected_std
+from pipeline.search.study import make_storage
+from pipeline.tracking.artifacts import wait_for_figures
 
 pytestmark = pytest.mark.slow
 

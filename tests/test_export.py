@@ -20,9 +20,8 @@ import pytest
 import yaml
 from conftest import TINY, run_cli
 
-from pipeline import export
 from pipeline.config import SPEC_ATTR, TrialSpec, load_config
-from pipeline.initializers import (
+from pipeline.core.initializers import (
     BIAS_INITS,
     INITIALIZERS,
     compute_fans,
@@ -30,9 +29,10 @@ from pipeline.initializers import (
     make_initializer,
     weight_scale,
 )
-from pipeline.report import family, family_verdicts
-from pipeline.study import make_storage, trial_spec
+from pipeline.reuse import export
+from pipeline.search.study import make_storage, trial_spec
 from pipeline.tracking import run_name
+from pipeline.tracking.report import family, family_verdicts
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -186,7 +186,7 @@ def test_torch_nonlinearity_names_have_our_gains():
     need("torch")
     import torch
 
-    from pipeline.activations import recommended_gain
+    from pipeline.core.activations import recommended_gain
 
     for ours, theirs in export.TORCH_NONLINEARITY.items():
         param = 0.2 if theirs == "leaky_relu" else None

@@ -19,9 +19,9 @@ import pytest
 from conftest import TINY
 from mlflow.tracking import MlflowClient
 
-from pipeline import lease
 from pipeline.config import SPEC_ATTR, TrialSpec
-from pipeline.study import make_storage, trial_spec
+from pipeline.search import lease
+from pipeline.search.study import make_storage, trial_spec
 from pipeline.tracking import Tracker, default_uri
 
 S = optuna.trial.TrialState
@@ -325,7 +325,7 @@ def test_interrupting_the_launcher_stops_every_worker(tmp_path, cache):
 PLANT = """
 import sys, threading
 import jax
-from pipeline import engine
+from pipeline.engine import run as engine  # where Engine looks make_train up
 from pipeline.cli import main
 
 real_make_train = engine.make_train
@@ -341,16 +341,17 @@ def gate(activation, depth, loss):
 
 
 def stalling_make_train(structure, settings):
-    init_fn, chunk_fn = real_make_train(structure, settings)
+    fns = real_make_train(structure, settings)
 
-    def chunk(state, hp, active, data):
-        state, out = chunk_fn(state, hp, active, data)
+    def chunk(state, hp, active, data):  # one row; the engine vmaps it
+        state, out = fns.chunk(state, hp, active, data)
         where = (structure.activation, structure.n_hidden)
         shape = jax.ShapeDtypeStruct(out.loss.shape, out.loss.dtype)
-        loss = jax.pure_callback(lambda l: gate(*where, l), shape, out.loss)
+        gated = lambda l: gate(*where, l)  # noqa: E731
+        loss = jax.pure_callback(gated, shape, out.loss, vmap_method="broadcast_all")
         return state, out._replace(loss=loss)
 
-    return init_fn, jax.jit(chunk, donate_argnums=0)
+    return fns._replace(chunk=chunk)
 
 
 engine.make_train = stalling_make_train

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pipeline.activations import ACTIVATIONS, recommended_gain
-from pipeline.initializers import (
+from pipeline.core.activations import ACTIVATIONS, recommended_gain
+from pipeline.core.initializers import (
     INITIALIZERS,
     TRUNCATED_NORMAL_STD,
     compute_fans,

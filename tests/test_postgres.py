@@ -19,7 +19,7 @@ import pytest
 from conftest import SMALL_SWEEP, free_port, mlflow_server, run_cli
 from mlflow.tracking import MlflowClient
 
-from pipeline.study import make_storage
+from pipeline.search.study import make_storage
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pipeline.initializers import make_initializer
-from pipeline.lsuv import TOL, lsuv
-from pipeline.model import MLP, Structure
+from pipeline.core.initializers import make_initializer
+from pipeline.core.lsuv import TOL, lsuv
+from pipeline.core.model import MLP, Structure
 
 
 def test_lsuv_gives_every_real_layer_unit_variance_on_its_batch():

@@ -24,7 +24,7 @@ from pipeline.config import (
     load_config,
     markdown_table,
 )
-from pipeline.study import make_storage, ranked_trials, trial_spec
+from pipeline.search.study import make_storage, ranked_trials, trial_spec
 
 # Every preset, shrunk to two short trials of narrow networks; its own keys stay as they are.
 SHRINK = [
@@ -179,8 +179,8 @@ def test_a_traced_number_is_one_schema_entry():
     # What adding a per-row number costs: its schema entry marks it `row`, the engine hands it to
     # the core as hp.values[<key>] with no other edit. Shown with a key that exists already.
     from pipeline.config import ROW_KEYS
+    from pipeline.core.model import Structure
     from pipeline.engine import row_hparams
-    from pipeline.model import Structure
 
     spec = TrialSpec.of_config(load_config(["train.learning_rate=0.125"]))
     hp = row_hparams(spec, Structure("relu", 8, 64, 32, 10), ("normal",), 0)

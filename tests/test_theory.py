@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.theory import critical_sigma_w2, signal_propagation
+from pipeline.core.theory import critical_sigma_w2, signal_propagation
 
 
 @pytest.mark.parametrize("sigma_w2", [0.5, 1.0, 1.7, 2.0, 2.5])
@@ -47,7 +47,7 @@ def test_tanh_with_bias_matches_schoenholz():
     [("tanh", 1.5, 0.05), ("relu", 1.6, 0.1), ("gelu", 2.0, 0.02)],
 )
 def test_quadrature_matches_monte_carlo_on_a_wide_random_network(activation, sigma_w2, sigma_b2):
-    from pipeline.activations import ACTIVATIONS
+    from pipeline.core.activations import ACTIVATIONS
 
     theory = signal_propagation(activation, sigma_w2, sigma_b2)
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ import pytest
 from conftest import SMALL_SWEEP, free_port, mlflow_server
 from mlflow.tracking import MlflowClient
 
-from pipeline.study import make_storage
+from pipeline.search.study import make_storage
 
 S = optuna.trial.TrialState
 
@@ -115,7 +115,7 @@ def test_a_server_that_goes_away_mid_sweep_loses_no_result(tmp_path):
 
 @pytest.mark.slow
 def test_logging_kept_while_the_server_is_away_is_logged_when_it_answers(tmp_path):
-    from pipeline.metrics import TrialResult
+    from pipeline.core.metrics import TrialResult
     from pipeline.tracking import Tracker
 
     store = tmp_path / "server"

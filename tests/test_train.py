@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import train_trials as run
 
+from pipeline.core.model import MLP, Structure
+from pipeline.core.train import Hparams, Shape, make_train, make_unit_draws
 from pipeline.engine import draws_for
-from pipeline.model import MLP, Structure
-from pipeline.train import Hparams, Shape, make_train, make_unit_draws
 
 
 def test_vmapped_batch_equals_each_trial_alone(tiny_cfg):
@@ -94,14 +94,16 @@ def never_sentinel(cfg):
 
 def _trained_params(structure, draw, scale, bias_std, steps=30):
     """Params after `steps` SGD steps, through the core directly."""
-    from pipeline.data import batch_schedule, gaussian
-    from pipeline.train import Data, Settings
+    from pipeline.core.data import batch_schedule, gaussian
+    from pipeline.core.train import Data, Settings
 
     ds = gaussian(4, 8, 256, 64, 4.0, 0)
     sched = batch_schedule(256, 32, steps, 1, 0)
     data = Data(*(jnp.asarray(a) for a in ds[:4]), jnp.asarray(sched))
     settings = Settings("sgd", 32, steps, 0.9, 0.7, 1e3, 1e-6)
-    init_fn, chunk_fn = make_train(structure, settings)
+    from pipeline.engine.run import batched
+
+    init_fn, chunk_fn = batched(make_train(structure, settings))
     draws = ("constant", "normal")
     units = make_unit_draws(Shape(structure.n_hidden, structure.width, 8, 4), draws)(
         jax.random.key(0), 1
@@ -150,7 +152,7 @@ def test_params_have_the_flax_model_layout():
         "params"
     ]
     units = make_unit_draws(Shape(4, 8, 5, 3), ("normal",))(jax.random.key(0), 1)
-    from pipeline.train import init_params
+    from pipeline.core.train import init_params
 
     values = (0, [1.0, 1.0, 1.0], 0.0, 0.0, jnp.inf, False, 4, 0)
     hp = Hparams(*(jnp.asarray(v) for v in values), values={})
@@ -164,7 +166,7 @@ def test_unit_draws_compile_no_custom_call_and_orthogonal_ones_are_orthonormal(k
     # A batched QR inside an XLA CPU executable runs as a LAPACK custom call that wedged
     # `train ... init.weights=orthogonal train.seeds=5` in 4 of 5 cold runs: the compiled
     # sampler draws Gaussians only and the QR happens on the host.
-    from pipeline.initializers import DRAWS
+    from pipeline.core.initializers import DRAWS
 
     shape = Shape(6, 8, 5, 3, kind)
     sampler = make_unit_draws(shape, DRAWS)
@@ -191,7 +193,7 @@ def test_unit_draws_compile_no_custom_call_and_orthogonal_ones_are_orthonormal(k
 
 def test_stall_bound_follows_measured_calls(tiny_cfg):
     from pipeline.config import Space, TrialSpec
-    from pipeline.data import load_dataset
+    from pipeline.core.data import load_dataset
     from pipeline.engine import STALL_FIRST_S, STALL_FLOOR_S, Engine
 
     cfg = tiny_cfg("model.depth=2")

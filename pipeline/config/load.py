@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config.schema import RULES, SEARCHABLE_KEYS, Config, ConfigError
 from pipeline.config.space import Space
-from pipeline.data import sizes as data_sizes
+from pipeline.core.data import sizes as data_sizes
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 

@@ -24,9 +24,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from pipeline.activations import ACTIVATIONS
-from pipeline.initializers import BIAS_INITS, FAN_MODES, INITIALIZERS
-from pipeline.model import KINDS
+from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.initializers import BIAS_INITS, FAN_MODES, INITIALIZERS
+from pipeline.core.model import KINDS
 
 STRUCTURAL, TRACED, SETTING, BOOKKEEPING = "structural", "traced", "setting", "bookkeeping"
 DATASETS = ("gaussian", "digits")

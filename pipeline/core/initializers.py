@@ -19,7 +19,7 @@ lecun_uniform                 sqrt(3 / fan)                           BackProp",
 orthogonal                    1 (rows or columns orthonormal)         Saxe et al. 2013
 delta_orthogonal              1 (orthogonal centre tap, zeros around) Xiao et al. 2018
 lsuv                          orthonormal, then each layer rescaled   Mishkin & Matas 2015
-                              to output variance gain^2 on data       (``pipeline.lsuv``)
+                              to output variance gain^2 on data       (``pipeline.core.lsuv``)
 normal / truncated_normal     init.std                                seed article's "random"
 uniform                       init.limit                              U(-limit, limit)
 constant / zeros              init.value / 0                          seed article's zero init
@@ -92,7 +92,7 @@ INITIALIZERS: dict[str, Initializer] = {
     # For convolutions: a dense (in, out) kernel gets plain orthogonal.
     "delta_orthogonal": Initializer("delta_orthogonal", lambda f, p: 1.0),
     # The orthonormal start; the training call then rescales each layer on the trial's first
-    # mini-batch (pipeline.lsuv). gain=auto is 1: LSUV's target variance is already "right".
+    # mini-batch (pipeline.core.lsuv). gain=auto is 1: LSUV's target variance is already "right".
     "lsuv": Initializer("orthogonal", lambda f, p: 1.0, relative=False, data_dependent=True),
 }
 
@@ -116,7 +116,7 @@ def resolve_gain(weights: str, gain: float | str, activation: str, negative_slop
     """The number ``init.gain`` stands for; ``auto`` becomes the activation's recommended gain."""
     if gain != "auto":
         return float(gain)
-    from pipeline.activations import recommended_gain
+    from pipeline.core.activations import recommended_gain
 
     init = INITIALIZERS[weights]
     if not init.relative:
@@ -209,7 +209,7 @@ def make_initializer(
     if spec.data_dependent:
         raise ValueError(
             f"{weights!r} is data-dependent: initialize with the orthonormal start, then call "
-            "pipeline.lsuv.lsuv(params, batch, ...) on a batch of your data"
+            "pipeline.core.lsuv.lsuv(params, batch, ...) on a batch of your data"
         )
     params = dict(params or {})
 

@@ -55,3 +55,17 @@ def _accelerator_installed() -> bool:
     """A GPU or TPU plugin is installed: leave its compiler settings alone."""
     plugins = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "libtpu")
     return any(importlib.util.find_spec(p) is not None for p in plugins)
+
+
+def setup_jax(cfg) -> None:
+    """CPU devices and JAX's persistent cache under runs/ (a second sweep compiles ~nothing)."""
+
+    from pipeline.engine.devices import configure_cpu, use_compilation_cache
+
+    configure_cpu(cfg.engine.cpu_devices)
+    if cfg.engine.compilation_cache:
+        use_compilation_cache(cache_dir(cfg))
+
+
+def cache_dir(cfg) -> Path:
+    return Path(cfg.engine.cache_dir or Path(cfg.runs_dir) / "jax_cache")

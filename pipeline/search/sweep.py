@@ -7,21 +7,14 @@ tracking, progress display, files under ``runs_dir``).
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import signal
-import socket
 import threading
 import time
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import optuna
-from omegaconf import OmegaConf
 from optuna.exceptions import UpdateFinishedTrialError
 from rich.console import Console
 from rich.progress import (
@@ -32,17 +25,18 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline import lease as leases
-from pipeline import space as search_space
-from pipeline import study as studies
-from pipeline.config import RUN_SECTIONS, SPEC_ATTR, Space, TrialSpec, redacted, to_flat_dict
-from pipeline.data import load_dataset
+from pipeline.config import RUN_SECTIONS, SPEC_ATTR, Space, TrialSpec, to_flat_dict
+from pipeline.core.data import load_dataset
+from pipeline.core.metrics import TrialResult, compact_trace
 from pipeline.engine import Engine, check_fits
-from pipeline.metrics import TrialResult, compact_trace
-from pipeline.timing import Stopwatch
-from pipeline.tracking import Tracker, check_reachable, default_uri, run_name
+from pipeline.engine.devices import setup_jax
+from pipeline.engine.timing import Stopwatch
+from pipeline.search import lease as leases
+from pipeline.search import samplers as search_space
+from pipeline.search import study as studies
+from pipeline.tracking import Tracker, check_reachable, default_uri, open_tracker, run_name
+from pipeline.tracking.artifacts import log_sweep_artifacts
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 LIVE = (*DONE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -68,20 +62,6 @@ class SweepSummary:
     phases: dict[str, float]  # when each phase of the sweep ended (time.time())
 
 
-def setup_jax(cfg) -> None:
-    """CPU devices and JAX's persistent cache under runs/ (a second sweep compiles ~nothing)."""
-
-    from pipeline.devices import configure_cpu, use_compilation_cache
-
-    configure_cpu(cfg.engine.cpu_devices)
-    if cfg.engine.compilation_cache:
-        use_compilation_cache(cache_dir(cfg))
-
-
-def cache_dir(cfg) -> Path:
-    return Path(cfg.engine.cache_dir or Path(cfg.runs_dir) / "jax_cache")
-
-
 def _progress(console: Console) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -96,67 +76,9 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def open_study(cfg, space: Space, worker: int | None = None) -> optuna.Study:
-    """Create the study, or load it to continue up to ``study.n_trials``.
-
-    A fresh study's sampler is seeded with ``study.seed``. A resumed one's is seeded from
-    (study.seed, trials so far), and worker ``i`` of ``sweep --workers N`` adds ``i`` and the host
-    name: with the seed alone a rerun would draw the same random trials again, and so would every
-    worker.
-    """
-    spec = studies.storage_spec(cfg)
-    try:
-        study = optuna.create_study(
-            study_name=cfg.study.name,
-            storage=studies.make_storage(spec),
-            sampler=search_space.make_sampler(cfg.study.sampler, cfg.study.seed, space),
-            pruner=search_space.make_pruner(cfg.study.pruner),
-            directions=studies.directions(cfg),
-            load_if_exists=True,
-        )
-    except (ImportError, OSError, SQLAlchemyError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        where = f"study.storage={redacted(spec)}"
-        raise LookupError(f"cannot open {where}: {redacted(reason)}") from None
-    so_far = len(study.get_trials(deepcopy=False))
-    if so_far or worker is not None:
-        entropy = [cfg.study.seed, so_far]
-        if worker is not None:
-            entropy += [worker + 1, zlib.crc32(socket.gethostname().encode())]
-        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-        study.sampler = search_space.make_sampler(cfg.study.sampler, seed, space)
-    # Nothing of the config is stored on the study: each trial stores its own spec, so a resumed
-    # study with other settings never rewrites what earlier trials were.
-    return study
-
-
-def open_tracker(
-    cfg, experiment: str | None, worker: str = "", parent_run: str | None = None
-) -> Tracker | None:
-    if not cfg.tracking.enabled:
-        return None
-    tracker = Tracker(
-        cfg.tracking.uri or default_uri(cfg.runs_dir),
-        cfg.study.name,
-        cfg.runs_dir,
-        description=f"Weight-initialization sweep `{cfg.study.name}`: one child run per Optuna "
-        "trial; sort by steps_to_target (lower is faster).",
-    )
-    tracker.worker = worker
-    if parent_run is not None:  # a worker of `sweep --workers N`: the launcher owns the parent
-        tracker.attach_parent(parent_run)
-        return tracker
-    tracker.start_parent(
-        f"sweep {datetime.now():%Y-%m-%d %H:%M:%S}",
-        redacted(to_flat_dict(cfg)),
-        {"experiment": experiment or "default", "sampler": cfg.study.sampler},
-    )
-    return tracker
-
-
 def recover(cfg, study: optuna.Study, tracker: Tracker | None, me: str = "") -> None:
     """After a crash: fail and re-enqueue stale RUNNING trials, end their MLflow runs KILLED and
-    log the child runs a killed worker had not logged yet (see pipeline.lease)."""
+    log the child runs a killed worker had not logged yet (see pipeline.search.lease)."""
     leases.recover(study, cfg.study.lease_s, me)
     if tracker is None:
         return
@@ -186,7 +108,7 @@ class Sweep:
         check_fits(cfg, self.space)
         if cfg.tracking.enabled:  # a server that does not answer: one line, nothing written
             check_reachable(cfg.tracking.uri or default_uri(cfg.runs_dir))
-        self.study = open_study(cfg, self.space, worker)
+        self.study = studies.open_study(cfg, self.space, worker)
         Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
         self.lease = leases.Lease(self.study, cfg.study.lease_s).start()
         self.tracker = open_tracker(cfg, experiment, self.lease.worker, parent_run)
@@ -279,7 +201,7 @@ class Sweep:
             self.lease.end()
             if self.tracker is not None:
                 if status == "FINISHED" and self.tracker.owns_parent:
-                    _log_sweep_artifacts(self.cfg, self.study, self.tracker)
+                    log_sweep_artifacts(self.cfg, self.study, self.tracker)
                     self.phases["figures"] = time.time()
                 warning = self.tracker.close(status)
                 if warning:
@@ -383,7 +305,7 @@ class Sweep:
         if result.diagnostics:
             # Here, not on the logging thread: theory's quadrature runs on XLA too, and no JAX
             # call may run beside training (or after a stalled call, behind it).
-            from pipeline.theory import trial_prediction
+            from pipeline.core.theory import trial_prediction
 
             result.theory = trial_prediction(spec)
         self.recording.append(self.recorder.submit(self._record, trial, spec, result))
@@ -442,96 +364,11 @@ def run_sweep(
 ) -> SweepSummary:
     """Run the study ``cfg.study`` describes up to ``study.n_trials`` finished trials.
 
-    ``worker``: this process is worker ``worker`` of ``sweep --workers N`` (pipeline.workers);
-    its child runs go under the MLflow run ``parent_run``, which the launcher ends.
+    ``worker``: this process is worker ``worker`` of ``sweep --workers N``
+    (pipeline.search.workers); its child runs go under the MLflow run ``parent_run``, which the
+    launcher ends.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     setup_jax(cfg)
     console = console or Console(stderr=True)
     return Sweep(cfg, experiment, console, parent_run, worker).run()
-
-
-def _log_sweep_artifacts(cfg, study: optuna.Study, tracker: Tracker) -> None:
-    """The parent run's artifacts: the resolved config, the trials table and the figures."""
-    out = Path(cfg.runs_dir) / cfg.study.name
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = out / "config.yaml"
-    config_path.write_text(redacted(OmegaConf.to_yaml(cfg)))
-    tracker.log_parent_artifact(config_path)
-    table_path = out / "trials.csv"
-    study.trials_dataframe().to_csv(table_path, index=False)
-    tracker.log_parent_artifact(table_path)
-    job = {
-        "storage": studies.storage_spec(cfg),
-        "study": cfg.study.name,
-        "out": str(out),
-        "uri": tracker.uri,
-        "parent": tracker.parent_id,
-    }
-    if cfg.tracking.figures == "wait":
-        draw_figures(job, lambda path: tracker.log_parent_artifact(path, "plots"))
-    else:
-        start_figures(job)
-
-
-FIGURES_PENDING = "figures.pending"  # in runs/<study>/ while a figures process works
-
-
-def start_figures(job: dict) -> None:
-    """Draw the figures in a process of their own that outlives this command (about 4 s of a
-    sweep on 2 cores, and nothing the results table needs); ``figures.pending`` says it is
-    still at work (it holds the job, which may carry a storage password: owner-only)."""
-    import subprocess
-    import sys
-
-    out = Path(job["out"])
-    pending = out / FIGURES_PENDING
-    with open(os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        json.dump(job, f)
-    with open(out / "figures.log", "w") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "pipeline.sweep", "--figures", str(pending)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C meant for the next command does not stop it
-        )
-
-
-def draw_figures(job: dict, log=None) -> list[Path]:
-    """Every figure of the study in ``job``, written under ``job["out"]`` and logged to the
-    parent run ``job["parent"]`` (folder ``plots``), or handed to ``log(path)``."""
-    from pipeline import plots
-
-    study = optuna.load_study(study_name=job["study"], storage=studies.make_storage(job["storage"]))
-    paths = plots.sweep_plots(study, Path(job["out"]))
-    if log is None:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=job["uri"])
-
-        def log(path: Path) -> None:
-            client.log_artifact(job["parent"], str(path), "plots")
-
-    for path in paths:
-        log(path)
-    return paths
-
-
-def wait_for_figures(out: Path, timeout_s: float = 300) -> None:
-    """Until a background figures process for ``runs/<study>`` (``out``) has finished."""
-    deadline = time.monotonic() + timeout_s
-    while (Path(out) / FIGURES_PENDING).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the figures of {out} are still being drawn after {timeout_s} s")
-        time.sleep(0.1)
-
-
-if __name__ == "__main__":  # python -m pipeline.sweep --figures <job>: the background process
-    import sys
-
-    job_path = Path(sys.argv[2])
-    try:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        draw_figures(json.loads(job_path.read_text()))
-    finally:
-        job_path.unlink(missing_ok=True)

@@ -5,8 +5,8 @@ times a command from the shell:
 
 - **engine**: ``python -m pipeline sweep --experiment bench ...`` (Optuna on the journal file,
   training, MLflow on SQLite, figures, the results table);
-- **loop**: ``python -m pipeline.baseline`` (Flax + Optax + ``study.optimize``, written as a
-  careful user would) and **independent loop**: ``python -m pipeline.independent_loop`` (the same
+- **loop**: ``python -m benchmarks.baseline`` (Flax + Optax + ``study.optimize``, written as a
+  careful user would) and **independent loop**: ``python -m benchmarks.independent_loop`` (the same
   trials written from scratch without Flax or Optax); ratios are quoted against the faster one;
 - **cached loop**: the baseline with JAX's persistent compilation cache and the engine's XLA
   flags (the stronger baseline).
@@ -17,8 +17,8 @@ user's second ``make sweep``. The plain loops have no persistent cache: measured
 both rows. A second table says where the engine's time went (from ``runs/<study>/timing.json``)
 beside the loop's; a third keeps the sweep's own accounting. Results: ``runs/bench/latest.json``.
 
-    python -m pipeline.bench                 # 64 and 256 trials (+1024: --with-1024), depth table
-    python -m pipeline.bench --trials 64     # a quick look
+    python -m benchmarks.bench                 # 64 and 256 trials (+1024: --with-1024), depth table
+    python -m benchmarks.bench --trials 64     # a quick look
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.model import count_flops
+from pipeline.core.model import count_flops
 
 DEPTH_SPACES = {8: [2, 4, 8], 32: [2, 4, 8, 16, 32], 64: [2, 4, 8, 16, 32, 64]}
 # Where a whole sweep command's time goes: (label, phase it ends with, phase it starts after).
@@ -60,10 +60,20 @@ LOOP_PHASES = (
 )
 
 
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: benchmarks/ and pipeline/
+
+
 def _process(cmd: list[str], cwd: Path) -> dict:
     """Run ``cmd`` as a whole process: wall seconds from launch to exit, and its peak RSS."""
     launch = time.time()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The plain loops live in benchmarks/, beside the package, not in it: importable from the root.
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     stderr: list[bytes] = []
     reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()))
     reader.start()
@@ -88,7 +98,7 @@ def _durations(phases: dict, order) -> dict[str, float]:
 
 def _useful_flops(cfg, depths: list[int]) -> float:
     """Analytic forward+backward FLOPs of the unpadded networks, summed over trials."""
-    from pipeline.data import load_dataset
+    from pipeline.core.data import load_dataset
 
     ds = load_dataset(cfg.data)
     per_step = [
@@ -103,7 +113,7 @@ def run_engine(overrides: list[str], runs_dir: Path) -> dict:
     import optuna
 
     from pipeline.config import load_config
-    from pipeline.study import make_storage
+    from pipeline.search.study import make_storage
 
     cfg = load_config([*overrides, f"runs_dir={runs_dir}"], "bench")
     cmd = [sys.executable, "-m", "pipeline", "sweep", "--experiment", "bench", *overrides]
@@ -273,7 +283,7 @@ def _accounting_table(rows: list[dict]) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m pipeline.bench", description=__doc__.splitlines()[0]
+        prog="python -m benchmarks.bench", description=__doc__.splitlines()[0]
     )
     p.add_argument("--trials", default="64,256", help="comma-separated trial counts")
     p.add_argument(
@@ -290,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=max(Console().width, 190))
     trials = [int(n) for n in args.trials.split(",")] + ([1024] if args.with_1024 else [])
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline.bench", "--child", "peak"], capture_output=True, text=True
+        [sys.executable, "-m", "benchmarks.bench", "--child", "peak"],
+        capture_output=True,
+        text=True,
     )
     peak = json.loads(out.stdout.strip().splitlines()[-1])
     cpu = platform.processor() or platform.machine()
@@ -303,13 +315,13 @@ def main(argv: list[str] | None = None) -> int:
             common = [f"study.n_trials={n}"]
             loops = {
                 m.split(".")[-1]: run_loop(m, common, tmp / f"{m}-{n}")
-                for m in ("pipeline.baseline", "pipeline.independent_loop")
+                for m in ("benchmarks.baseline", "benchmarks.independent_loop")
             }
             loops = {"loop": loops["baseline"], "independent_loop": loops["independent_loop"]}
             for start in ("cold", "warm"):
                 study = [f"study.name=bench{n}-{start}"]
                 engine = run_engine([*common, *study], tmp / f"engine-{n}")
-                cached = run_loop("pipeline.baseline", common, tmp / f"cached-{n}", cached=True)
+                cached = run_loop("benchmarks.baseline", common, tmp / f"cached-{n}", cached=True)
                 _same_trials(engine, cached, *loops.values())
                 rows.append(_row(n, start, engine, loops, cached, peak["peak_gflops"]))
                 console.print(_speed_table(rows[-1:], f"{n} trials, {start}"))

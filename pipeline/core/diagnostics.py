@@ -4,7 +4,7 @@ On a fixed probe batch (the first validation samples, so every boundary is compa
 forward and backward pass of the trial's own model reads, for each hidden layer l:
 
 - the forward signal: mean and variance of the activations h_l, and q_l = E[pre_l^2], the
-  pre-activation length that the mean-field theory (``pipeline.theory``) predicts;
+  pre-activation length that the mean-field theory (``pipeline.core.theory``) predicts;
 - the back-propagated signal ||dL/dh_l||, taken from Flax ``perturb`` points on each layer's
   output, and the weight gradient ||dL/dW_l|| (output layer included);
 - dead units (rectifiers: input <= 0 for every probe sample) and saturated units (bounded
@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from pipeline.activations import ACTIVATIONS
-from pipeline.model import MLP, kernel_norms
+from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.model import MLP, kernel_norms
 
 
 class Probe(NamedTuple):

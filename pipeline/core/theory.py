@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import brentq
 
-from pipeline.activations import ACTIVATIONS
+from pipeline.core.activations import ACTIVATIONS
 
 N_NODES = 80  # even: no node at 0, where ReLU-like derivatives jump
 EPS_Q = 1e-12
@@ -189,12 +189,12 @@ def trial_variances(trial: dict) -> tuple[float, float] | None:
     mean field). A constant bias enters as sigma_b2 = value^2: it is shared by every input
     like a random bias is, though it also shifts the mean, which the mean field ignores.
     """
-    from pipeline.initializers import INITIALIZERS, bias_moments, expected_std, resolve_gain
+    from pipeline.core.initializers import INITIALIZERS, bias_moments, expected_std, resolve_gain
 
     weights = trial["init.weights"]
     if INITIALIZERS[weights].draw == "constant" or INITIALIZERS[weights].data_dependent:
         return None
-    from pipeline.model import layer_shapes
+    from pipeline.core.model import layer_shapes
 
     width = int(trial["model.width"])
     kind = trial.get("model.kind", "mlp")

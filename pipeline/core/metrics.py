@@ -11,7 +11,7 @@ Definitions (all medians over seeds unless said otherwise):
 - ``vanishing_count``: steps whose first-layer kernel-gradient norm is below
   ``metrics.vanish_threshold``.
 - ``diverged``: 1 if any seed's loss became NaN or Inf.
-- ``diag.init.*`` / ``diag.final.*``: signal-propagation diagnostics (``pipeline.diagnostics``)
+- ``diag.init.*`` / ``diag.final.*``: signal-propagation diagnostics (``pipeline.core.diagnostics``)
   at initialization and after the last step: ``backprop_ratio`` = ||dL/dh|| of the first hidden
   layer over the last (<< 1: the gradient vanishes on its way down; >> 1: it explodes),
   ``weight_grad_ratio`` likewise for ||dL/dW||, ``act_var_ratio`` = activation variance of the
@@ -26,10 +26,13 @@ Definitions (all medians over seeds unless said otherwise):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from pipeline.diagnostics import PROBE_FIELDS
+from pipeline.core.diagnostics import PROBE_FIELDS
 
 SUMMARY_KEYS = (
     "steps_to_target",
@@ -83,16 +86,64 @@ class TrialResult:
         return self.diagnostics["weight_grad_norm"][0]
 
 
+# --- inside the compiled call: what each training step adds (one row) --------------------------
+
+
+class Running(NamedTuple):
+    """The per-row numbers every training step updates, by the definitions above."""
+
+    ema_loss: jax.Array  # smoothed training loss (final_train_loss, the objective's progress)
+    clean_ema: jax.Array  # the same over steps whose gradient did not explode: steps_to_target
+    initial_loss: jax.Array
+    hit_step: jax.Array  # 0-based step at which clean_ema first reached the target, -1 before
+    explosions: jax.Array
+    vanishings: jax.Array
+    diverged: jax.Array
+
+
+def start_running() -> Running:
+    zero, nan = jnp.zeros((), jnp.int32), jnp.full((), jnp.nan)
+    return Running(nan, nan, nan, zero - 1, zero, zero, jnp.bool_(False))
+
+
+def update_running(r: Running, step, loss, grad_norm, first_layer_grad_norm, settings) -> Running:
+    """``r`` after the step ``step`` (0-based) whose mini-batch loss, gradient global norm and
+    first-layer kernel-gradient norm are given; ``settings``: smoothing, target_loss,
+    explode_threshold and vanish_threshold of the executable."""
+    first = step == 0
+    s = settings.smoothing
+    exploded = ~jnp.isfinite(grad_norm) | (grad_norm > settings.explode_threshold)
+    # A loss computed from exploded logits is not a result (float32 log-softmax of logits ~1e12
+    # rounds to 0, and once let an all-constant network "reach" the target), so the target is
+    # watched on an EMA that leaves exploded steps out.
+    clean = jnp.where(jnp.isnan(r.clean_ema), loss, s * r.clean_ema + (1 - s) * loss)
+    clean = jnp.where(exploded, r.clean_ema, clean)
+    hit = (r.hit_step < 0) & (clean <= settings.target_loss)
+    return Running(
+        ema_loss=jnp.where(first, loss, s * r.ema_loss + (1 - s) * loss),
+        clean_ema=clean,
+        initial_loss=jnp.where(first, loss, r.initial_loss),
+        hit_step=jnp.where(hit, step, r.hit_step),
+        explosions=r.explosions + exploded,
+        vanishings=r.vanishings + (first_layer_grad_norm < settings.vanish_threshold),
+        diverged=r.diverged | ~jnp.isfinite(loss),
+    )
+
+
+# --- on the host: summaries ---------------------------------------------------------------------
+
+
 def snapshot(state) -> dict:
     """The per-row scalars of a training state that metrics need (small to copy to the host)."""
+    r = state.running
     return {
         "step": state.step,
-        "hit_step": state.hit_step,
-        "explosions": state.explosions,
-        "vanishings": state.vanishings,
-        "diverged": state.diverged,
-        "ema_loss": state.ema_loss,
-        "initial_loss": state.initial_loss,
+        "hit_step": r.hit_step,
+        "explosions": r.explosions,
+        "vanishings": r.vanishings,
+        "diverged": r.diverged,
+        "ema_loss": r.ema_loss,
+        "initial_loss": r.initial_loss,
     }
 
 

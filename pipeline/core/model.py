@@ -6,7 +6,7 @@ traced ``depth`` masks the tail of the stack so trials of different depths share
 a masked layer passes its input through unchanged, so the network is exactly the shallower one.
 
 Each layer also ``sow``s its pre-activation and marks its output with ``perturb``: both are
-no-ops in training (the collections are not passed), and let ``pipeline.diagnostics`` read the
+no-ops in training (the collections are not passed), and let ``pipeline.core.diagnostics`` read the
 forward signal and the back-propagated gradient dL/dh of every layer from this same model.
 """
 
@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pipeline.activations import ACTIVATIONS
+from pipeline.core.activations import ACTIVATIONS
 
 
 class Structure(NamedTuple):

@@ -21,7 +21,7 @@ import optuna  # noqa: E402
 
 from pipeline import theory  # noqa: E402
 from pipeline.config import TrialSpec  # noqa: E402
-from pipeline.study import trial_spec  # noqa: E402
+from pipeline.search.study import trial_spec  # noqa: E402
 
 NEVER = "never reached"
 

@@ -1,9 +1,10 @@
 """The pure training core: initialize and train a batch of trials in one compiled call.
 
-``make_train(structure, settings)`` returns ``(init_fn, chunk_fn)``, both ``jax.jit`` of a
-``jax.vmap`` over rows (one row = one trial x one seed). ``chunk_fn`` runs ``settings.chunk_steps``
-optimizer steps with ``lax.scan`` and returns the row states and that chunk's curves; the host
-calls it once per chunk, which is where Optuna's pruner gets its intermediate values. Everything
+``make_train(structure, settings)`` returns pure per-row ``init`` and ``chunk`` functions (one
+row = one trial x one seed); the engine applies ``jax.jit(jax.vmap(...))`` and sharding. ``chunk``
+runs ``settings.chunk_steps`` optimizer steps with ``lax.scan`` and returns the row's state and
+that chunk's curves; the host calls it once per chunk, which is where Optuna's pruner gets its
+intermediate values. Everything
 per row that is a number (initializer draw and scales, bias moments, learning rate, momentum,
 clipping, leaky slope, depth, seed) is a traced array, so one executable serves every trial of a
 structure. Metrics (steps to target, explosions, vanishing steps, divergence) are accumulated
@@ -21,10 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pipeline.diagnostics import Probe, measure
-from pipeline.initializers import finish_draw, raw_draw
-from pipeline.lsuv import lsuv
-from pipeline.model import MLP, Structure, kernel_norms, layer_shapes
+from pipeline.core import metrics
+from pipeline.core.diagnostics import Probe, measure
+from pipeline.core.initializers import finish_draw, raw_draw
+from pipeline.core.lsuv import lsuv
+from pipeline.core.model import MLP, Structure, kernel_norms, layer_shapes
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -75,13 +77,7 @@ class RowState(NamedTuple):
     params: dict
     opt_state: optax.OptState
     step: jax.Array
-    ema_loss: jax.Array  # smoothed training loss (final_train_loss, the objective's progress)
-    clean_ema: jax.Array  # the same over steps whose gradient did not explode: steps_to_target
-    initial_loss: jax.Array
-    hit_step: jax.Array  # first step whose smoothed loss <= target, -1 while not reached
-    explosions: jax.Array
-    vanishings: jax.Array
-    diverged: jax.Array
+    running: metrics.Running  # what each step adds to the trial's metrics (pipeline.core.metrics)
 
 
 class ChunkOut(NamedTuple):
@@ -210,99 +206,95 @@ def init_params(units: dict, hp: Hparams, n_hidden: int) -> dict:
     return params
 
 
-def make_train(structure: Structure, settings: Settings):
-    """``(init_fn, chunk_fn)`` for one structure; both are vmapped over rows and jitted."""
+class TrainFns(NamedTuple):
+    """One structure's pure per-row functions; the engine applies ``jit(vmap(...))``.
+
+    ``init(hp, units, data) -> RowState``; ``chunk(state, hp, active, data) -> (RowState,
+    ChunkOut)``: ``settings.chunk_steps`` optimizer steps of one row (one trial x one seed).
+    """
+
+    init: Callable
+    chunk: Callable
+
+
+def make_train(structure: Structure, settings: Settings) -> TrainFns:
+    """The per-row ``init`` and ``chunk`` functions of one structure and its static settings."""
     model = MLP(structure, unroll=settings.unroll)
+    return TrainFns(
+        init=functools.partial(init_row, model, structure, settings),
+        chunk=functools.partial(chunk_row, model, settings),
+    )
 
-    def loss_fn(params, hp: Hparams, x, y, key=None):
-        """Mean cross-entropy; with a ``key`` (training, Settings.dropout), dropout is on."""
+
+def loss_fn(model: MLP, params, hp: Hparams, x, y, key=None):
+    """Mean cross-entropy; with a ``key`` (training, Settings.dropout), dropout is on."""
+    slope = hp.values["model.negative_slope"]
+    if key is None:
+        logits = model.apply({"params": params}, x, hp.depth, slope)
+    else:
+        rate, rngs = hp.values["model.dropout"], {"dropout": key}
+        logits = model.apply({"params": params}, x, hp.depth, slope, rate, rngs=rngs)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+
+
+def init_row(
+    model: MLP, structure: Structure, settings: Settings, hp: Hparams, units: dict, data: Data
+) -> RowState:
+    """One row's parameters (LSUV-rescaled where the row asks for it) and optimizer state."""
+    params = init_params(units, hp, structure.n_hidden)
+    if settings.lsuv:
+        x = data.x_train[data.batches[hp.seed, 0]]  # the row's first mini-batch
+        gain = hp.scale[1]  # lsuv is relative=False: its hidden scale is the gain
         slope = hp.values["model.negative_slope"]
-        if key is None:
-            logits = model.apply({"params": params}, x, hp.depth, slope)
-        else:
-            rate, rngs = hp.values["model.dropout"], {"dropout": key}
-            logits = model.apply({"params": params}, x, hp.depth, slope, rate, rngs=rngs)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+        rescaled = lsuv(params, x, hp.depth, slope, structure.activation, gain)
+        params = jax.tree.map(lambda a, b: jnp.where(hp.lsuv, a, b), rescaled, params)
+    opt_state = make_optimizer(settings.optimizer, hp, settings.weight_decay).init(params)
+    return RowState(params, opt_state, jnp.zeros((), jnp.int32), metrics.start_running())
 
-    def init_row(hp: Hparams, units: dict, data: Data) -> RowState:
-        params = init_params(units, hp, structure.n_hidden)
-        if settings.lsuv:
-            x = data.x_train[data.batches[hp.seed, 0]]  # the row's first mini-batch
-            gain = hp.scale[1]  # lsuv is relative=False: its hidden scale is the gain
-            slope = hp.values["model.negative_slope"]
-            rescaled = lsuv(params, x, hp.depth, slope, structure.activation, gain)
-            params = jax.tree.map(lambda a, b: jnp.where(hp.lsuv, a, b), rescaled, params)
-        opt_state = make_optimizer(settings.optimizer, hp, settings.weight_decay).init(params)
-        zero = jnp.zeros((), jnp.int32)
-        nan = jnp.full((), jnp.nan)
-        return RowState(
-            params, opt_state, zero, nan, nan, nan, zero - 1, zero, zero, jnp.bool_(False)
-        )
 
-    def chunk_row(state: RowState, hp: Hparams, active: jax.Array, data: Data):
-        tx = make_optimizer(settings.optimizer, hp, settings.weight_decay)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        x_probe = data.x_val[: settings.batch_size]
-        y_probe = data.y_val[: settings.batch_size]
+def train_step(
+    model: MLP, settings: Settings, hp: Hparams, active: jax.Array, data: Data, state: RowState
+) -> tuple[RowState, tuple[jax.Array, jax.Array]]:
+    """One optimizer step of one row; an inactive row (pruned trial, padding) keeps its state."""
+    idx = data.batches[hp.seed, state.step]
+    key = None
+    if settings.dropout:
+        # threefry, though it costs compile time: "rbg" keys draw different bits under vmap, so
+        # a trial's masks (and metrics) would depend on its row in the batch.
+        key = jax.random.fold_in(jax.random.key(hp.seed), state.step)
+    x, y = data.x_train[idx], data.y_train[idx]
+    grad_fn = jax.value_and_grad(functools.partial(loss_fn, model), has_aux=True)
+    (loss, _), grads = grad_fn(state.params, hp, x, y, key)
+    grad_norm = optax.tree.norm(grads)
+    tx = make_optimizer(settings.optimizer, hp, settings.weight_decay)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    running = metrics.update_running(
+        state.running, state.step, loss, grad_norm, kernel_norms(grads)[0], settings
+    )
+    new = RowState(optax.apply_updates(state.params, updates), opt_state, state.step + 1, running)
+    new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
+    return new, (loss, grad_norm)
 
-        def probe(params) -> Probe | None:
-            if not settings.diagnostics:
-                return None
-            return measure(
-                model, params, x_probe, y_probe, hp.depth, hp.values["model.negative_slope"]
-            )
 
-        def train_step(state: RowState, _):
-            idx = data.batches[hp.seed, state.step]
-            key = None
-            if settings.dropout:
-                # threefry, though it costs compile time: "rbg" keys draw different bits under
-                # vmap, so a trial's masks (and metrics) would depend on its row in the batch.
-                key = jax.random.fold_in(jax.random.key(hp.seed), state.step)
-            x, y = data.x_train[idx], data.y_train[idx]
-            (loss, _), grads = grad_fn(state.params, hp, x, y, key)
-            first_layer_norm = kernel_norms(grads)[0]
-            grad_norm = optax.tree.norm(grads)
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            params = optax.apply_updates(state.params, updates)
-            first = state.step == 0
-            s = settings.smoothing
-            ema = jnp.where(first, loss, s * state.ema_loss + (1 - s) * loss)
-            exploded = ~jnp.isfinite(grad_norm) | (grad_norm > settings.explode_threshold)
-            # A loss computed from exploded logits is not a result (float32 log-softmax of
-            # logits ~1e12 rounds to 0, and once let an all-constant network "reach" the
-            # target), so the target is watched on an EMA that leaves exploded steps out.
-            clean = jnp.where(
-                jnp.isnan(state.clean_ema), loss, s * state.clean_ema + (1 - s) * loss
-            )
-            clean = jnp.where(exploded, state.clean_ema, clean)
-            hit = (state.hit_step < 0) & (clean <= settings.target_loss)
-            vanished = first_layer_norm < settings.vanish_threshold
-            new = RowState(
-                params=params,
-                opt_state=opt_state,
-                step=state.step + 1,
-                ema_loss=ema,
-                clean_ema=clean,
-                initial_loss=jnp.where(first, loss, state.initial_loss),
-                hit_step=jnp.where(hit, state.step, state.hit_step),
-                explosions=state.explosions + exploded,
-                vanishings=state.vanishings + vanished,
-                diverged=state.diverged | ~jnp.isfinite(loss),
-            )
-            # Inactive rows (pruned trials, padding) keep their state: their work is discarded.
-            new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
-            return new, (loss, grad_norm)
+def chunk_row(
+    model: MLP, settings: Settings, state: RowState, hp: Hparams, active: jax.Array, data: Data
+) -> tuple[RowState, ChunkOut]:
+    """``settings.chunk_steps`` steps of one row, then its validation loss and accuracy (and,
+    with Settings.diagnostics, the per-layer probes before and after the chunk)."""
+    x_probe, y_probe = data.x_val[: settings.batch_size], data.y_val[: settings.batch_size]
 
-        probe_start = probe(state.params)
-        state, (loss, grad_norm) = jax.lax.scan(
-            train_step, state, None, length=settings.chunk_steps
-        )
-        val_loss, logits = loss_fn(state.params, hp, data.x_val, data.y_val)
-        val_accuracy = jnp.mean(jnp.argmax(logits, -1) == data.y_val)
-        out = ChunkOut(loss, grad_norm, probe_start, probe(state.params), val_loss, val_accuracy)
-        return state, out
+    def probe(params) -> Probe | None:
+        if not settings.diagnostics:
+            return None
+        slope = hp.values["model.negative_slope"]
+        return measure(model, params, x_probe, y_probe, hp.depth, slope)
 
-    init_fn = jax.jit(jax.vmap(init_row, in_axes=(0, None, None)))
-    chunk_fn = jax.jit(jax.vmap(chunk_row, in_axes=(0, 0, 0, None)), donate_argnums=0)
-    return init_fn, chunk_fn
+    def step(state: RowState, _):
+        return train_step(model, settings, hp, active, data, state)
+
+    probe_start = probe(state.params)
+    state, (loss, grad_norm) = jax.lax.scan(step, state, None, length=settings.chunk_steps)
+    val_loss, logits = loss_fn(model, state.params, hp, data.x_val, data.y_val)
+    val_accuracy = jnp.mean(jnp.argmax(logits, -1) == data.y_val)
+    out = ChunkOut(loss, grad_norm, probe_start, probe(state.params), val_loss, val_accuracy)
+    return state, out

@@ -7,7 +7,7 @@ steps to target, and nothing else: the mini-batches are sliced once up front, ea
 only its loss (kept on the device), and the losses come to the host once per trial. In-memory
 Optuna storage, no MLflow.
 
-    python -m pipeline.baseline [--cached] [--out results.json] key=value ...
+    python -m benchmarks.baseline [--cached] [--out results.json] key=value ...
 
 runs it as a whole process, as a user would (``--cached``: JAX's persistent compilation cache
 and the XLA flags the engine sets, the stronger baseline).
@@ -28,10 +28,10 @@ import optax
 import optuna
 
 import pipeline
-from pipeline.activations import ACTIVATIONS
-from pipeline.data import batch_schedule, load_dataset
-from pipeline.initializers import make_bias_initializer, make_initializer, resolve_gain
-from pipeline.space import suggest
+from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.data import batch_schedule, load_dataset
+from pipeline.core.initializers import make_bias_initializer, make_initializer, resolve_gain
+from pipeline.search.samplers import suggest
 
 
 class PlainMLP(nn.Module):
@@ -90,14 +90,16 @@ def make_objective(cfg, space, results: list):
 
             loss, grads = jax.value_and_grad(loss_fn)(params)
             updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, losses.at[step].set(loss)
+            # Each step's loss and gradient norm: the engine's explosion rule needs the norm.
+            losses = losses.at[:, step].set(jnp.stack([loss, optax.tree.norm(grads)]))
+            return optax.apply_updates(params, updates), opt_state, losses
 
-        opt_state, losses = tx.init(params), jnp.zeros(steps)
+        opt_state, losses = tx.init(params), jnp.zeros((2, steps))
         for step in range(steps):
             params, opt_state, losses = train_step(
                 params, opt_state, losses, step, x_batches[step], y_batches[step]
             )
-        metrics = {"steps_to_target": steps_to_target(np.asarray(losses), cfg)}
+        metrics = {"steps_to_target": steps_to_target(*np.asarray(losses), cfg)}
         results.append((trial.params, metrics))
         return metrics["steps_to_target"]
 
@@ -110,12 +112,13 @@ def _base(cfg) -> dict:
     return to_flat_dict(cfg, ("model", "init", "train"))
 
 
-def steps_to_target(losses: np.ndarray, cfg) -> float:
+def steps_to_target(losses: np.ndarray, grad_norms: np.ndarray, cfg) -> float:
     """The first step whose smoothed loss reaches the target, as the engine defines it
-    (metrics.py: an EMA that leaves exploded steps out; here a non-finite loss is left out)."""
+    (``pipeline.core.metrics.update_running``: an EMA of the mini-batch losses that leaves out
+    the steps whose gradient global norm is NaN, Inf or above ``metrics.explode_threshold``)."""
     beta, ema = cfg.metrics.smoothing, np.nan
-    for i, loss in enumerate(losses):
-        if np.isfinite(loss):
+    for i, (loss, norm) in enumerate(zip(losses, grad_norms, strict=True)):
+        if np.isfinite(norm) and norm <= cfg.metrics.explode_threshold:
             ema = loss if np.isnan(ema) else beta * ema + (1 - beta) * loss
         if ema <= cfg.train.target_loss:
             return float(i + 1)
@@ -133,13 +136,12 @@ def run_loop(cfg, space, n_trials: int, objective_factory=make_objective) -> lis
 
 def main(argv: list[str] | None = None, objective_factory=make_objective) -> int:
     """The loop as a whole process: ``--out`` gets its trials, metrics and phase times."""
-    p = argparse.ArgumentParser(prog="python -m pipeline.baseline", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.baseline", description=__doc__)
     p.add_argument("--cached", action="store_true", help="persistent cache and the engine's flags")
     p.add_argument("--out", help="write the trials, metrics and phases here (JSON)")
     args, overrides = p.parse_known_args(argv)
     from pipeline.config import Space, load_config
-    from pipeline.devices import configure_cpu, use_compilation_cache
-    from pipeline.sweep import cache_dir
+    from pipeline.engine.devices import cache_dir, configure_cpu, use_compilation_cache
 
     cfg = load_config(overrides, "bench")
     if args.cached:  # one device (a loop trains one trial at a time), the engine's XLA flags

@@ -42,10 +42,13 @@ def cores_per_worker(cfg, n: int) -> int:
 
 def launch(cfg, experiment: str | None, overrides: list[str], n: int, console: Console) -> int:
     """Run ``n`` workers to the end; 0 when all finished, 130 when interrupted, else 1."""
-    from pipeline import lease
     from pipeline.config import Space
     from pipeline.engine import check_fits
-    from pipeline.sweep import _log_sweep_artifacts, open_study, open_tracker, recover
+    from pipeline.search import lease
+    from pipeline.search.study import open_study
+    from pipeline.search.sweep import recover
+    from pipeline.tracking import open_tracker
+    from pipeline.tracking.artifacts import log_sweep_artifacts
 
     space = Space.parse(cfg.space)
     check_fits(cfg, space)
@@ -56,7 +59,7 @@ def launch(cfg, experiment: str | None, overrides: list[str], n: int, console: C
     recover(cfg, study, tracker, held.worker)
     parent = tracker.parent_id if tracker is not None else None
     env = dict(os.environ)
-    # One single-threaded XLA device per core of each worker's share (pipeline.devices).
+    # One single-threaded XLA device per core of each worker's share (pipeline.engine.devices).
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
     cores = cores_per_worker(cfg, n)
     procs = [
@@ -88,7 +91,7 @@ def launch(cfg, experiment: str | None, overrides: list[str], n: int, console: C
     status = "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
     if tracker is not None:
         if status == "FINISHED":
-            _log_sweep_artifacts(cfg, study, tracker)
+            log_sweep_artifacts(cfg, study, tracker)
         warning = tracker.close(status)
         if warning:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)

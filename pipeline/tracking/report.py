@@ -8,7 +8,7 @@ import statistics
 import optuna
 from rich.table import Table
 
-from pipeline.study import ranked_trials, trial_metrics, trial_spec
+from pipeline.search.study import ranked_trials, trial_metrics, trial_spec
 
 COLUMNS = {
     "model.activation": "activation",

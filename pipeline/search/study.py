@@ -7,12 +7,17 @@ safe for several worker processes on one host.
 
 from __future__ import annotations
 
+import socket
+import zlib
 from pathlib import Path
 
+import numpy as np
 import optuna
+from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.config import RUN_KEYS, SPEC_ATTR, TrialSpec, redacted
-from pipeline.metrics import SUMMARY_KEYS
+from pipeline.config import RUN_KEYS, SPEC_ATTR, Space, TrialSpec, redacted
+from pipeline.core.metrics import SUMMARY_KEYS
+from pipeline.search import samplers
 
 
 def storage_spec(cfg) -> str:
@@ -94,3 +99,37 @@ def trial_spec(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrialSpe
 def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     stored = trial.user_attrs.get("metrics", {})
     return {k: stored[k] for k in SUMMARY_KEYS if k in stored}
+
+
+def open_study(cfg, space: Space, worker: int | None = None) -> optuna.Study:
+    """Create the study, or load it to continue up to ``study.n_trials``.
+
+    A fresh study's sampler is seeded with ``study.seed``. A resumed one's is seeded from
+    (study.seed, trials so far), and worker ``i`` of ``sweep --workers N`` adds ``i`` and the host
+    name: with the seed alone a rerun would draw the same random trials again, and so would every
+    worker.
+    """
+    spec = storage_spec(cfg)
+    try:
+        study = optuna.create_study(
+            study_name=cfg.study.name,
+            storage=make_storage(spec),
+            sampler=samplers.make_sampler(cfg.study.sampler, cfg.study.seed, space),
+            pruner=samplers.make_pruner(cfg.study.pruner),
+            directions=directions(cfg),
+            load_if_exists=True,
+        )
+    except (ImportError, OSError, SQLAlchemyError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = f"study.storage={redacted(spec)}"
+        raise LookupError(f"cannot open {where}: {redacted(reason)}") from None
+    so_far = len(study.get_trials(deepcopy=False))
+    if so_far or worker is not None:
+        entropy = [cfg.study.seed, so_far]
+        if worker is not None:
+            entropy += [worker + 1, zlib.crc32(socket.gethostname().encode())]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        study.sampler = samplers.make_sampler(cfg.study.sampler, seed, space)
+    # Nothing of the config is stored on the study: each trial stores its own spec, so a resumed
+    # study with other settings never rewrites what earlier trials were.
+    return study

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pipeline.activations import ACTIVATIONS
+from pipeline.core.activations import ACTIVATIONS
 
 TOL = 0.01  # |Var - target| the paper stops at (it uses 0.1; 0.01 costs nothing more here)
 MAX_ITERS = 5

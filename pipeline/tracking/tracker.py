@@ -20,11 +20,13 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.metrics import TrialResult, diagnostic_scalars, diagnostics_csv
-from pipeline.timing import Stopwatch
+from pipeline.config import redacted, to_flat_dict
+from pipeline.core.metrics import TrialResult, diagnostic_scalars, diagnostics_csv
+from pipeline.engine.timing import Stopwatch
 
 RUNS_TABLE_QUERY = "?workflowType=machine_learning"  # MLflow 3 opens GenAI views otherwise
 
@@ -177,7 +179,7 @@ class Tracker:
         self._child_ids: dict[int, str] = {}  # trial number -> child run id, once created
         self._last_probe = (0.0, True)  # (when, answered)
         self.parent_id: str | None = None
-        self.worker = ""  # the sweep process (pipeline.lease), tagged on each run it starts
+        self.worker = ""  # the sweep process (pipeline.search.lease), tagged on each run it starts
         self.owns_parent = True
         self.clock = Stopwatch()  # MLflow calls on the logging thread
         self.wait_s = 0.0
@@ -445,3 +447,27 @@ def latest_parent(client, experiment_id: str) -> str | None:
 
 def runs_table_url(host: str, port: int, experiment_id: str) -> str:
     return f"http://{host}:{port}/#/experiments/{experiment_id}{RUNS_TABLE_QUERY}"
+
+
+def open_tracker(
+    cfg, experiment: str | None, worker: str = "", parent_run: str | None = None
+) -> Tracker | None:
+    if not cfg.tracking.enabled:
+        return None
+    tracker = Tracker(
+        cfg.tracking.uri or default_uri(cfg.runs_dir),
+        cfg.study.name,
+        cfg.runs_dir,
+        description=f"Weight-initialization sweep `{cfg.study.name}`: one child run per Optuna "
+        "trial; sort by steps_to_target (lower is faster).",
+    )
+    tracker.worker = worker
+    if parent_run is not None:  # a worker of `sweep --workers N`: the launcher owns the parent
+        tracker.attach_parent(parent_run)
+        return tracker
+    tracker.start_parent(
+        f"sweep {datetime.now():%Y-%m-%d %H:%M:%S}",
+        redacted(to_flat_dict(cfg)),
+        {"experiment": experiment or "default", "sampler": cfg.study.sampler},
+    )
+    return tracker

@@ -1,12 +1,12 @@
 """A second plain loop, written from scratch without Flax or Optax, to check the first.
 
-``make bench`` runs it beside ``pipeline.baseline`` on the same trials and quotes the engine's
+``make bench`` runs it beside ``benchmarks.baseline`` on the same trials and quotes the engine's
 ratios against the faster of the two: a baseline that is slow by accident would flatter the
 engine. Same trials (Optuna's seeded random sampler over the same space), same data and
 mini-batch order, the same initializers (``make_initializer``, what a user gets from
 ``load_initializer``); the network is a list of ``(W, b)`` pairs, the update ``p - lr * g``.
 
-    python -m pipeline.independent_loop [--out results.json] key=value ...
+    python -m benchmarks.independent_loop [--out results.json] key=value ...
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import optuna
 
 from pipeline import baseline
-from pipeline.activations import ACTIVATIONS
-from pipeline.initializers import make_bias_initializer, make_initializer, resolve_gain
-from pipeline.space import suggest
+from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.initializers import make_bias_initializer, make_initializer, resolve_gain
+from pipeline.search.samplers import suggest
 
 
 def make_objective(cfg, space, results: list):
@@ -56,12 +56,13 @@ def make_objective(cfg, space, results: list):
         def train_step(layers, losses, step, x, y):
             loss, grads = jax.value_and_grad(loss_fn)(layers, x, y)
             layers = jax.tree.map(lambda p, g: p - lr * g, layers, grads)
-            return layers, losses.at[step].set(loss)
+            norm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))
+            return layers, losses.at[:, step].set(jnp.stack([loss, norm]))
 
-        losses = jnp.zeros(steps)
+        losses = jnp.zeros((2, steps))
         for step in range(steps):
             layers, losses = train_step(layers, losses, step, x_batches[step], y_batches[step])
-        metrics = {"steps_to_target": baseline.steps_to_target(np.asarray(losses), cfg)}
+        metrics = {"steps_to_target": baseline.steps_to_target(*np.asarray(losses), cfg)}
         results.append((trial.params, metrics))
         return metrics["steps_to_target"]
 

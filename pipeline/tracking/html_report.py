@@ -15,9 +15,10 @@ from pathlib import Path
 
 import optuna
 
-from pipeline import plots, theory
-from pipeline.report import COLUMNS, family_verdicts, reached
-from pipeline.study import ranked_trials, trial_spec
+from pipeline.core import theory
+from pipeline.search.study import ranked_trials, trial_spec
+from pipeline.tracking import plots
+from pipeline.tracking.report import COLUMNS, family_verdicts, reached
 
 CAPTIONS = {
     "loss_curves_by_init.png": "Training loss of every trial, one panel per initializer; the "

@@ -1,0 +1,12 @@
+"""The pure core: JAX and NumPy only. No Optuna, MLflow, OmegaConf, YAML, argument parsing or file
+I/O under here (``tests/test_layout.py`` checks it); the shell (config, engine, search, tracking,
+reuse) imports the core, never the other way round.
+
+- ``activations``, ``initializers``: registries, formulas with their papers, sampling;
+- ``model``: the Flax MLP and CNN (scanned, depth-masked hidden stack);
+- ``train``: ``make_train`` returns pure per-row ``init``/``chunk`` functions;
+- ``metrics``: metric definitions, the in-scan updates, summaries and the objective;
+- ``diagnostics``, ``lsuv``: per-layer probes and LSUV inside the compiled call;
+- ``theory``: mean-field signal propagation;
+- ``data``: generated or bundled datasets.
+"""

@@ -1,0 +1,28 @@
+"""Tracking: every MLflow write (``tracker``), the parent run's artifacts and figures
+(``artifacts``, ``plots``), and what a study prints or renders (``report``, ``html_report``)."""
+
+from pipeline.tracking.tracker import (
+    LOGGING_RETRIES,
+    RUNS_TABLE_QUERY,
+    Tracker,
+    check_reachable,
+    default_uri,
+    find_trial_run,
+    latest_parent,
+    open_tracker,
+    run_name,
+    runs_table_url,
+)
+
+__all__ = [
+    "LOGGING_RETRIES",
+    "RUNS_TABLE_QUERY",
+    "Tracker",
+    "check_reachable",
+    "default_uri",
+    "find_trial_run",
+    "latest_parent",
+    "open_tracker",
+    "run_name",
+    "runs_table_url",
+]
