@@ -29,8 +29,9 @@ import optuna
 
 import pipeline
 from pipeline.core.activations import ACTIVATIONS
-from pipeline.core.data import batch_schedule, load_dataset
+from pipeline.core.data import batch_schedule
 from pipeline.core.initializers import make_bias_initializer, make_initializer, resolve_gain
+from pipeline.engine.datasets import load_dataset
 from pipeline.search.samplers import suggest
 
 

@@ -98,7 +98,7 @@ def _durations(phases: dict, order) -> dict[str, float]:
 
 def _useful_flops(cfg, depths: list[int]) -> float:
     """Analytic forward+backward FLOPs of the unpadded networks, summed over trials."""
-    from pipeline.core.data import load_dataset
+    from pipeline.engine.datasets import load_dataset
 
     ds = load_dataset(cfg.data)
     per_step = [

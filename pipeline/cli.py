@@ -178,8 +178,8 @@ def _write_timing(cfg, phases: dict[str, float], summary) -> None:
 
 def cmd_train(args, console: Console) -> int:
     from pipeline.config import Space, TrialSpec
-    from pipeline.core.data import load_dataset
     from pipeline.engine import Engine
+    from pipeline.engine.datasets import load_dataset
     from pipeline.engine.devices import setup_jax
     from pipeline.reuse.best import config_overrides, read_best
 
@@ -238,8 +238,9 @@ def cmd_best(args, console: Console) -> int:
     document = best_document(study, top, run_ids, parent, redacted(storage_spec(cfg)))
     path = write_best(document, Path(args.out or f"conf/best/{cfg.study.name}.yaml"))
     if tracker is not None:
-        if parent is not None:
-            tracker.client.log_artifact(parent, str(path), "best")
+        if parent is not None:  # the file beside the sweep it came from
+            tracker.attach_parent(parent)
+            tracker.log_parent_artifact(path, "best")
         tracker.close()
     if args.format == "table":
         console.print(best_table(study, top))
@@ -265,20 +266,13 @@ def cmd_best(args, console: Console) -> int:
 
 
 def cmd_ui(args, console: Console) -> int:
-    from pipeline.tracking import default_uri, runs_table_url
+    from pipeline.tracking import default_uri, experiment_id, runs_table_url
 
     cfg = load_config(args.overrides)
     uri = cfg.tracking.uri or default_uri(cfg.runs_dir)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise LookupError(f"no MLflow store at {uri}: run `make sweep` first")
-    from mlflow.tracking import MlflowClient
-
-    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(cfg.study.name)
-    url = (
-        runs_table_url(args.host, args.port, experiment.experiment_id)
-        if experiment
-        else f"http://{args.host}:{args.port}/"
-    )
+    url = runs_table_url(args.host, args.port, experiment_id(uri, cfg.study.name))
     print(f"MLflow UI for study {cfg.study.name!r}: {url}", flush=True)
     if args.print_url:
         return 0

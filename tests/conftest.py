@@ -27,8 +27,8 @@ TINY = [
 def train_trials(cfg, *variants: dict, weights=None):
     """Train one trial per variant (dotted overrides of cfg) in one engine call."""
     from pipeline.config import Space, TrialSpec
-    from pipeline.core.data import load_dataset
     from pipeline.engine import Engine
+    from pipeline.engine.datasets import load_dataset
 
     base = TrialSpec.of_config(cfg)
     trials = [base.with_values(v) for v in variants]

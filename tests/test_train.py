@@ -193,8 +193,8 @@ def test_unit_draws_compile_no_custom_call_and_orthogonal_ones_are_orthonormal(k
 
 def test_stall_bound_follows_measured_calls(tiny_cfg):
     from pipeline.config import Space, TrialSpec
-    from pipeline.core.data import load_dataset
     from pipeline.engine import STALL_FIRST_S, STALL_FLOOR_S, Engine
+    from pipeline.engine.datasets import load_dataset
 
     cfg = tiny_cfg("model.depth=2")
     engine = Engine(cfg, load_dataset(cfg.data), Space())

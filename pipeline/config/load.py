@@ -17,9 +17,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config.schema import RULES, SEARCHABLE_KEYS, Config, ConfigError
+from pipeline.config.schema import RULES, SCHEMA, SEARCHABLE_KEYS, Config, ConfigError
 from pipeline.config.space import Space
-from pipeline.core.data import sizes as data_sizes
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
@@ -86,6 +85,8 @@ def check_value(key: str, value: Any) -> None:
 def validate(cfg: DictConfig) -> Space:
     """Value and cross-field checks; raises ``ConfigError`` on the first problem. Returns the
     parsed space."""
+    from pipeline.engine import datasets  # a user's data file: read and checked here
+
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
     for key in RULES:
         check_value(key, flat.get(key, OmegaConf.select(cfg, key)))
@@ -95,8 +96,12 @@ def validate(cfg: DictConfig) -> Space:
             f"train.steps={t.steps} must be a multiple of train.eval_every_steps="
             f"{t.eval_every_steps} (training runs in chunks of that many steps)"
         )
-    n = data_sizes(cfg.data)
-    if cfg.data.name == "digits" and min(n.n_train, n.n_val) < n.n_classes:
+    d = cfg.data
+    if d.name != "npz" and (d.path is not None or d.sha256 is not None):
+        given = "data.path" if d.path is not None else "data.sha256"
+        raise ConfigError(f"{given} is read with data.name=npz only (data.name={d.name})")
+    n = datasets.check(d) if d.name == "npz" else datasets.sizes(d)
+    if d.name == "digits" and min(n.n_train, n.n_val) < n.n_classes:
         # scikit-learn's stratified split needs a sample of every class on both sides.
         raise ConfigError(
             f"data.val_fraction={cfg.data.val_fraction} leaves {n.n_train} training and "
@@ -110,7 +115,7 @@ def validate(cfg: DictConfig) -> Space:
     space.check()
     # The base values count too: `train` uses them, and a sweep whose space fixes neither.
     kinds = {*space.values("model.kind", cfg.model.kind), cfg.model.kind}
-    if "cnn" in kinds and cfg.data.name != "digits":
+    if "cnn" in kinds and d.name != "digits":
         raise ConfigError(
             "model.kind=cnn needs images: set data.name=digits (8x8 handwritten digits)"
         )
@@ -172,6 +177,8 @@ def _parse_overrides(overrides: Iterable[str]) -> tuple[dict, dict[str, Any]]:
             parsed = value
         if "://" in value:  # a URL is a string, even one YAML would read as a mapping ("...:")
             parsed = value
+        if _is_text_key(key) and parsed is not None and not isinstance(parsed, str):
+            parsed = value  # a name, a path or a hash is text, even "0123" or "1e10"
         if key.startswith("space."):
             space[key.removeprefix("space.")] = parsed
         else:
@@ -180,6 +187,11 @@ def _parse_overrides(overrides: Iterable[str]) -> tuple[dict, dict[str, Any]]:
             except (OmegaConfBaseException, TypeError, ValueError):
                 raise ConfigError(f"override {item!r} conflicts with another override") from None
     return OmegaConf.to_container(layer), space
+
+
+def _is_text_key(key: str) -> bool:
+    info = SCHEMA.get(key)
+    return info is not None and str(info.type) in ("str", "str | None")
 
 
 def _merge(cfg: DictConfig, layer: dict, origin: str) -> DictConfig:
@@ -220,8 +232,22 @@ def load_config(
     if space_overrides:
         _check_keys({"space": _nest_dotted(space_overrides)}, "the command-line overrides")
         cfg.space = _nest_dotted({**Space.parse(cfg.space).entries, **space_overrides})
+    if cfg.data.name == "npz":  # what trials record: the absolute path and the file's hash
+        cfg = _resolve_data_file(cfg)
     validate(cfg)
     return cfg
+
+
+def _resolve_data_file(cfg: DictConfig) -> DictConfig:
+    from pipeline.engine.datasets import sha256
+
+    path = cfg.data.path
+    if path is None or not Path(path).is_file():
+        return cfg  # validate() says what is wrong
+    resolved = {"path": str(Path(path).resolve())}
+    if cfg.data.sha256 is None:
+        resolved["sha256"] = sha256(path)
+    return OmegaConf.merge(cfg, {"data": resolved})
 
 
 def _nest_dotted(flat: dict[str, Any]) -> dict:

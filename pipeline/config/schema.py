@@ -29,7 +29,7 @@ from pipeline.core.initializers import BIAS_INITS, FAN_MODES, INITIALIZERS
 from pipeline.core.model import KINDS
 
 STRUCTURAL, TRACED, SETTING, BOOKKEEPING = "structural", "traced", "setting", "bookkeeping"
-DATASETS = ("gaussian", "digits")
+DATASETS = ("gaussian", "digits", "npz")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsgaii")
 PRUNERS = ("none", "median", "hyperband")
@@ -94,6 +94,11 @@ def or_auto(rule: Rule, meaning: str = "") -> Rule:
 
 BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 FOLDER = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a folder path")
+FILE = Rule(lambda v: isinstance(v, str) and v.strip() != "" and "\0" not in v, "a file path")
+SHA256 = Rule(
+    lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+    "64 lowercase hex digits",
+)
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], bool]:
@@ -175,7 +180,9 @@ def key(default: Any, rule: Rule, doc: str, role: str = BOOKKEEPING, row: bool =
 
 @dataclass(frozen=True)
 class Data:
-    name: str = key("gaussian", one_of(DATASETS), "gaussian clusters or 8x8 digits", SETTING)
+    name: str = key(
+        "gaussian", one_of(DATASETS), "gaussian clusters, 8x8 digits, or your .npz file", SETTING
+    )
     classes: int = key(10, int_in(2, 10_000), "gaussian: number of classes", SETTING)
     features: int = key(32, int_in(1, 100_000), "gaussian: input dimensions", SETTING)
     samples: int = key(2048, int_in(2, 10_000_000), "gaussian: training samples", SETTING)
@@ -190,6 +197,19 @@ class Data:
         0.2, number(0.0, 1.0, hi_open=True), "digits: held-out share, stratified", SETTING
     )
     seed: int = key(0, int_in(0), "data generation and split", SETTING)
+    path: str | None = key(
+        None,
+        or_null(FILE, "no file"),
+        "npz: x_train, y_train (integer labels) and x_val, y_val or neither (then val_fraction "
+        "is held out); resolved to an absolute path",
+        SETTING,
+    )
+    sha256: str | None = key(
+        None,
+        or_null(SHA256, "computed from data.path when loaded"),
+        "npz: the file's SHA-256, recorded in each trial's spec; set it to refuse a changed file",
+        SETTING,
+    )
 
 
 @dataclass(frozen=True)

@@ -69,28 +69,44 @@ class Sizes(NamedTuple):
 
 
 def sizes(cfg) -> Sizes:
-    """What a ``data`` section will hold, without building it (validation, memory planning).
-    Digits: scikit-learn's split takes ``ceil(val_fraction * 1797)`` images for validation."""
+    """What a generated or bundled ``data`` section will hold, without building it. Digits:
+    scikit-learn's split takes ``ceil(val_fraction * 1797)`` images for validation."""
     if cfg.name == "digits":
         n_val = math.ceil(cfg.val_fraction * DIGITS_IMAGES)
         return Sizes(DIGITS_IMAGES - n_val, n_val, DIGITS_PIXELS, DIGITS_CLASSES)
     return Sizes(cfg.samples, cfg.val_samples, cfg.features, cfg.classes)
 
 
-def digits(val_fraction: float, seed: int) -> Dataset:
-    from sklearn.datasets import load_digits
+def split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int) -> tuple:
+    """Stratified train/validation split (scikit-learn's): ``ceil(val_fraction * n)`` samples
+    held out, every class on both sides."""
     from sklearn.model_selection import train_test_split
 
-    x, y = load_digits(return_X_y=True)
     x_train, x_val, y_train, y_val = train_test_split(
         x, y, test_size=val_fraction, random_state=seed, stratify=y
     )
-    x_train, x_val = _standardize(x_train, x_val)
-    return Dataset(x_train, y_train.astype(np.int32), x_val, y_val.astype(np.int32), DIGITS_CLASSES)
+    return x_train, y_train, x_val, y_val
+
+
+def from_arrays(x_train, y_train, x_val, y_val, n_classes: int) -> Dataset:
+    """A dataset from arrays: float32 features standardized with training statistics, int32
+    labels."""
+    x_train, x_val = _standardize(np.asarray(x_train, np.float64), np.asarray(x_val, np.float64))
+    return Dataset(
+        x_train, np.asarray(y_train, np.int32), x_val, np.asarray(y_val, np.int32), n_classes
+    )
+
+
+def digits(val_fraction: float, seed: int) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return from_arrays(*split(x, y, val_fraction, seed), DIGITS_CLASSES)
 
 
 def load_dataset(cfg) -> Dataset:
-    """The dataset a ``data`` config section describes."""
+    """The generated or bundled dataset a ``data`` config section describes (a user's file:
+    ``pipeline.engine.datasets``)."""
     if cfg.name == "gaussian":
         return gaussian(
             cfg.classes,

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import jax
 
 from pipeline.config import Space, TrialSpec
-from pipeline.core.data import sizes as data_sizes
 from pipeline.core.initializers import DRAWS, INITIALIZERS
 from pipeline.core.model import Structure, layer_shapes
 from pipeline.core.train import Settings
+from pipeline.engine.datasets import sizes as data_sizes
 
 
 def settings_from(cfg, optimizer: str, trials: Sequence[TrialSpec] = ()) -> Settings:

@@ -27,9 +27,9 @@ from rich.progress import (
 )
 
 from pipeline.config import RUN_SECTIONS, SPEC_ATTR, Space, TrialSpec, to_flat_dict
-from pipeline.core.data import load_dataset
 from pipeline.core.metrics import TrialResult, compact_trace
 from pipeline.engine import Engine, check_fits
+from pipeline.engine.datasets import load_dataset
 from pipeline.engine.devices import setup_jax
 from pipeline.engine.timing import Stopwatch
 from pipeline.search import lease as leases

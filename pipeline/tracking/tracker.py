@@ -445,8 +445,19 @@ def latest_parent(client, experiment_id: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def runs_table_url(host: str, port: int, experiment_id: str) -> str:
+def runs_table_url(host: str, port: int, experiment_id: str | None) -> str:
+    """The MLflow UI's runs table of an experiment (its start page when there is none yet)."""
+    if experiment_id is None:
+        return f"http://{host}:{port}/"
     return f"http://{host}:{port}/#/experiments/{experiment_id}{RUNS_TABLE_QUERY}"
+
+
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of the MLflow experiment of study ``name`` in the store ``uri``, if it exists."""
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else None
 
 
 def open_tracker(
