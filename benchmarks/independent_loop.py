@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optuna
 
-from pipeline import baseline
+from benchmarks import baseline
 from pipeline.core.activations import ACTIVATIONS
 from pipeline.core.initializers import make_bias_initializer, make_initializer, resolve_gain
 from pipeline.search.samplers import suggest

@@ -53,3 +53,25 @@ def test_the_baselines_steps_to_target_is_the_engines(seed):
             == 101.0
             == engine_steps_to_target(losses + 10, norms, cfg)
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["benchmarks.baseline", "benchmarks.independent_loop"])
+def test_each_plain_loop_runs_as_the_bench_runs_it(tmp_path, module):
+    """A whole process from another folder, as `make bench` starts it (repo root on the path)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "out.json"
+    tiny = ["study.n_trials=2", "train.steps=20", "train.eval_every_steps=20", "model.width=8"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", module, "--out", str(out), *tiny, f"runs_dir={tmp_path}"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads(out.read_text())
+    assert len(document["steps_to_target"]) == 2 and len(document["params"]) == 2
+    assert all(1 <= s <= 21 for s in document["steps_to_target"])
