@@ -244,10 +244,14 @@ def _resolve_data_file(cfg: DictConfig) -> DictConfig:
     path = cfg.data.path
     if path is None or not Path(path).is_file():
         return cfg  # validate() says what is wrong
-    resolved = {"path": str(Path(path).resolve())}
-    if cfg.data.sha256 is None:
-        resolved["sha256"] = sha256(path)
-    return OmegaConf.merge(cfg, {"data": resolved})
+    digest = sha256(path)  # the file is hashed once, here
+    given = cfg.data.sha256
+    if given is not None and RULES["data.sha256"].ok(given) and given != digest:
+        raise ConfigError(
+            f"data.sha256={given} does not match data.path={path!r} (its "
+            f"SHA-256 is {digest}): the file changed"
+        )
+    return OmegaConf.merge(cfg, {"data": {"path": str(Path(path).resolve()), "sha256": digest}})
 
 
 def _nest_dotted(flat: dict[str, Any]) -> dict:

@@ -11,8 +11,8 @@ space fixed was once lost).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, get_type_hints
 
 from pipeline.config.schema import (
     DEFAULTS,
@@ -59,8 +59,8 @@ class TrialSpec:
         for k, v in values.items():
             section, name = k.split(".")
             sections[section][name] = v
-        types = {f.name: f.type for f in fields(cls)}
-        return cls(**{s: _section(types[s])(**sections[s]) for s in RUN_SECTIONS})
+        types = get_type_hints(cls)  # the section dataclasses (annotations are strings here)
+        return cls(**{s: types[s](**sections[s]) for s in RUN_SECTIONS})
 
     @classmethod
     def of_config(cls, cfg: Any) -> TrialSpec:
@@ -89,10 +89,3 @@ class TrialSpec:
     def with_values(self, values: Mapping[str, Any]) -> TrialSpec:
         """A copy with some dotted keys changed (validated like any spec)."""
         return TrialSpec.from_flat({**self.flat(), **values})
-
-
-_SECTIONS = {"Data": Data, "Model": Model, "Init": Init, "Train": Train, "Metrics": Metrics}
-
-
-def _section(type_: Any) -> type:
-    return _SECTIONS[type_] if isinstance(type_, str) else type_
