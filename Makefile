@@ -36,6 +36,9 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT), opened on the study's runs table
 dashboard: $(STAMP) ## optuna-dashboard on 127.0.0.1:8080 over STUDY's storage (PORT=<port>)
 	$(BIN)/python -m pipeline dashboard --port $(if $(filter file,$(origin PORT)),8080,$(PORT)) study.name=$(STUDY) $(ARGS)
 
+example-data: $(STAMP) ## write examples/breast_cancer.npz, the data of EXPERIMENT=your_model
+	$(BIN)/python examples/make_data.py
+
 best: $(STAMP) ## write the top configs of STUDY to conf/best/<STUDY>.yaml (FORMAT=flax|keras|torch: snippets)
 	$(BIN)/python -m pipeline best $(if $(TOP),--top $(TOP)) $(if $(FORMAT),--format $(FORMAT)) study.name=$(STUDY) $(ARGS)
 
@@ -52,10 +55,10 @@ test: $(STAMP) ## the whole test suite
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff check and format check
-	$(BIN)/ruff check pipeline tests benchmarks
-	$(BIN)/ruff format --check pipeline tests benchmarks
+	$(BIN)/ruff check pipeline tests benchmarks examples
+	$(BIN)/ruff format --check pipeline tests benchmarks examples
 
 clean: ## remove runs/ (studies, MLflow store, caches)
 	rm -rf runs
 
-.PHONY: help install sweep ui dashboard best report train bench test lint clean
+.PHONY: help install sweep ui dashboard example-data best report train bench test lint clean

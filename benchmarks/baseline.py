@@ -82,29 +82,35 @@ def make_objective(cfg, space, results: list):
         params = model.init(jax.random.key(cfg.train.seed + trial.number), x_batches[0, :1])
         params = params["params"]
         tx = optax.sgd(p["train.learning_rate"])
-
-        @jax.jit
-        def train_step(params, opt_state, losses, step, x, y):
-            def loss_fn(params):
-                logits = model.apply({"params": params}, x)
-                return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-            loss, grads = jax.value_and_grad(loss_fn)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            # Each step's loss and gradient norm: the engine's explosion rule needs the norm.
-            losses = losses.at[:, step].set(jnp.stack([loss, optax.tree.norm(grads)]))
-            return optax.apply_updates(params, updates), opt_state, losses
-
-        opt_state, losses = tx.init(params), jnp.zeros((2, steps))
-        for step in range(steps):
-            params, opt_state, losses = train_step(
-                params, opt_state, losses, step, x_batches[step], y_batches[step]
-            )
-        metrics = {"steps_to_target": steps_to_target(*np.asarray(losses), cfg)}
+        logits = lambda params, x: model.apply({"params": params}, x)  # noqa: E731
+        losses = train(logits, tx, params, x_batches, y_batches, steps)
+        metrics = {"steps_to_target": steps_to_target(*losses, cfg)}
         results.append((trial.params, metrics))
         return metrics["steps_to_target"]
 
     return objective
+
+
+def train(logits, tx, params, x_batches, y_batches, steps: int) -> np.ndarray:
+    """``steps`` optimizer steps of one trial, one jitted step per call; returns each step's
+    loss and gradient norm ``[2, steps]`` (the engine's explosion rule needs the norm)."""
+
+    @jax.jit
+    def train_step(params, opt_state, losses, step, x, y):
+        def loss_fn(params):
+            return optax.softmax_cross_entropy_with_integer_labels(logits(params, x), y).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        losses = losses.at[:, step].set(jnp.stack([loss, optax.tree.norm(grads)]))
+        return optax.apply_updates(params, updates), opt_state, losses
+
+    opt_state, losses = tx.init(params), jnp.zeros((2, steps))
+    for step in range(steps):
+        params, opt_state, losses = train_step(
+            params, opt_state, losses, step, x_batches[step], y_batches[step]
+        )
+    return np.asarray(losses)
 
 
 def _base(cfg) -> dict:
@@ -140,11 +146,12 @@ def main(argv: list[str] | None = None, objective_factory=make_objective) -> int
     p = argparse.ArgumentParser(prog="python -m benchmarks.baseline", description=__doc__)
     p.add_argument("--cached", action="store_true", help="persistent cache and the engine's flags")
     p.add_argument("--out", help="write the trials, metrics and phases here (JSON)")
+    p.add_argument("--experiment", default="bench", help="the preset whose trials it trains")
     args, overrides = p.parse_known_args(argv)
     from pipeline.config import Space, load_config
     from pipeline.engine.devices import cache_dir, configure_cpu, use_compilation_cache
 
-    cfg = load_config(overrides, "bench")
+    cfg = load_config(overrides, args.experiment)
     if args.cached:  # one device (a loop trains one trial at a time), the engine's XLA flags
         configure_cpu(1)
         use_compilation_cache(cache_dir(cfg))

@@ -108,15 +108,15 @@ def _useful_flops(cfg, depths: list[int]) -> float:
     return float(sum(per_step) * cfg.train.steps)
 
 
-def run_engine(overrides: list[str], runs_dir: Path) -> dict:
+def run_engine(overrides: list[str], runs_dir: Path, experiment: str = "bench") -> dict:
     """``python -m pipeline sweep --experiment bench``: wall, phases, the trials it trained."""
     import optuna
 
     from pipeline.config import load_config
     from pipeline.search.study import make_storage
 
-    cfg = load_config([*overrides, f"runs_dir={runs_dir}"], "bench")
-    cmd = [sys.executable, "-m", "pipeline", "sweep", "--experiment", "bench", *overrides]
+    cfg = load_config([*overrides, f"runs_dir={runs_dir}"], experiment)
+    cmd = [sys.executable, "-m", "pipeline", "sweep", "--experiment", experiment, *overrides]
     out = _process([*cmd, f"runs_dir={runs_dir}"], runs_dir.parent)
     timing = json.loads((runs_dir / cfg.study.name / "timing.json").read_text())
     phases = {**timing["phases"], "launch": out["launch"], "started": timing["started"]}
@@ -132,7 +132,7 @@ def run_engine(overrides: list[str], runs_dir: Path) -> dict:
         "sweep": {k: v for k, v in timing.items() if k not in ("phases", "started")},
         "params": [t.params for t in trials],
         "steps_to_target": [t.user_attrs["metrics"]["steps_to_target"] for t in trials],
-        "useful_flops": _useful_flops(cfg, depths),
+        "useful_flops": _useful_flops(cfg, depths) if cfg.model.kind != "custom" else None,
     }
 
 
@@ -281,6 +281,43 @@ def _accounting_table(rows: list[dict]) -> Table:
     return t
 
 
+def bench_custom(out: Path) -> int:
+    """The sweep of the example's own module against ``benchmarks.custom_loop`` on the same
+    trials (a seeded random sampler), each a whole process: engine cold and warm, loop plain
+    and with the persistent cache."""
+    sys.path.insert(0, str(ROOT))
+    from examples.make_data import main as make_data
+
+    console = Console(width=max(Console().width, 120))
+    data = ROOT / "examples" / "breast_cancer.npz"
+    if not data.exists():
+        make_data(str(data))
+    common = [f"data.path={data}", "study.sampler=random", "study.batch_size=48"]
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="bench-custom-") as tmp:
+        tmp = Path(tmp)
+        loop = run_loop("benchmarks.custom_loop", common, tmp / "loop")
+        cached = run_loop("benchmarks.custom_loop", common, tmp / "cached", cached=True)
+        for start in ("cold", "warm"):
+            study = [f"study.name=custom-{start}"]
+            rows[start] = run_engine([*common, *study], tmp / "engine", "your_model")
+        _same_trials(rows["cold"], rows["warm"], loop, cached)
+    table = Table(title=f"your_model: {len(loop['params'])} trials of examples/resnet.py")
+    for name in ("", "engine s", "loop s", "cached loop s", "speedup", "vs cached"):
+        table.add_column(name, justify="right")
+    for start, engine in rows.items():
+        e = engine["wall_s"]
+        table.add_row(
+            start, f"{e:.1f}", f"{loop['wall_s']:.1f}", f"{cached['wall_s']:.1f}",
+            f"{loop['wall_s'] / e:.2f}x", f"{cached['wall_s'] / e:.2f}x",
+        )  # fmt: skip
+    console.print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"engine": rows, "loop": loop, "cached_loop": cached}, indent=1))
+    console.print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.bench", description=__doc__.splitlines()[0]
@@ -292,10 +329,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-depth-table", action="store_true")
     p.add_argument("--out", default="runs/bench/latest.json")
     p.add_argument("--child", choices=["peak"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--custom",
+        action="store_true",
+        help="only the sweep of your own module (conf/experiment/your_model.yaml) against a "
+        "plain per-trial loop over the same module",
+    )
     args, _ = p.parse_known_args(argv)
     if args.child:
         print(json.dumps(measure_peak()))
         return 0
+    if args.custom:
+        return bench_custom(Path(args.out).with_name("custom.json"))
 
     console = Console(width=max(Console().width, 190))
     trials = [int(n) for n in args.trials.split(",")] + ([1024] if args.with_1024 else [])

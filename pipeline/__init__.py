@@ -51,7 +51,7 @@ if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
     sys.meta_path.insert(0, _MovedModules())
 
 from pipeline.core.initializers import make_bias_initializer, make_initializer  # noqa: E402
-from pipeline.reuse.best import load_bias_initializer, load_initializer  # noqa: E402
+from pipeline.reuse.best import init_params, load_bias_initializer, load_initializer  # noqa: E402
 
 
 def __getattr__(name: str):
@@ -63,6 +63,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "init_params",
     "load_bias_initializer",
     "load_initializer",
     "make_bias_initializer",

@@ -178,7 +178,7 @@ def _write_timing(cfg, phases: dict[str, float], summary) -> None:
 
 def cmd_train(args, console: Console) -> int:
     from pipeline.config import Space, TrialSpec
-    from pipeline.engine import Engine
+    from pipeline.engine import Engine, check_fits
     from pipeline.engine.datasets import load_dataset
     from pipeline.engine.devices import setup_jax
     from pipeline.reuse.best import config_overrides, read_best
@@ -197,6 +197,7 @@ def cmd_train(args, console: Console) -> int:
     cfg = load_config(args.overrides, args.experiment, layers)
     cfg.space = {}
     setup_jax(cfg)
+    check_fits(cfg, Space())
     engine = Engine(cfg, load_dataset(cfg.data), Space())
     trial = TrialSpec.of_config(cfg)
     [result] = engine.run([trial])
@@ -261,7 +262,13 @@ def cmd_best(args, console: Console) -> int:
                 print(snippet(entry, args.format, title), flush=True)
             except ValueError as e:  # e.g. LSUV: data-dependent, no framework equivalent
                 print(f"{title}\n# {e}", flush=True)
-    console.print(f"wrote {path}; use it with pipeline.load_initializer({str(path)!r}, rank=0)")
+    top_entry = (document["configs"] or [{}])[0]
+    if top_entry.get("model", {}).get("kind") == "custom" or top_entry.get("init", {}).get("rules"):
+        # a whole module, per parameter path (rules, a user's module): one call
+        use = f"pipeline.init_params({str(path)!r}, module, jax.random.key(0), x)"
+    else:
+        use = f"pipeline.load_initializer({str(path)!r}, rank=0)"
+    console.print(f"wrote {path}; use it with {use}")
     return 0
 
 

@@ -56,7 +56,9 @@ def test_the_baselines_steps_to_target_is_the_engines(seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ["benchmarks.baseline", "benchmarks.independent_loop"])
+@pytest.mark.parametrize(
+    "module", ["benchmarks.baseline", "benchmarks.independent_loop", "benchmarks.custom_loop"]
+)
 def test_each_plain_loop_runs_as_the_bench_runs_it(tmp_path, module):
     """A whole process from another folder, as `make bench` starts it (repo root on the path)."""
     import json
@@ -69,6 +71,11 @@ def test_each_plain_loop_runs_as_the_bench_runs_it(tmp_path, module):
     out = tmp_path / "out.json"
     tiny = ["study.n_trials=2", "train.steps=20", "train.eval_every_steps=20", "model.width=8"]
     env = {**os.environ, "PYTHONPATH": str(root)}
+    if module == "benchmarks.custom_loop":  # the example's module on the example's data
+        from examples.make_data import main as make_data
+
+        make_data(str(tmp_path / "bc.npz"))
+        tiny += [f"data.path={tmp_path / 'bc.npz'}", "train.batch_size=32"]
     cmd = [sys.executable, "-m", module, "--out", str(out), *tiny, f"runs_dir={tmp_path}"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

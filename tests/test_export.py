@@ -477,3 +477,117 @@ def test_best_format_prints_runnable_snippets(tiny_study, framework):
         params = {k: entry["init"][k] for k in ("mode", "std", "limit", "value")}
         w = run_snippet(code, framework, shape)
         check_kernel(w, entry["init"]["weights"], shape, entry["init"]["gain_value"], params)
+
+
+# init.rules: per-layer initializers in every framework, each the sweep's per-path init.
+RULED = {
+    "init": {
+        "weights": "he_normal",
+        "gain": 1.0,
+        "rules": [
+            {"match": "*/kernel", "weights": "glorot_uniform"},
+            {"match": "head/kernel", "scale": 0},
+            {"match": "blocks/*/out_proj/kernel", "scale": "1/sqrt(2*depth)"},
+            {"match": "blocks/*/out_proj/bias", "bias": "constant", "bias_value": 0.3},
+        ],
+    },
+    "model": {"activation": "relu", "negative_slope": 0.01, "depth": 8, "width": 128},
+}
+# layer path -> (Flax kernel shape, kernel multiplier, bias value)
+RULED_LAYERS = {
+    "embed": ((64, 128), 1.0, 0.0),
+    "blocks/0/out_proj": ((128, 256), 0.25, 0.3),  # 1/sqrt(2 * 8)
+    "head": ((256, 10), 0.0, 0.0),
+}
+
+
+def ruled_torch_module():
+    import torch.nn as nn
+
+    block = nn.Module()
+    block.out_proj = nn.Linear(128, 256)
+    model = nn.Module()
+    model.embed, model.blocks, model.head = (
+        nn.Linear(64, 128),
+        nn.ModuleList([block]),
+        nn.Linear(256, 10),
+    )
+    return model
+
+
+def check_ruled(kernels: dict, biases: dict) -> None:
+    for layer, (shape, multiplier, bias) in RULED_LAYERS.items():
+        w = np.asarray(kernels[layer])
+        if multiplier == 0.0:
+            assert w.shape == shape and not w.any(), layer
+        else:
+            check_kernel(w, "glorot_uniform", shape, multiplier, PARAMS)
+        np.testing.assert_allclose(np.asarray(biases[layer]), bias, atol=1e-7)
+
+
+@pytest.mark.parametrize("framework", ["ours", "flax", "keras", "torch"])
+def test_rules_give_each_layer_its_own_initializer_in_every_framework(framework):
+    need(framework)
+    import pipeline
+
+    kernels, biases = {}, {}
+    if framework == "torch":
+        import torch
+
+        torch.manual_seed(0)
+        model = export.to_torch(RULED)(ruled_torch_module())
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear):
+                kernels[export.torch_path(name)] = from_torch(m.weight)
+                biases[export.torch_path(name)] = m.bias.detach().numpy()
+        return check_ruled(kernels, biases)
+    for layer, (shape, _, _) in RULED_LAYERS.items():
+        key = jax.random.key(1)
+        if framework == "ours":
+            entry_file = {"configs": [RULED]}
+            path = pipeline.reuse.best.write_best(entry_file, _tmp() / "ruled.yaml")
+            kernels[layer] = pipeline.load_initializer(path, param=f"{layer}/kernel")(key, shape)
+            biases[layer] = export.to_flax(RULED, layer)[1](key, shape[-1:], np.float32)
+        elif framework == "flax":
+            kernel_init, bias_init = export.to_flax(RULED, layer)
+            kernels[layer] = kernel_init(key, shape, np.float32)
+            biases[layer] = bias_init(key, shape[-1:], np.float32)
+        else:
+            kernels[layer] = export.to_keras(RULED, layer=layer)(shape, dtype="float32")
+            biases[layer] = export.to_keras(RULED, bias=True, layer=layer)(shape[-1:])
+    check_ruled(kernels, biases)
+
+
+def _tmp():
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp())
+
+
+@pytest.mark.parametrize("framework", ["flax", "keras", "torch"])
+def test_a_rule_bearing_snippet_builds_the_same_layers(framework):
+    need(framework)
+    code = export.snippet(RULED, framework, "rules")
+    namespace: dict = {}
+    exec(compile(code, "<snippet>", "exec"), namespace)
+    kernels, biases = {}, {}
+    if framework == "torch":
+        import torch
+
+        torch.manual_seed(0)
+        model = namespace["init_weights"](ruled_torch_module())
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear):
+                kernels[export.torch_path(name)] = from_torch(m.weight)
+                biases[export.torch_path(name)] = m.bias.detach().numpy()
+        return check_ruled(kernels, biases)
+    lookup = namespace["inits_for" if framework == "flax" else "initializers_for"]
+    for layer, (shape, _, _) in RULED_LAYERS.items():
+        kernel, bias = lookup(layer)
+        if framework == "flax":
+            kernels[layer] = kernel(jax.random.key(2), shape, np.float32)
+            biases[layer] = bias(jax.random.key(2), shape[-1:], np.float32)
+        else:
+            kernels[layer], biases[layer] = kernel(shape, dtype="float32"), bias(shape[-1:])
+    check_ruled(kernels, biases)

@@ -340,8 +340,9 @@ def gate(activation, depth, loss):
     return loss
 
 
-def stalling_make_train(structure, settings):
-    fns = real_make_train(structure, settings)
+def stalling_make_train(net, settings):
+    fns = real_make_train(net, settings)
+    structure = net.builtin.structure
 
     def chunk(state, hp, active, data):  # one row; the engine vmaps it
         state, out = fns.chunk(state, hp, active, data)

@@ -69,6 +69,8 @@ def test_the_core_is_all_the_modules_the_guide_names():
         "activations",
         "initializers",
         "model",
+        "net",
+        "rules",
         "train",
         "metrics",
         "diagnostics",
@@ -87,7 +89,8 @@ from pipeline import load_initializer, load_bias_initializer
 import pipeline.core.theory, pipeline.reuse.export
 assert pipeline.theory is pipeline.core.theory and pipeline.export is pipeline.reuse.export
 assert sorted(pipeline.__all__) == sorted(
-    ["load_bias_initializer", "load_initializer", "make_bias_initializer", "make_initializer"])
+    ["init_params", "load_bias_initializer", "load_initializer", "make_bias_initializer",
+     "make_initializer"])
 for name in pipeline.__all__:
     assert callable(getattr(pipeline, name)), name
 print(signal_propagation("tanh", 1.0, 0.0)["chi1"])

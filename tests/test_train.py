@@ -7,7 +7,8 @@ import pytest
 from conftest import train_trials as run
 
 from pipeline.core.model import MLP, Structure
-from pipeline.core.train import Hparams, Shape, make_train, make_unit_draws
+from pipeline.core.net import builtin_net
+from pipeline.core.train import Hparams, make_train, make_unit_draws
 from pipeline.engine import draws_for
 
 
@@ -103,17 +104,19 @@ def _trained_params(structure, draw, scale, bias_std, steps=30):
     settings = Settings("sgd", 32, steps, 0.9, 0.7, 1e3, 1e-6)
     from pipeline.engine.run import batched
 
-    init_fn, chunk_fn = batched(make_train(structure, settings))
+    net = builtin_net(structure)
+    init_fn, chunk_fn = batched(make_train(net, settings))
     draws = ("constant", "normal")
-    units = make_unit_draws(Shape(structure.n_hidden, structure.width, 8, 4), draws)(
-        jax.random.key(0), 1
-    )
+    units = make_unit_draws(net, draws)(jax.random.key(0), 1)
     one = lambda v, dt=jnp.float32: jnp.asarray([v], dt)  # noqa: E731
+    kernels, biases = len(net.layout.kernels), len(net.layout.biases)
     hp = Hparams(
-        draw=one(draws.index(draw), jnp.int32),
-        scale=jnp.asarray([[scale] * 3], jnp.float32),
-        bias_mean=one(0.0),
-        bias_std=one(bias_std),
+        draw=jnp.full((1, kernels), draws.index(draw), jnp.int32),
+        scale=jnp.full((1, kernels), scale, jnp.float32),
+        bias_mean=jnp.zeros((1, biases)),
+        bias_std=jnp.full((1, biases), bias_std),
+        other_scale=jnp.zeros((1, 0)),
+        gain=one(1.0),
         clip_norm=one(jnp.inf),
         lsuv=one(False, bool),
         depth=one(structure.n_hidden, jnp.int32),
@@ -151,12 +154,13 @@ def test_params_have_the_flax_model_layout():
     flax_params = MLP(s).init(jax.random.key(0), jnp.ones((2, 5)), jnp.int32(4), jnp.float32(0.0))[
         "params"
     ]
-    units = make_unit_draws(Shape(4, 8, 5, 3), ("normal",))(jax.random.key(0), 1)
+    net = builtin_net(s)
+    units = make_unit_draws(net, ("normal",))(jax.random.key(0), 1)
     from pipeline.core.train import init_params
 
-    values = (0, [1.0, 1.0, 1.0], 0.0, 0.0, jnp.inf, False, 4, 0)
+    values = ([0] * 3, [1.0] * 3, [0.0] * 3, [0.0] * 3, [], 1.0, jnp.inf, False, 4, 0)
     hp = Hparams(*(jnp.asarray(v) for v in values), values={})
-    ours = init_params(units, hp, 4)
+    ours = init_params(units, hp, net.layout)
     assert jax.tree.structure(ours) == jax.tree.structure(flax_params)
     assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, flax_params)
 
@@ -168,19 +172,20 @@ def test_unit_draws_compile_no_custom_call_and_orthogonal_ones_are_orthonormal(k
     # sampler draws Gaussians only and the QR happens on the host.
     from pipeline.core.initializers import DRAWS
 
-    shape = Shape(6, 8, 5, 3, kind)
-    sampler = make_unit_draws(shape, DRAWS)
+    n_in = 25 if kind == "cnn" else 5  # 5x5 images
+    sampler = make_unit_draws(builtin_net(Structure("relu", 6, 8, n_in, 3, kind)), DRAWS)
     hlo = sampler.raw.lower(jax.random.key(0), 3).as_text()
     assert "custom_call" not in hlo and "qr" not in hlo.lower()
     units = sampler(jax.random.key(0), 3)
-    assert units["hidden"].shape[:3] == (3, len(DRAWS), 5)  # seeds, draws, layers
-    for layer, rank in sampler.kernel_ranks.items():
-        ortho = units[layer][:, DRAWS.index("orthogonal")]
-        kernel = ortho.shape[ortho.ndim - rank :]
+    hidden = units["hidden/dense/kernel"]
+    assert hidden.shape[:3] == (3, len(DRAWS), 5)  # seeds, draws, layers
+    for leaf in sampler.layout.kernels:
+        ortho = units[leaf.path][:, DRAWS.index("orthogonal")]
+        kernel = leaf.fan_shape
         for w in ortho.reshape(-1, int(np.prod(kernel[:-1])), kernel[-1]):
             gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
             np.testing.assert_allclose(gram, np.eye(len(gram)), atol=1e-5)
-    delta = units["hidden"][:, DRAWS.index("delta_orthogonal")]
+    delta = hidden[:, DRAWS.index("delta_orthogonal")]
     if kind == "cnn":  # zeros but the centre tap, which is orthogonal
         centre = delta[..., 1, 1, :, :]
         assert np.abs(delta).sum() == pytest.approx(np.abs(centre).sum())
@@ -228,3 +233,77 @@ def test_a_loss_from_exploded_logits_never_reaches_the_target(tiny_cfg):
     [r] = run(cfg, {"init.weights": "constant", "init.value": 5.0})[0]
     assert r.metrics["explosion_count"] >= 1
     assert r.metrics["steps_to_target"] == cfg.train.steps + 1
+
+
+def _unit_draws_before_the_model_interface(structure, draws, key, n_seeds):
+    """The random numbers of the unit sampler before the model interface (commit 1f2c9f9): one
+    key split four ways per seed (input, hidden, output, biases), the biases of the input and
+    hidden layers drawn as one array. Mapped onto today's parameter paths."""
+    from pipeline.core.initializers import finish_draw, raw_draw
+    from pipeline.core.model import layer_shapes
+
+    kernels = layer_shapes(structure)
+
+    def per_seed(k):
+        k_in, k_hidden, k_out, k_bias = jax.random.split(k, 4)
+
+        def stacked(kk, shape):
+            return jnp.stack([raw_draw(d, kk, shape) for d in draws])
+
+        bias = jax.random.normal(k_bias, (structure.n_hidden, structure.width))
+        units = {
+            "input/kernel": stacked(k_in, kernels["input"]),
+            "output/kernel": stacked(k_out, kernels["output"]),
+            "input/bias": bias[0],
+            "hidden/dense/bias": bias[1:],
+            "output/bias": jax.random.normal(jax.random.fold_in(k_bias, 1), (structure.n_classes,)),
+        }
+        layer_keys = jax.vmap(lambda i: jax.random.fold_in(k_hidden, i))(
+            jnp.arange(structure.n_hidden - 1)
+        )
+        units["hidden/dense/kernel"] = jax.vmap(
+            lambda kk: stacked(kk, kernels["hidden"]), out_axes=1
+        )(layer_keys)
+        return units
+
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_seeds))
+    units = jax.device_get(jax.vmap(per_seed)(keys))
+    for path, rank in (("input/kernel", 2), ("hidden/dense/kernel", 2), ("output/kernel", 2)):
+        rank = len(kernels[path.split("/")[0]])
+        a = np.asarray(units[path])
+        units[path] = np.stack(
+            [finish_draw(d, a[:, i], rank) for i, d in enumerate(draws)], axis=1
+        ).astype(np.float32)
+    return units
+
+
+def test_builtins_through_the_model_interface_train_as_before():
+    """The MLP and CNN through today's generic per-leaf init give the metrics the engine gave
+    before the model interface, given the same random numbers (the unit draws are now keyed per
+    parameter path, so a seed's draw changed by design; tests/data says where the numbers come
+    from)."""
+    import json
+    from pathlib import Path
+
+    from pipeline.config import Space, TrialSpec, load_config
+    from pipeline.engine import Engine
+    from pipeline.engine.datasets import load_dataset
+
+    golden = json.loads(
+        (Path(__file__).parent / "data/builtin_before_model_interface.json").read_text()
+    )
+    for name, case in golden["cases"].items():
+        cfg = load_config([*golden["tiny"], *case["args"]])
+        engine = Engine(cfg, load_dataset(cfg.data), Space())
+        trial = TrialSpec.of_config(cfg)
+        structure = engine.structure_of(trial)
+        units = _unit_draws_before_the_model_interface(
+            structure, engine.draws, engine.key, cfg.train.seeds
+        )
+        layout = engine.net(structure).layout
+        engine._unit_values[layout] = jax.device_put(units, engine.replicated)
+        [result] = engine.run([trial])
+        np.testing.assert_allclose(result.curves["loss"][1], case["loss"], rtol=1e-4, atol=1e-5)
+        assert result.metrics["steps_to_target"] == case["steps_to_target"], name
+        for key in ("final_train_loss", "final_val_loss", "initial_train_loss"):
+            assert result.metrics[key] == pytest.approx(case[key], rel=1e-4), (name, key)

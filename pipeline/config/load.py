@@ -73,11 +73,13 @@ _PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
 
 
 def check_value(key: str, value: Any) -> None:
-    ok, expected = RULES[key]
+    ok, expected, explain = RULES[key]
     try:
         good = ok(value)
     except (TypeError, ValueError):  # e.g. a list where a number belongs
         good = False
+    if not good and explain is not None:
+        raise ConfigError(explain(value))
     if not good:
         raise ConfigError(f"{key}={redacted(value)!r} is invalid: expected {expected}")
 
@@ -119,12 +121,17 @@ def validate(cfg: DictConfig) -> Space:
         raise ConfigError(
             "model.kind=cnn needs images: set data.name=digits (8x8 handwritten digits)"
         )
-    if "cnn" in kinds and "lsuv" in {
+    if kinds - {"mlp"} and "lsuv" in {
         *space.values("init.weights", cfg.init.weights),
         cfg.init.weights,
     }:
         raise ConfigError(
             "init.weights=lsuv is implemented for model.kind=mlp only: drop one of them"
+        )
+    if "custom" in kinds and not cfg.model.factory:
+        raise ConfigError(
+            "model.kind=custom needs model.factory=<module>:<function>, a function that returns "
+            "your Flax module"
         )
     if cfg.study.sampler == "gp" and importlib.util.find_spec("torch") is None:
         # Optuna's GPSampler fits its Gaussian process with PyTorch.

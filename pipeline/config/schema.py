@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from pipeline.core.activations import ACTIVATIONS
 from pipeline.core.initializers import BIAS_INITS, FAN_MODES, INITIALIZERS
 from pipeline.core.model import KINDS
+from pipeline.core.rules import OVERRIDES, rules_problem
 
 STRUCTURAL, TRACED, SETTING, BOOKKEEPING = "structural", "traced", "setting", "bookkeeping"
 DATASETS = ("gaussian", "digits", "npz")
@@ -47,6 +48,7 @@ class Rule(NamedTuple):
 
     ok: Callable[[Any], bool]
     expected: str
+    explain: Callable[[Any], str | None] | None = None  # the specific problem of a bad value
 
 
 def _number(v: Any) -> bool:
@@ -165,6 +167,26 @@ DEPTH_BUCKETS = or_auto(
 )
 
 
+FACTORY = Rule(
+    lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v) is not None,
+    "<module>:<function>, e.g. examples.resnet:make_model",
+)
+
+
+def _override_problem(name: str, value: Any) -> str | None:
+    """The problem of one rule override's value, by the rule of ``init.<name>``."""
+    ok, expected = RULES[f"init.{name}"][:2]
+    return None if ok(value) else f"{name}={value!r} is invalid: expected {expected}"
+
+
+RULE_SET = Rule(
+    lambda v: rules_problem(v, _override_problem) is None,
+    "a list of {match: <glob over parameter paths>, <override>: value} mappings, overrides: "
+    + ", ".join(OVERRIDES),
+    lambda v: rules_problem(v, _override_problem),
+)
+
+
 def key(default: Any, rule: Rule, doc: str, role: str = BOOKKEEPING, row: bool = False) -> Any:
     """One config key: a dataclass field whose metadata carries what the schema knows of it.
     ``row``: a traced number the core reads per row as it is (``hp.values[<dotted key>]``)."""
@@ -215,7 +237,16 @@ class Data:
 @dataclass(frozen=True)
 class Model:
     kind: str = key(
-        "mlp", one_of(KINDS), "cnn: 3x3 convolutions, needs data.name=digits", STRUCTURAL
+        "mlp",
+        one_of(KINDS),
+        "cnn: 3x3 convolutions, needs data.name=digits; custom: your module (model.factory)",
+        STRUCTURAL,
+    )
+    factory: str | None = key(
+        None,
+        or_null(FACTORY, "none"),
+        "model.kind=custom: the function that returns your Flax module",
+        STRUCTURAL,
     )
     depth: int = key(8, int_in(1, MAX_DEPTH), "hidden layers", STRUCTURAL)
     width: int = key(64, int_in(1, 8192), "units (or channels) per hidden layer", STRUCTURAL)
@@ -248,6 +279,12 @@ class Init:
     bias: str = key("zeros", one_of(BIAS_INITS), "the bias initializer", TRACED)
     bias_value: float = key(0.0, number(), "bias=constant: the value", TRACED)
     bias_std: float = key(0.01, number(0.0, lo_open=False), "bias=normal: the std", TRACED)
+    rules: list = key(
+        [],
+        RULE_SET,
+        "per-parameter overrides, in order: [{match: '*/out_proj/kernel', weights: zeros}]",
+        TRACED,
+    )
 
 
 @dataclass(frozen=True)

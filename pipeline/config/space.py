@@ -6,6 +6,7 @@ a scalar fixes the value (it is part of every trial's spec, not an Optuna parame
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config.schema import RULES, ConfigError
 
 RANGE_KEYS = {"low", "high", "log", "step"}
+
+
+def encode_choice(v: Any) -> Any:
+    """Optuna's categorical choices are None, bool, int, float or str: a list or mapping is
+    stored as its canonical JSON text."""
+    if isinstance(v, list | tuple | dict):
+        return json.dumps(v, sort_keys=True, separators=(",", ":"))
+    return v
 
 
 def number_like(v: Any) -> bool:
@@ -72,6 +81,15 @@ class Space:
         """The categorical entries (GridSampler's search space)."""
         return {k: s for k, s in self.entries.items() if isinstance(s, list)}
 
+    def choices(self, key: str) -> list:
+        """A categorical entry as Optuna stores it: a structured choice (a rule set of
+        ``init.rules``) as its canonical JSON text, the others as they are."""
+        return [encode_choice(v) for v in self.entries[key]]
+
+    def decode(self, key: str, picked: Any) -> Any:
+        """The value of the choice Optuna picked (``choices``' inverse)."""
+        return self.entries[key][self.choices(key).index(picked)]
+
     def ranges(self) -> list[str]:
         return [k for k, s in self.entries.items() if isinstance(s, dict)]
 
@@ -112,6 +130,8 @@ class Space:
 
 
 def _check_in_space(key: str, value: Any, where: str) -> None:
-    ok, expected = RULES[key]
+    ok, expected, explain = RULES[key]
     if not ok(value):
+        if explain is not None:
+            raise ConfigError(f"{where}: {explain(value)}")
         raise ConfigError(f"{where} has {value!r}: {key} must be {expected}")

@@ -52,7 +52,7 @@ class TrialSpec:
             raise ConfigError(f"a trial spec needs {missing[0]!r}")
         values = {k: flat.get(k, DEFAULTS[k]) for k in RUN_KEYS}
         for k, v in values.items():
-            ok, expected = RULES[k]
+            ok, expected = RULES[k][:2]
             if not ok(v):
                 raise ConfigError(f"{k}={v!r} in a trial spec is invalid: expected {expected}")
         sections = {s: {} for s in RUN_SECTIONS}

@@ -4,6 +4,8 @@ reuse) imports the core, never the other way round.
 
 - ``activations``, ``initializers``: registries, formulas with their papers, sampling;
 - ``model``: the Flax MLP and CNN (scanned, depth-masked hidden stack);
+- ``net``: the model interface: any Flax module's parameter layout (roles, fans, stacks);
+- ``rules``: per-parameter init rules (``init.rules``): globs, overrides, scale formulas;
 - ``train``: ``make_train`` returns pure per-row ``init``/``chunk`` functions;
 - ``metrics``: metric definitions, the in-scan updates, summaries and the objective;
 - ``diagnostics``, ``lsuv``: per-layer probes and LSUV inside the compiled call;

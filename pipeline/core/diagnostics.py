@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from pipeline.core.activations import ACTIVATIONS
-from pipeline.core.model import MLP, kernel_norms
+from pipeline.core.net import Net, kernel_norms
 
 
 class Probe(NamedTuple):
@@ -60,9 +60,10 @@ def _layers(tree: dict, name: str) -> jax.Array:
 
 
 def measure(
-    model: MLP, params: dict, x: jax.Array, y: jax.Array, depth: jax.Array, slope: jax.Array
+    net: Net, params: dict, x: jax.Array, y: jax.Array, depth: jax.Array, slope: jax.Array
 ) -> Probe:
-    """Diagnostics of one network on the probe batch ``(x, y)``."""
+    """Diagnostics of one built-in network (``net.builtin``) on the probe batch ``(x, y)``."""
+    model = net.builtin
 
     def loss_fn(params, perturbations):
         variables = {"params": params, "perturbations": perturbations}
@@ -96,8 +97,8 @@ def measure(
         act_var=jnp.var(h, axis=(1, 2)),
         pre_q=jnp.mean(pre * pre, axis=(1, 2)),
         backprop_norm=jnp.sqrt(jnp.sum(back * back, axis=(1, 2))),
-        weight_grad_norm=kernel_norms(grads),
-        weight_norm=kernel_norms(params),
+        weight_grad_norm=kernel_norms(grads, net.layout),
+        weight_norm=kernel_norms(params, net.layout),
         dead_fraction=dead,
         saturated_fraction=saturated,
         unit_spread=jnp.mean(jnp.std(h, axis=2), axis=1)

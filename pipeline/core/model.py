@@ -31,10 +31,12 @@ class Structure(NamedTuple):
     n_in: int
     n_classes: int
     kind: str = "mlp"  # mlp | cnn (3x3 same-padded convolutions on square images, then a
-    # global average pool and a dense read-out)
+    # global average pool and a dense read-out) | custom (a user's module)
+    factory: str | None = None  # custom: model.factory, the <module>:<function> that builds it
 
 
-KINDS = ("mlp", "cnn")
+KINDS = ("mlp", "cnn", "custom")  # custom: a user's module (model.factory)
+BUILTIN_KINDS = ("mlp", "cnn")
 KERNEL = (3, 3)  # the CNN's window: fans are 9 x channels (the receptive field)
 
 
@@ -121,16 +123,6 @@ def layer_shapes(structure) -> dict[str, tuple[int, ...]]:
         "hidden": (s.width, s.width),
         "output": (s.width, s.n_classes),
     }
-
-
-def kernel_norms(params: dict) -> jax.Array:
-    """Frobenius norm of each layer's kernel (or its gradient), input layer first."""
-    parts = [jnp.linalg.norm(params["input"]["kernel"])[None]]
-    if "hidden" in params:
-        hidden = params["hidden"]["dense"]["kernel"]
-        parts.append(jnp.sqrt(jnp.sum(hidden * hidden, axis=tuple(range(1, hidden.ndim)))))
-    parts.append(jnp.linalg.norm(params["output"]["kernel"])[None])
-    return jnp.concatenate(parts)
 
 
 def count_flops(depth: int, width: int, n_in: int, n_classes: int, batch: int) -> int:

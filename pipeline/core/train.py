@@ -26,7 +26,7 @@ from pipeline.core import metrics
 from pipeline.core.diagnostics import Probe, measure
 from pipeline.core.initializers import finish_draw, raw_draw
 from pipeline.core.lsuv import lsuv
-from pipeline.core.model import MLP, Structure, kernel_norms, layer_shapes
+from pipeline.core.net import Layout, Net, flatten, kernel_norms, unflatten
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -52,10 +52,13 @@ class Settings(NamedTuple):
 class Hparams(NamedTuple):
     """Per-row numbers, traced: rows with different values share the executable."""
 
-    draw: jax.Array  # int32 index into the sweep's tuple of unit draws
-    scale: jax.Array  # f32[3]: weight scale of the input, hidden and output layers
-    bias_mean: jax.Array
-    bias_std: jax.Array
+    # Per parameter leaf of the layout (``pipeline.core.net``), in its order:
+    draw: jax.Array  # int32[kernels]: index into the sweep's tuple of unit draws
+    scale: jax.Array  # f32[kernels]: std, limit, value or multiplier of each kernel
+    bias_mean: jax.Array  # f32[biases]
+    bias_std: jax.Array  # f32[biases]
+    other_scale: jax.Array  # f32[others]: multiplier of the module's own initial values
+    gain: jax.Array  # the trial's gain: LSUV's target output std
     clip_norm: jax.Array  # inf = no clipping
     lsuv: jax.Array  # bool: LSUV-rescale this row's initial weights (Settings.lsuv)
     depth: jax.Array  # int32 hidden layers, <= structure.n_hidden
@@ -106,104 +109,97 @@ def make_optimizer(kind: str, hp: Hparams, decay: bool = True) -> optax.Gradient
     return optax.chain(clip, optax.add_decayed_weights(hp.values["train.weight_decay"]), opt)
 
 
-class Shape(NamedTuple):
-    """Layer shapes only: unit draws depend on these, not on the activation."""
-
-    n_hidden: int
-    width: int
-    n_in: int
-    n_classes: int
-    kind: str = "mlp"
-
-
-def shape_of(structure: Structure) -> Shape:
-    s = structure
-    return Shape(s.n_hidden, s.width, s.n_in, s.n_classes, s.kind)
-
-
 class UnitSampler(NamedTuple):
-    """Every unit draw of every layer, per seed index: ``sampler(key, n_seeds)``.
+    """Every unit draw of every parameter leaf, per seed index: ``sampler(key, n_seeds)``.
 
     ``raw`` is the jitted sampler of the random numbers (pure XLA: no custom call, nothing that
     can wedge its CPU thread pool); ``finish`` orthonormalizes the orthogonal draws with NumPy
     on the host (``initializers.finish_draw`` says why not inside XLA).
     """
 
-    raw: Callable  # jitted (key, n_seeds) -> {layer: array}
+    raw: Callable  # jitted (key, n_seeds) -> {leaf path: array}
     draws: tuple[str, ...]
-    kernel_ranks: dict[str, int]  # rank of each layer's kernel
+    layout: Layout
 
     def __call__(self, key: jax.Array, n_seeds: int) -> dict:
         return self.finish(jax.device_get(self.raw(key, n_seeds)))
 
     def finish(self, raw: dict) -> dict:
         units = dict(raw)
-        for layer, rank in self.kernel_ranks.items():
-            if layer not in units:
-                continue
-            stacked = np.asarray(units[layer])  # (seeds, draws, [layers,] *kernel)
-            parts = [finish_draw(d, stacked[:, i], rank) for i, d in enumerate(self.draws)]
-            units[layer] = np.stack(parts, axis=1).astype(np.float32)
+        for leaf in self.layout.kernels:
+            # (seeds, draws, *stack, *layer) -> one layer's fan shape, finished, and back
+            stacked = np.asarray(units[leaf.path])
+            fan = stacked.reshape(*stacked.shape[: 2 + leaf.stack], *leaf.fan_shape)
+            rank = len(leaf.fan_shape)
+            parts = [finish_draw(d, fan[:, i], rank) for i, d in enumerate(self.draws)]
+            units[leaf.path] = np.stack(parts, axis=1).reshape(stacked.shape).astype(np.float32)
         return units
 
 
-def make_unit_draws(shape: Shape, draws: tuple[str, ...]) -> UnitSampler:
-    """The sampler of every unit draw of every layer, per seed index (``UnitSampler``).
+def make_unit_draws(net: Net, draws: tuple[str, ...]) -> UnitSampler:
+    """The sampler of every unit draw of every parameter leaf, per seed index (``UnitSampler``):
+    kernels ``(seeds, draws, *shape)``, biases a standard normal ``(seeds, *shape)``, other
+    leaves the module's own initial values ``(seeds, *shape)``.
 
-    Sampling happens once per sweep and shape, outside the training executable (threefry inside
+    Sampling happens once per sweep and layout, outside the training executable (threefry inside
     the training call tripled its compile time). Rows then pick their draw by index and multiply
     by their scale, so trials that share a seed share the same random directions and differ only
     in distribution and scale: common random numbers make their comparison sharper.
+
+    Each leaf's key is ``fold_in(seed key, tag of its path)`` and each layer of a stacked leaf
+    folds in its index, so a leaf's draw depends neither on the other leaves nor on the stack
+    height: a masked deep stack starts exactly like the real shallower network.
     """
-    w = shape.width
-    kernels = layer_shapes(shape)
+    layout = net.layout
+
+    def per_layer(key, leaf, sample):
+        keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(leaf.layers))
+        return jax.vmap(sample)(keys)  # (layers, ...)
 
     def per_seed(key):
-        k_in, k_hidden, k_out, k_bias = jax.random.split(key, 4)
+        units = {}
+        for leaf in layout.kernels:
 
-        def stacked(k, kernel_shape):
-            return jnp.stack([raw_draw(d, k, kernel_shape) for d in draws])
+            def kernel(k, leaf=leaf):
+                return jnp.stack(
+                    [raw_draw(d, k, leaf.fan_shape).reshape(leaf.layer_shape) for d in draws]
+                )
 
-        units = {
-            "input": stacked(k_in, kernels["input"]),
-            "output": stacked(k_out, kernels["output"]),
-            "bias": jax.random.normal(k_bias, (shape.n_hidden, w)),
-            "output_bias": jax.random.normal(jax.random.fold_in(k_bias, 1), (shape.n_classes,)),
-        }
-        if shape.n_hidden > 1:
-            # fold_in(layer) rather than split(n): layer i gets the same key whatever the stack
-            # height, so a masked deep stack starts exactly like the real shallower network.
-            keys = jax.vmap(functools.partial(jax.random.fold_in, k_hidden))(
-                jnp.arange(shape.n_hidden - 1)
-            )
-            units["hidden"] = jax.vmap(lambda k: stacked(k, kernels["hidden"]), out_axes=1)(keys)
+            stacked = per_layer(jax.random.fold_in(key, leaf.tag), leaf, kernel)
+            stacked = jnp.moveaxis(stacked, 1, 0)  # (draws, layers, *layer)
+            units[leaf.path] = stacked.reshape(len(draws), *leaf.shape)
+        for leaf in layout.biases:
+
+            def bias(k, leaf=leaf):
+                return jax.random.normal(k, leaf.layer_shape)
+
+            stacked = per_layer(jax.random.fold_in(key, leaf.tag), leaf, bias)
+            units[leaf.path] = stacked.reshape(leaf.shape)
+        if layout.others:
+            own = flatten(net.own(key))
+            units.update({leaf.path: own[leaf.path] for leaf in layout.others})
         return units
 
     def sample(key: jax.Array, n_seeds: int):
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(n_seeds))
         return jax.vmap(per_seed)(keys)
 
-    ranks = {layer: len(kernel) for layer, kernel in kernels.items()}
-    return UnitSampler(jax.jit(sample, static_argnums=1), tuple(draws), ranks)
+    return UnitSampler(jax.jit(sample, static_argnums=1), tuple(draws), layout)
 
 
-def init_params(units: dict, hp: Hparams, n_hidden: int) -> dict:
-    """One row's parameters, in the tree layout of ``MLP``'s Flax parameters."""
-    code = hp.draw
-    s = jax.tree.map(lambda u: u[hp.seed], units)
-    biases = hp.bias_mean + hp.bias_std * s["bias"]
-    params = {
-        "input": {"kernel": hp.scale[0] * s["input"][code], "bias": biases[0]},
-        "output": {
-            "kernel": hp.scale[2] * s["output"][code],
-            "bias": hp.bias_mean + hp.bias_std * s["output_bias"],
-        },
-    }
-    if n_hidden > 1:
-        params["hidden"] = {
-            "dense": {"kernel": hp.scale[1] * s["hidden"][code], "bias": biases[1:]}
-        }
-    return params
+def init_params(units: dict, hp: Hparams, layout: Layout) -> dict:
+    """One row's parameters, in the tree layout of the module's Flax parameters: each kernel its
+    draw times its scale, each bias its mean plus std times its normal draw, each other leaf
+    the module's own value times its scale."""
+    s = {path: u[hp.seed] for path, u in units.items()}
+    flat = {}
+    for i, leaf in enumerate(layout.kernels):
+        flat[leaf.path] = hp.scale[i] * s[leaf.path][hp.draw[i]]
+    for i, leaf in enumerate(layout.biases):
+        flat[leaf.path] = hp.bias_mean[i] + hp.bias_std[i] * s[leaf.path]
+    for i, leaf in enumerate(layout.others):
+        flat[leaf.path] = hp.other_scale[i] * s[leaf.path]
+    return unflatten({leaf.path: flat[leaf.path] for leaf in layout.leaves})
 
 
 class TrainFns(NamedTuple):
@@ -217,59 +213,51 @@ class TrainFns(NamedTuple):
     chunk: Callable
 
 
-def make_train(structure: Structure, settings: Settings) -> TrainFns:
-    """The per-row ``init`` and ``chunk`` functions of one structure and its static settings."""
-    model = MLP(structure, unroll=settings.unroll)
+def make_train(net: Net, settings: Settings) -> TrainFns:
+    """The per-row ``init`` and ``chunk`` functions of one network and its static settings."""
     return TrainFns(
-        init=functools.partial(init_row, model, structure, settings),
-        chunk=functools.partial(chunk_row, model, settings),
+        init=functools.partial(init_row, net, settings),
+        chunk=functools.partial(chunk_row, net, settings),
     )
 
 
-def loss_fn(model: MLP, params, hp: Hparams, x, y, key=None):
-    """Mean cross-entropy; with a ``key`` (training, Settings.dropout), dropout is on."""
-    slope = hp.values["model.negative_slope"]
-    if key is None:
-        logits = model.apply({"params": params}, x, hp.depth, slope)
-    else:
-        rate, rngs = hp.values["model.dropout"], {"dropout": key}
-        logits = model.apply({"params": params}, x, hp.depth, slope, rate, rngs=rngs)
+def loss_fn(net: Net, params, hp: Hparams, x, y, key=None):
+    """Mean cross-entropy; with a ``key`` (training), dropout is on."""
+    logits = net.apply(params, x, hp, key)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
 
 
-def init_row(
-    model: MLP, structure: Structure, settings: Settings, hp: Hparams, units: dict, data: Data
-) -> RowState:
+def init_row(net: Net, settings: Settings, hp: Hparams, units: dict, data: Data) -> RowState:
     """One row's parameters (LSUV-rescaled where the row asks for it) and optimizer state."""
-    params = init_params(units, hp, structure.n_hidden)
+    params = init_params(units, hp, net.layout)
     if settings.lsuv:
         x = data.x_train[data.batches[hp.seed, 0]]  # the row's first mini-batch
-        gain = hp.scale[1]  # lsuv is relative=False: its hidden scale is the gain
         slope = hp.values["model.negative_slope"]
-        rescaled = lsuv(params, x, hp.depth, slope, structure.activation, gain)
+        activation = net.builtin.structure.activation
+        rescaled = lsuv(params, x, hp.depth, slope, activation, hp.gain)
         params = jax.tree.map(lambda a, b: jnp.where(hp.lsuv, a, b), rescaled, params)
     opt_state = make_optimizer(settings.optimizer, hp, settings.weight_decay).init(params)
     return RowState(params, opt_state, jnp.zeros((), jnp.int32), metrics.start_running())
 
 
 def train_step(
-    model: MLP, settings: Settings, hp: Hparams, active: jax.Array, data: Data, state: RowState
+    net: Net, settings: Settings, hp: Hparams, active: jax.Array, data: Data, state: RowState
 ) -> tuple[RowState, tuple[jax.Array, jax.Array]]:
     """One optimizer step of one row; an inactive row (pruned trial, padding) keeps its state."""
     idx = data.batches[hp.seed, state.step]
     key = None
-    if settings.dropout:
+    if settings.dropout or net.needs_key:
         # threefry, though it costs compile time: "rbg" keys draw different bits under vmap, so
         # a trial's masks (and metrics) would depend on its row in the batch.
         key = jax.random.fold_in(jax.random.key(hp.seed), state.step)
     x, y = data.x_train[idx], data.y_train[idx]
-    grad_fn = jax.value_and_grad(functools.partial(loss_fn, model), has_aux=True)
+    grad_fn = jax.value_and_grad(functools.partial(loss_fn, net), has_aux=True)
     (loss, _), grads = grad_fn(state.params, hp, x, y, key)
     grad_norm = optax.tree.norm(grads)
     tx = make_optimizer(settings.optimizer, hp, settings.weight_decay)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     running = metrics.update_running(
-        state.running, state.step, loss, grad_norm, kernel_norms(grads)[0], settings
+        state.running, state.step, loss, grad_norm, kernel_norms(grads, net.layout)[0], settings
     )
     new = RowState(optax.apply_updates(state.params, updates), opt_state, state.step + 1, running)
     new = jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state)
@@ -277,7 +265,7 @@ def train_step(
 
 
 def chunk_row(
-    model: MLP, settings: Settings, state: RowState, hp: Hparams, active: jax.Array, data: Data
+    net: Net, settings: Settings, state: RowState, hp: Hparams, active: jax.Array, data: Data
 ) -> tuple[RowState, ChunkOut]:
     """``settings.chunk_steps`` steps of one row, then its validation loss and accuracy (and,
     with Settings.diagnostics, the per-layer probes before and after the chunk)."""
@@ -287,14 +275,14 @@ def chunk_row(
         if not settings.diagnostics:
             return None
         slope = hp.values["model.negative_slope"]
-        return measure(model, params, x_probe, y_probe, hp.depth, slope)
+        return measure(net, params, x_probe, y_probe, hp.depth, slope)
 
     def step(state: RowState, _):
-        return train_step(model, settings, hp, active, data, state)
+        return train_step(net, settings, hp, active, data, state)
 
     probe_start = probe(state.params)
     state, (loss, grad_norm) = jax.lax.scan(step, state, None, length=settings.chunk_steps)
-    val_loss, logits = loss_fn(model, state.params, hp, data.x_val, data.y_val)
+    val_loss, logits = loss_fn(net, state.params, hp, data.x_val, data.y_val)
     val_accuracy = jnp.mean(jnp.argmax(logits, -1) == data.y_val)
     out = ChunkOut(loss, grad_norm, probe_start, probe(state.params), val_loss, val_accuracy)
     return state, out

@@ -42,7 +42,10 @@ def configure_cpu(cpu_devices: int | str) -> int:
         count = int(flags.split("xla_force_host_platform_device_count=")[1].split()[0])
     else:
         count = (os.cpu_count() or 1) if cpu_devices == "auto" else int(cpu_devices)
-        jax.config.update("jax_num_cpu_devices", count)
+        try:
+            jax.config.update("jax_num_cpu_devices", count)
+        except RuntimeError:  # JAX already started in this process (a notebook, a test run):
+            count = jax.device_count()  # its devices stay what they are
     if count > 1 and "xla_cpu_multi_thread_eigen" not in flags:
         flags = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
     if "xla_backend_optimization_level" not in flags and not _accelerator_installed():

@@ -4,7 +4,6 @@ largest trial cannot fit."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 
@@ -12,7 +11,8 @@ import jax
 
 from pipeline.config import Space, TrialSpec
 from pipeline.core.initializers import DRAWS, INITIALIZERS
-from pipeline.core.model import Structure, layer_shapes
+from pipeline.core.model import BUILTIN_KINDS, Structure
+from pipeline.core.net import Net
 from pipeline.core.train import Settings
 from pipeline.engine.datasets import sizes as data_sizes
 
@@ -29,7 +29,9 @@ def settings_from(cfg, optimizer: str, trials: Sequence[TrialSpec] = ()) -> Sett
         explode_threshold=cfg.metrics.explode_threshold,
         vanish_threshold=cfg.metrics.vanish_threshold,
         unroll=cfg.engine.unroll,
-        diagnostics=cfg.metrics.diagnostics,
+        # The probes read each layer of the built-in stack; a user's module has no such layers.
+        diagnostics=cfg.metrics.diagnostics
+        and all(t["model.kind"] in BUILTIN_KINDS for t in trials),
         dropout=any(t["model.dropout"] > 0 for t in trials),
         weight_decay=any(t["train.weight_decay"] > 0 for t in trials),
         lsuv=any(INITIALIZERS[t["init.weights"]].data_dependent for t in trials),
@@ -74,22 +76,44 @@ def draws_for(weights: Sequence[str]) -> tuple[str, ...]:
     return tuple(d for d in DRAWS if d in used)
 
 
-def row_bytes(structure: Structure, settings: Settings, n_val: int) -> int:
-    """A generous estimate of one row's device memory inside a chunk call."""
+def rule_sets(cfg, space: Space) -> list[list]:
+    """Every ``init.rules`` a trial of the sweep can have: the base and the space's choices (a
+    rule set is itself a list, so the space's entry is always a list of them)."""
+    from omegaconf import OmegaConf
+
+    base = cfg.init.rules
+    base = OmegaConf.to_container(base) if OmegaConf.is_config(base) else list(base or [])
+    return [base, *(list(r) for r in space.get("init.rules", None) or [])]
+
+
+def space_draws(cfg, space: Space) -> tuple[str, ...]:
+    """The unit draws every trial of a sweep can need: its initializers and its rules'."""
+    weights = [*space.values("init.weights", cfg.init.weights), cfg.init.weights]
+    for rules in rule_sets(cfg, space):
+        weights += [r["weights"] for r in rules if "weights" in r]
+    return draws_for(weights)
+
+
+def row_bytes(net: Net, structure: Structure, settings: Settings, n_val: int) -> int:
+    """A generous estimate of one row's device memory inside a chunk call: the parameters and
+    their optimizer copies, and one activation per output feature of each layer and sample
+    (a convolution's per position: a feature map per pixel)."""
     s = structure
-    kernels = {k: math.prod(v) for k, v in layer_shapes(s).items()}
-    n_params = kernels["input"] + (s.n_hidden - 1) * kernels["hidden"] + kernels["output"]
-    n_params += s.n_hidden * s.width + s.n_classes
-    positions = s.n_in if s.kind == "cnn" else 1  # a CNN keeps a feature map per pixel
+    n_params = net.layout.n_params
     opt_copies = {"sgd": 0, "momentum": 1, "adam": 2}[settings.optimizer]
     state = (4 + opt_copies) * n_params  # params, grads, updates, donated copy, optimizer
-    activations = 4 * max(settings.batch_size, n_val) * positions * s.width * (s.n_hidden + 1)
-    curves = settings.chunk_steps * (s.n_hidden + 4)
+    features = 0
+    for leaf in net.layout.kernels:
+        positions = s.n_in if len(leaf.fan_shape) > 2 else 1
+        features += leaf.layers * leaf.fan_shape[-1] * positions
+    activations = 4 * max(settings.batch_size, n_val) * features
+    curves = settings.chunk_steps * (sum(leaf.layers for leaf in net.layout.kernels) + 4)
     return 4 * (state + activations + curves)
 
 
 def check_fits(cfg, space: Space) -> None:
-    """Refuse a search space whose largest trial cannot fit ``engine.memory_gb`` even alone.
+    """Refuse a search space whose largest trial cannot fit ``engine.memory_gb`` even alone,
+    and a model that cannot be built (``factory.check_model``: a user's factory is called here).
 
     Runs before the study is opened, so a refused sweep writes nothing. The estimate is the one
     that sizes calls (``row_bytes``), plus the replicated data and mini-batch schedule.
@@ -101,14 +125,23 @@ def check_fits(cfg, space: Space) -> None:
     optimizer = max(optimizers, key=("sgd", "momentum", "adam").index)
     depth = space.largest("model.depth", cfg.model.depth)
     width = space.largest("model.width", cfg.model.width)
-    kind = "cnn" if "cnn" in space.values("model.kind", cfg.model.kind) else "mlp"
-    n_hidden = bucket_depth(depth, depth_buckets(cfg, space))
-    structure = Structure("relu", n_hidden, width, n_in, n_classes, kind)
+    kinds = space.values("model.kind", cfg.model.kind)
+    kind = next((k for k in ("custom", "cnn") if k in kinds), "mlp")
+    if kind == "custom":  # the factory is called here: its errors come before anything is written
+        factory = max(space.values("model.factory", cfg.model.factory) or [None], key=str)
+        structure = Structure(cfg.model.activation, depth, width, n_in, n_classes, kind, factory)
+    else:
+        n_hidden = bucket_depth(depth, depth_buckets(cfg, space))
+        structure = Structure("relu", n_hidden, width, n_in, n_classes, kind)
+    from pipeline.engine.factory import check_model, net_for
+
+    check_model(cfg, space, n_in, n_classes)
+    net = net_for(structure, cfg.engine.unroll)
     memory_gb = cfg.engine.memory_gb or default_memory_gb()
     n_seeds, t = cfg.train.seeds, cfg.train
     rows_per_device = -(-n_seeds // jax.device_count())
     fixed = 4 * ((n_train + n_val) * (n_in + 1) + n_seeds * t.steps * t.batch_size)
-    need = fixed + rows_per_device * row_bytes(structure, settings_from(cfg, optimizer), n_val)
+    need = fixed + rows_per_device * row_bytes(net, structure, settings_from(cfg, optimizer), n_val)
     if need > memory_gb * 2**30:
         raise ConfigError(
             f"one trial of the search space needs about {need / 2**30:.3g} GB (model.depth="

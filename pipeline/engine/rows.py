@@ -15,32 +15,67 @@ from pipeline.core.initializers import (
     resolve_gain,
     weight_scale,
 )
-from pipeline.core.model import Structure, layer_shapes
+from pipeline.core.model import Structure
+from pipeline.core.net import Layout
+from pipeline.core.rules import BIAS_KEYS, WEIGHT_KEYS, evaluate, resolve
 from pipeline.core.train import Hparams
 
 
+def structure_values(trial: TrialSpec, structure: Structure) -> dict[str, float]:
+    """What a rule's ``scale`` formula may read (``pipeline.core.rules.NAMES``)."""
+    return {
+        "depth": trial["model.depth"],
+        "width": trial["model.width"],
+        "n_features": structure.n_in,
+        "n_classes": structure.n_classes,
+    }
+
+
+def leaf_inits(trial: TrialSpec, layout: Layout, structure: Structure) -> dict[str, dict]:
+    """Per parameter path, the init keys in force (the trial's ``init.*`` overridden by its
+    ``init.rules``) and the resolved ``scale`` multiplier."""
+    base = {k: trial[f"init.{k}"] for k in (*WEIGHT_KEYS, *BIAS_KEYS)}
+    values = structure_values(trial, structure)
+    out = {}
+    for leaf in layout.leaves:
+        r = resolve(base, trial["init.rules"], leaf.path)
+        r["scale"] = evaluate(r["scale"], values)
+        out[leaf.path] = r
+    return out
+
+
+def kernel_scale(r: dict, fan_shape: tuple[int, ...], activation: str, slope: float) -> float:
+    """The std, limit, value or multiplier of a kernel whose init keys in force are ``r``."""
+    gain = resolve_gain(r["weights"], r["gain"], activation, slope)
+    return weight_scale(r["weights"], compute_fans(fan_shape), gain, r) * r["scale"]
+
+
 def row_hparams(
-    trial: TrialSpec, structure: Structure, draws: tuple[str, ...], seed: int
+    trial: TrialSpec, layout: Layout, structure: Structure, draws: tuple[str, ...], seed: int
 ) -> Hparams:
     """The traced numbers of one row, computed on the host from a trial's spec: the schema's
-    ``row`` keys as they are, and what the core needs derived from the others."""
+    ``row`` keys as they are, and per parameter leaf its draw, scale and bias moments."""
+    activation, slope = trial["model.activation"], trial["model.negative_slope"]
+    inits = leaf_inits(trial, layout, structure)
+    draw, scale = [], []
+    for leaf in layout.kernels:
+        r = inits[leaf.path]
+        scale.append(kernel_scale(r, leaf.fan_shape, activation, slope))
+        draw.append(draws.index(INITIALIZERS[r["weights"]].draw))
+    moments = []
+    for leaf in layout.biases:
+        r = inits[leaf.path]
+        mean, std = bias_moments(r["bias"], r["bias_value"], r["bias_std"])
+        moments.append((mean * r["scale"], std * abs(r["scale"])))
     weights = trial["init.weights"]
-    slope = trial["model.negative_slope"]
-    gain = resolve_gain(weights, trial["init.gain"], trial["model.activation"], slope)
-    params = {k: trial[f"init.{k}"] for k in ("mode", "std", "limit", "value")}
-    scales = [
-        weight_scale(weights, compute_fans(shape), gain, params)
-        for shape in layer_shapes(structure).values()
-    ]
-    bias_mean, bias_std = bias_moments(
-        trial["init.bias"], trial["init.bias_value"], trial["init.bias_std"]
-    )
     clip = trial["train.clip_norm"]
     return Hparams(
-        draw=np.int32(draws.index(INITIALIZERS[weights].draw)),
-        scale=np.asarray(scales, np.float32),
-        bias_mean=np.float32(bias_mean),
-        bias_std=np.float32(bias_std),
+        draw=np.asarray(draw, np.int32),
+        scale=np.asarray(scale, np.float32),
+        bias_mean=np.asarray([m for m, _ in moments], np.float32),
+        bias_std=np.asarray([s for _, s in moments], np.float32),
+        other_scale=np.asarray([inits[leaf.path]["scale"] for leaf in layout.others], np.float32),
+        gain=np.float32(resolve_gain(weights, trial["init.gain"], activation, slope)),
         clip_norm=np.float32(np.inf if clip is None else clip),
         lsuv=np.bool_(INITIALIZERS[weights].data_dependent),
         depth=np.int32(trial["model.depth"]),

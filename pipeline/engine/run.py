@@ -26,25 +26,25 @@ from pipeline.config import Space, TrialSpec
 from pipeline.core import metrics
 from pipeline.core.data import Dataset, batch_schedule
 from pipeline.core.metrics import TrialResult
-from pipeline.core.model import Structure
+from pipeline.core.model import BUILTIN_KINDS, Structure
+from pipeline.core.net import Layout, Net
 from pipeline.core.train import (
     Data,
     Hparams,
     Settings,
-    Shape,
     TrainFns,
     UnitSampler,
     make_train,
     make_unit_draws,
-    shape_of,
 )
+from pipeline.engine.factory import factory_takes, net_for
 from pipeline.engine.plan import (
     bucket_depth,
     default_memory_gb,
     depth_buckets,
-    draws_for,
     row_bytes,
     settings_from,
+    space_draws,
 )
 from pipeline.engine.rows import row_hparams, stack_rows
 from pipeline.engine.timing import StalledCall, Stopwatch, call_with_deadline
@@ -97,7 +97,7 @@ class Engine:
         self.dataset = dataset
         self.steps = cfg.train.steps
         self.n_seeds = cfg.train.seeds
-        self.draws = draws_for([*space.values("init.weights", cfg.init.weights), cfg.init.weights])
+        self.draws = space_draws(cfg, space)
         schedule = batch_schedule(
             len(dataset.y_train), cfg.train.batch_size, self.steps, self.n_seeds, cfg.train.seed
         )
@@ -115,27 +115,43 @@ class Engine:
         self.stats = EngineStats()
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="xla")
         self._executables: dict[tuple, Future] = {}
-        self._units: dict[Shape, Future] = {}
-        self._unit_values: dict[Shape, dict] = {}
-        self._samplers: dict[Shape, UnitSampler] = {}
+        self._units: dict[Layout, Future] = {}
+        self._unit_values: dict[Layout, dict] = {}
+        self._samplers: dict[Layout, UnitSampler] = {}
         self.compile_clock = Stopwatch()  # compile-thread seconds (overlaps with training)
         self._seconds_per_work: float | None = None  # slowest measured call per unit of work
 
     # --- grouping -----------------------------------------------------------------------------
 
     def structure_of(self, trial: TrialSpec) -> Structure:
-        return Structure(
+        """A built-in network's depth is padded to its bucket (masked layers); a user's module
+        has no mask, so each depth is its own structure."""
+        kind, depth = trial["model.kind"], trial["model.depth"]
+        structure = Structure(
             activation=trial["model.activation"],
-            n_hidden=bucket_depth(trial["model.depth"], self.buckets),
+            n_hidden=bucket_depth(depth, self.buckets) if kind in BUILTIN_KINDS else depth,
             width=trial["model.width"],
             n_in=self.dataset.n_features,
             n_classes=self.dataset.n_classes,
-            kind=trial["model.kind"],
+            kind=kind,
+            factory=trial["model.factory"] if kind not in BUILTIN_KINDS else None,
         )
+        if structure.factory is None:
+            return structure
+        # A value the factory does not take does not change its module: blank it, so that
+        # trials differing only in it share one executable.
+        takes = factory_takes(structure.factory)
+        blank = {"activation": "", "n_hidden": 0, "width": 0}
+        named = {"activation": "activation", "n_hidden": "depth", "width": "width"}
+        return structure._replace(**{f: v for f, v in blank.items() if named[f] not in takes})
+
+    def net(self, structure: Structure) -> Net:
+        return net_for(structure, self.cfg.engine.unroll)
 
     def max_rows(self, structure: Structure, settings: Settings) -> int:
         budget = self.memory_gb * 2**30 * jax.device_count()
-        return max(1, int(budget // row_bytes(structure, settings, len(self.dataset.y_val))))
+        need = row_bytes(self.net(structure), structure, settings, len(self.dataset.y_val))
+        return max(1, int(budget // need))
 
     def padded_rows(self, structure: Structure, settings: Settings, n: int) -> int:
         """Rows for a call of ``n`` real rows: an executable already compiled for this structure
@@ -170,30 +186,35 @@ class Engine:
 
     # --- compiled pieces ------------------------------------------------------------------------
 
-    def _sampler(self, shape: Shape) -> UnitSampler:
-        """One unit sampler per layer shape: compiled, run and finished from the same object."""
-        if shape not in self._samplers:
-            self._samplers[shape] = make_unit_draws(shape, self.draws)
-        return self._samplers[shape]
+    def _sampler(self, structure: Structure) -> UnitSampler:
+        """One unit sampler per parameter layout (the activation does not change it): compiled,
+        run and finished from the same object."""
+        net = self.net(structure)
+        if net.layout not in self._samplers:
+            self._samplers[net.layout] = make_unit_draws(net, self.draws)
+        return self._samplers[net.layout]
 
     def _units_for(self, structure: Structure) -> Future:
-        """Compiled raw unit-draw sampler of a layer shape (compiled on the pool, run on the main
+        """Compiled raw unit-draw sampler of a layout (compiled on the pool, run on the main
         thread: executing from several threads at once has hung XLA's CPU runtime)."""
-        shape = shape_of(structure)
-        if shape not in self._units:
-            raw = self._sampler(shape).raw
-            self._units[shape] = self._pool.submit(
+        layout = self.net(structure).layout
+        if layout not in self._units:
+            raw = self._sampler(structure).raw
+            self._units[layout] = self._pool.submit(
                 self.compile_clock.timed(lambda: raw.lower(self.key, self.n_seeds).compile())
             )
-        return self._units[shape]
+        return self._units[layout]
 
     def _unit_draws(self, structure: Structure) -> dict:
-        shape = shape_of(structure)
-        if shape not in self._unit_values:
+        layout = self.net(structure).layout
+        if layout not in self._unit_values:
             raw = jax.device_get(self._units_for(structure).result()(self.key))
-            units = self._sampler(shape).finish(raw)  # QR on the host, in NumPy
-            self._unit_values[shape] = jax.device_put(units, self.replicated)
-        return self._unit_values[shape]
+            units = self._sampler(structure).finish(raw)  # QR on the host, in NumPy
+            self._unit_values[layout] = jax.device_put(units, self.replicated)
+        return self._unit_values[layout]
+
+    def _row(self, trial: TrialSpec, structure: Structure, seed: int) -> Hparams:
+        return row_hparams(trial, self.net(structure).layout, structure, self.draws, seed)
 
     def _compiled(self, call: Call, template: TrialSpec | None = None) -> Future:
         """The call's executables (queued to compile on first sight; ``template``: a trial of
@@ -201,7 +222,7 @@ class Engine:
         key = (call.structure, call.settings, call.n_rows)
         if key not in self._executables:
             self._units_for(call.structure)
-            row = row_hparams(template, call.structure, self.draws, 0)
+            row = self._row(template, call.structure, 0)
             self._executables[key] = self._pool.submit(
                 self.compile_clock.timed(lambda: self._compile(call, row))
             )
@@ -210,9 +231,8 @@ class Engine:
 
     def _compile(self, call: Call, row: Hparams):
         s = call.structure
-        init_fn, chunk_fn = batched(make_train(s, call.settings))
-        shape = shape_of(s)
-        units = jax.eval_shape(self._sampler(shape).raw, self.key, self.n_seeds)
+        init_fn, chunk_fn = batched(make_train(self.net(s), call.settings))
+        units = jax.eval_shape(self._sampler(s).raw, self.key, self.n_seeds)
         units = jax.tree.map(lambda a: self._abstract(a, self.replicated), units)
         hp = jax.tree.map(
             lambda a: self._abstract(
@@ -260,9 +280,7 @@ class Engine:
     def _run_call(self, call: Call, trials, on_chunk) -> list[TrialResult]:
         structure, settings, ids, n_rows = call
         n_real = len(trials) * self.n_seeds
-        rows = [
-            row_hparams(t, structure, self.draws, s) for t in trials for s in range(self.n_seeds)
-        ]
+        rows = [self._row(t, structure, s) for t in trials for s in range(self.n_seeds)]
         rows += [rows[0]] * (n_rows - n_real)
         hp = stack_rows(rows, self.rows_sharding)
         active = np.arange(n_rows) < n_real

@@ -37,6 +37,7 @@ def best_document(
             {
                 "rank": rank,
                 **nested,
+                "structure": _data_structure(nested["data"]),
                 "measured": trial_metrics(trial),
                 "provenance": {
                     "study": study.study_name,
@@ -53,6 +54,21 @@ def best_document(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "configs": configs,
     }
+
+
+def _data_structure(data: dict) -> dict[str, int]:
+    """The data sizes a rule's scale formula may read (``n_features``, ``n_classes``); empty
+    when the data cannot be read any more (a moved ``.npz``)."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import ConfigError
+    from pipeline.engine.datasets import sizes
+
+    try:
+        n = sizes(OmegaConf.create(data))
+    except (ConfigError, OSError):
+        return {}
+    return {"n_features": int(n.n_features), "n_classes": int(n.n_classes)}
 
 
 def write_best(document: dict, path: Path) -> Path:
@@ -82,16 +98,86 @@ def config_overrides(best: dict) -> dict:
     return layer
 
 
-def load_initializer(path: str | Path, rank: int = 0):
-    """The kernel initializer of best config ``rank``, for ``kernel_init`` in Flax.
+def load_initializer(path: str | Path, rank: int = 0, param: str | None = None):
+    """The kernel initializer of best config ``rank``, for ``kernel_init`` in Flax; with
+    ``param`` (a parameter path such as ``"blocks/0/out_proj/kernel"``), the one the config's
+    ``init.rules`` give that parameter (its initializer, gain and scale).
 
     >>> import flax.nnx as nnx  # doctest: +SKIP
     >>> layer = nnx.Linear(64, 64, kernel_init=load_initializer("conf/best/default.yaml"),
     ...                    rngs=nnx.Rngs(0))  # doctest: +SKIP
     """
-    init = read_best(path, rank)["init"]
-    params = {k: init[k] for k in ("mode", "std", "limit", "value")}
-    return make_initializer(init["weights"], float(init["gain_value"]), params)
+    entry = read_best(path, rank)
+    init = entry["init"]
+    if param is None or not init.get("rules"):
+        params = {k: init[k] for k in ("mode", "std", "limit", "value")}
+        return make_initializer(init["weights"], float(init["gain_value"]), params)
+    from pipeline.reuse.export import init_spec  # the rules resolved as every export does
+
+    s = init_spec(entry, param.removesuffix("/kernel"))
+    params = {"mode": s.mode, "std": s.std, "limit": s.limit, "value": s.value}
+    return make_initializer(s.weights, s.gain, params)
+
+
+def init_params(best: str | Path | dict, module, key, x, rank: int = 0) -> dict:
+    """Initialize a whole Flax module (linen or NNX) as best config ``rank`` says, rules
+    included: every kernel and bias, per parameter path, exactly as the sweep did (fans from
+    each layer's shape; a stacked leaf per layer; norm scales and other leaves the module's own
+    values times their rule's scale). ``x``: a batch of inputs (shapes only). Returns the
+    parameter dict; an NNX module is also updated in place.
+
+    >>> params = pipeline.init_params("conf/best/my_study.yaml", model, jax.random.key(0), x)
+    ... # doctest: +SKIP
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from pipeline.config import TrialSpec
+    from pipeline.core.initializers import INITIALIZERS, bias_moments, unit_draw
+    from pipeline.core.model import Structure
+    from pipeline.core.net import as_net, flatten, unflatten
+    from pipeline.engine.rows import kernel_scale, leaf_inits
+
+    entry = read_best(best, rank) if isinstance(best, str | Path) else best
+    trial = TrialSpec.from_flat(
+        {f"{s}.{k}": v for s in RUN_SECTIONS for k, v in config_overrides(entry)[s].items()},
+        fill_defaults=True,
+    )
+    x = jnp.asarray(x)
+    net = as_net(module, x)
+    n_classes = (entry.get("structure") or {}).get("n_classes") or 0
+    structure = Structure(trial["model.activation"], 0, 0, x.shape[-1], n_classes)
+    inits = leaf_inits(trial, net.layout, structure)
+    own = flatten(net.own(key)) if net.own is not None else {}
+    activation, slope = trial["model.activation"], trial["model.negative_slope"]
+    out = {}
+    for leaf in net.layout.leaves:
+        r, k = inits[leaf.path], jax.random.fold_in(key, leaf.tag)
+        keys = [jax.random.fold_in(k, i) for i in range(leaf.layers)]
+        if leaf.role == "kernel":
+            if INITIALIZERS[r["weights"]].data_dependent:
+                raise ValueError("init.weights=lsuv is data-dependent: see pipeline.core.lsuv")
+            draw = INITIALIZERS[r["weights"]].draw
+            scale = kernel_scale(r, leaf.fan_shape, activation, slope)
+            layers = [
+                scale * unit_draw(draw, kk, leaf.fan_shape).reshape(leaf.layer_shape) for kk in keys
+            ]
+        elif leaf.role == "bias":
+            mean, std = bias_moments(r["bias"], r["bias_value"], r["bias_std"])
+            normal = [jax.random.normal(kk, leaf.layer_shape) for kk in keys]
+            layers = [r["scale"] * (mean + std * n) for n in normal]
+        else:
+            out[leaf.path] = r["scale"] * own[leaf.path]
+            continue
+        out[leaf.path] = jnp.stack(layers).reshape(leaf.shape)
+    params = unflatten(out)
+    from flax import nnx
+
+    if isinstance(module, nnx.Module):
+        state = nnx.state(module, nnx.Param)
+        nnx.replace_by_pure_dict(state, params)
+        nnx.update(module, state)
+    return params
 
 
 def load_bias_initializer(path: str | Path, rank: int = 0):

@@ -75,12 +75,8 @@ class InitSpec(NamedTuple):
     negative_slope: float
 
 
-def init_spec(cfg) -> InitSpec:
-    """The initializers of a best-config entry (``read_best``) or a full run config.
-
-    A plain dict may leave keys out (``{"init": {"weights": "he_normal"}}``); they take their
-    ``conf/config.yaml`` defaults.
-    """
+def _sections(cfg) -> tuple[dict, dict, dict]:
+    """(init, model, structure) of a best entry or run config, missing keys at their defaults."""
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
@@ -94,24 +90,80 @@ def init_spec(cfg) -> InitSpec:
 
         defaults = OmegaConf.to_container(load_config(), resolve=True)
         init, model = {**defaults["init"], **init}, {**defaults["model"], **model}
+    structure = {"depth": model.get("depth"), "width": model.get("width")}
+    return init, model, {**structure, **(cfg.get("structure") or {})}
+
+
+def init_spec(cfg, layer: str | None = None) -> InitSpec:
+    """The initializers of a best-config entry (``read_best``) or a full run config; with
+    ``layer`` (a module path such as ``"blocks/0/out_proj"``), the ones its ``init.rules`` give
+    that layer's ``kernel`` and ``bias`` (a rule's ``scale`` is folded into the gain and the bias
+    moments; a scale of 0 is the zeros initializer).
+
+    A plain dict may leave keys out (``{"init": {"weights": "he_normal"}}``); they take their
+    ``conf/config.yaml`` defaults.
+    """
+    init, model, structure = _sections(cfg)
+    kernel_scale = bias_scale = 1.0
+    rules = init.get("rules") or []
+    if layer is not None and rules:
+        from pipeline.core.rules import BIAS_KEYS, WEIGHT_KEYS, evaluate, resolve
+
+        kernel = resolve({k: init[k] for k in WEIGHT_KEYS}, rules, f"{layer}/kernel")
+        bias = resolve({k: init[k] for k in BIAS_KEYS}, rules, f"{layer}/bias")
+        try:
+            kernel_scale = evaluate(kernel.pop("scale"), structure)
+            bias_scale = evaluate(bias.pop("scale"), structure)
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"a rule's scale formula needs the structure ({', '.join(structure)} known): "
+                "export from a best file written by `make best`"
+            ) from None
+        changed = any(kernel[k] != init[k] for k in ("weights", "gain"))
+        init = {**init, **kernel, **bias}
+        if changed:
+            init.pop("gain_value", None)
     gain = init.get("gain_value")
     if gain is None:
         gain = resolve_gain(
             init["weights"], init["gain"], model["activation"], model["negative_slope"]
         )
+    weights, bias = init["weights"], init["bias"]
+    if kernel_scale == 0.0:
+        weights = "zeros"
+    if bias_scale == 0.0:
+        bias = "zeros"
     return InitSpec(
-        weights=init["weights"],
-        gain=float(gain),
+        weights=weights,
+        gain=float(gain) * kernel_scale,
         mode=init["mode"],
         std=float(init["std"]),
         limit=float(init["limit"]),
         value=float(init["value"]),
-        bias=init["bias"],
-        bias_value=float(init["bias_value"]),
-        bias_std=float(init["bias_std"]),
+        bias=bias,
+        bias_value=float(init["bias_value"]) * bias_scale,
+        bias_std=float(init["bias_std"]) * abs(bias_scale),
         activation=model["activation"],
         negative_slope=float(model["negative_slope"]),
     )
+
+
+def rule_layers(cfg) -> list[str]:
+    """One layer path per rule (its glob without the trailing ``/kernel`` or ``/bias``): the
+    layers the snippets give their own initializers, in rule order."""
+    init, _, _ = _sections(cfg)
+    layers = []
+    for rule in init.get("rules") or []:
+        layer = rule["match"].removesuffix("/kernel").removesuffix("/bias")
+        if layer not in layers:
+            layers.append(layer)
+    return layers
+
+
+def torch_path(name: str) -> str:
+    """A PyTorch module name as the Flax-style path rules match (``blocks.0.fc`` ->
+    ``blocks/0/fc``): a module's ``weight`` is our ``kernel``."""
+    return name.replace(".", "/")
 
 
 class Call(NamedTuple):
@@ -295,14 +347,16 @@ def _torch_bias(s: InitSpec) -> Call:
     return Call("torch.nn.init.zeros_", {})
 
 
-def to_flax(cfg) -> tuple[Callable, Callable]:
-    """``(kernel_init, bias_init)`` from ``jax.nn.initializers`` (what Flax re-exports).
+def to_flax(cfg, layer: str | None = None) -> tuple[Callable, Callable]:
+    """``(kernel_init, bias_init)`` from ``jax.nn.initializers`` (what Flax re-exports); with
+    ``layer``, the ones ``init.rules`` give that module path (a whole tree at once:
+    ``pipeline.init_params``).
 
     >>> kernel_init, bias_init = to_flax(read_best("conf/best/default.yaml"))  # doctest: +SKIP
     >>> layer = nnx.Linear(64, 64, kernel_init=kernel_init, bias_init=bias_init,
     ...                    rngs=nnx.Rngs(0))  # doctest: +SKIP
     """
-    s = init_spec(cfg)
+    s = init_spec(cfg, layer)
     return _flax_kernel(s).build(), _flax_bias(s).build()
 
 
@@ -314,13 +368,14 @@ def _import_keras():
         raise ImportError(f"to_keras needs Keras 3: pip install -e '.[keras]' ({e})") from e
 
 
-def to_keras(cfg, bias: bool = False):
-    """A ``keras.initializers`` object for ``kernel_initializer`` (``bias=True``: the bias's).
+def to_keras(cfg, bias: bool = False, layer: str | None = None):
+    """A ``keras.initializers`` object for ``kernel_initializer`` (``bias=True``: the bias's);
+    with ``layer``, the one ``init.rules`` give that layer's path.
 
     >>> keras.layers.Dense(64, kernel_initializer=to_keras(best),
     ...                    bias_initializer=to_keras(best, bias=True))  # doctest: +SKIP
     """
-    s = init_spec(cfg)
+    s = init_spec(cfg, layer)
     call = _keras_bias(s) if bias else _keras_kernel(s)
     _import_keras()
     return call.build()
@@ -335,70 +390,157 @@ def torch_layers() -> tuple[type, ...]:
 
 
 def to_torch(cfg) -> Callable:
-    """``init(module)``: initializes every Linear and Conv1d/2d/3d of ``module`` in place.
+    """``init(module)``: initializes every Linear and Conv1d/2d/3d of ``module`` in place; with
+    ``init.rules``, each by the rules that match its name as a path (``torch_path``: module
+    ``blocks.0.out_proj`` is ``blocks/0/out_proj``, its ``weight`` our ``kernel``).
 
     >>> to_torch(read_best("conf/best/default.yaml"))(model)  # doctest: +SKIP
     """
-    s = init_spec(cfg)
-    kernel_call, multiplier = _torch_kernel(s)
-    bias_call = _torch_bias(s)
     try:
         import torch
     except ImportError as e:
         raise ImportError(f"to_torch needs PyTorch: pip install -e '.[torch]' ({e})") from e
-    kernel_fn, bias_fn = kernel_call.function(), bias_call.function()
+    ruled = bool(_sections(cfg)[0].get("rules"))
+    default = init_spec(cfg)
+    _torch_kernel(default)  # an initializer without equivalent fails here, not per layer
     layers = torch_layers()
+
+    def calls(name: str):
+        s = init_spec(cfg, torch_path(name)) if ruled else default
+        kernel, multiplier = _torch_kernel(s)
+        return kernel, multiplier, _torch_bias(s)
 
     def init(module):
         with torch.no_grad():
-            for m in module.modules():
+            for name, m in module.named_modules():
                 if not isinstance(m, layers):
                     continue
-                kernel_fn(m.weight, **kernel_call.kwargs)
+                kernel, multiplier, bias = calls(name)
+                kernel.function()(m.weight, **kernel.kwargs)
                 if multiplier != 1.0:
                     m.weight.mul_(multiplier)
                 if m.bias is not None:
-                    bias_fn(m.bias, **bias_call.kwargs)
+                    bias.function()(m.bias, **bias.kwargs)
         return module
 
     return init
 
 
 def snippet(cfg, framework: str, title: str = "") -> str:
-    """Ready-to-paste code that builds the same initializers as ``to_<framework>(cfg)``."""
+    """Ready-to-paste code that builds the same initializers as ``to_<framework>(cfg)``.
+
+    With ``init.rules``, each rule's layer gets its own initializers and a lookup picks them by
+    path (the last matching glob wins). A rule's entry merges every rule whose glob matches its
+    own glob, so nested globs (``*/kernel`` then ``head/kernel``) resolve as in the sweep;
+    globs that only partly overlap are resolved exactly by ``to_torch``, ``to_keras(layer=...)``,
+    ``to_flax(layer=...)`` and ``pipeline.init_params``, not by this text.
+    """
     if framework not in FORMATS:
         raise ValueError(f"unknown format {framework!r}; allowed: {', '.join(FORMATS)}")
     s = init_spec(cfg)
     head = f"# {title}\n" if title else ""
+    layers = rule_layers(cfg)
+    specs = [(layer, init_spec(cfg, layer)) for layer in layers]
     if framework == "flax":
         kernel = _flax_kernel(s)
-        imports = "import functools\n\nimport jax\n" if kernel.partial else "import jax\n"
-        return (
-            f"{head}{imports}\n"
+        partial = kernel.partial or any(_flax_kernel(r).partial for _, r in specs)
+        imports = "import functools\n\nimport jax\n" if partial else "import jax\n"
+        text = (
+            f"{head}{'import fnmatch' + chr(10) + chr(10) if specs else ''}{imports}\n"
             f"kernel_init = {kernel.source()}\n"
             f"bias_init = {_flax_bias(s).source()}\n"
-            "# nnx.Linear(n_in, n_out, kernel_init=kernel_init, bias_init=bias_init, rngs=rngs)\n"
+        )
+        if not specs:
+            return text + (
+                "# nnx.Linear(n_in, n_out, kernel_init=kernel_init, bias_init=bias_init, "
+                "rngs=rngs)\n"
+            )
+        rows = "".join(
+            f"    ({json.dumps(layer)}, {_flax_kernel(r).source()}, {_flax_bias(r).source()}),\n"
+            for layer, r in specs
+        )
+        return text + (
+            "# init.rules: (layer path glob, kernel_init, bias_init); the last match wins\n"
+            f"RULES = [\n{rows}]\n\n\n"
+            "def inits_for(layer: str):\n"
+            '    """(kernel_init, bias_init) of the layer at this module path."""\n'
+            "    for glob, kernel, bias in reversed(RULES):\n"
+            "        if fnmatch.fnmatchcase(layer, glob):\n"
+            "            return kernel, bias\n"
+            "    return kernel_init, bias_init\n\n\n"
+            '# k, b = inits_for("blocks/0/out_proj")\n'
+            "# nnx.Linear(n_in, n_out, kernel_init=k, bias_init=b, rngs=rngs)\n"
         )
     if framework == "keras":
-        return (
-            f"{head}import keras\n\n"
+        text = (
+            f"{head}{'import fnmatch' + chr(10) + chr(10) if specs else ''}import keras\n\n"
             f"kernel_initializer = {_keras_kernel(s).source()}\n"
             f"bias_initializer = {_keras_bias(s).source()}\n"
-            "# keras.layers.Dense(units, kernel_initializer=kernel_initializer, "
-            "bias_initializer=bias_initializer)\n"
         )
+        if not specs:
+            return text + (
+                "# keras.layers.Dense(units, kernel_initializer=kernel_initializer, "
+                "bias_initializer=bias_initializer)\n"
+            )
+        rows = "".join(
+            f"    ({json.dumps(layer)}, {_keras_kernel(r).source()}, {_keras_bias(r).source()}),\n"
+            for layer, r in specs
+        )
+        return text + (
+            "# init.rules: (layer path glob, kernel_initializer, bias_initializer); the last match"
+            " wins\n"
+            f"RULES = [\n{rows}]\n\n\n"
+            "def initializers_for(layer: str):\n"
+            '    """(kernel_initializer, bias_initializer) of the layer at this path."""\n'
+            "    for glob, kernel, bias in reversed(RULES):\n"
+            "        if fnmatch.fnmatchcase(layer, glob):\n"
+            "            return kernel, bias\n"
+            "    return kernel_initializer, bias_initializer\n\n\n"
+            '# k, b = initializers_for("blocks/0/out_proj")\n'
+            "# keras.layers.Dense(units, kernel_initializer=k, bias_initializer=b)\n"
+        )
+    return head + _torch_snippet(s, specs)
+
+
+def _torch_lines(s: InitSpec, indent: str) -> str:
+    """The statements that initialize ``m`` as ``s`` says."""
     kernel, multiplier = _torch_kernel(s)
-    scale = f"                m.weight.mul_({_literal(multiplier)})\n" if multiplier != 1.0 else ""
+    lines = [kernel.source("m.weight")]
+    if multiplier != 1.0:
+        lines.append(f"m.weight.mul_({_literal(multiplier)})")
+    lines.append("if m.bias is not None:")
+    lines.append(f"    {_torch_bias(s).source('m.bias')}")
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+def _torch_snippet(s: InitSpec, specs: list[tuple[str, InitSpec]]) -> str:
+    if not specs:
+        return (
+            "import torch\n\n\n"
+            "def init_weights(module: torch.nn.Module) -> torch.nn.Module:\n"
+            "    layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)\n"
+            "    with torch.no_grad():\n"
+            "        for m in module.modules():\n"
+            "            if isinstance(m, layers):\n"
+            f"{_torch_lines(s, ' ' * 16)}"
+            "    return module\n"
+        )
+    # init.rules: the module's name as a path (blocks.0.fc -> blocks/0/fc); the last rule wins.
+    branches = "".join(
+        f"{'if' if i == 0 else 'elif'} fnmatch.fnmatchcase(path, {json.dumps(layer)}):\n"
+        f"{_torch_lines(r, ' ' * 4)}"
+        for i, (layer, r) in enumerate(reversed(specs))
+    )
+    branches += f"else:\n{_torch_lines(s, ' ' * 4)}"
+    body = "".join(" " * 16 + line + "\n" for line in branches.splitlines())
     return (
-        f"{head}import torch\n\n\n"
+        "import fnmatch\n\nimport torch\n\n\n"
         "def init_weights(module: torch.nn.Module) -> torch.nn.Module:\n"
         "    layers = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)\n"
         "    with torch.no_grad():\n"
-        "        for m in module.modules():\n"
+        "        for name, m in module.named_modules():\n"
         "            if isinstance(m, layers):\n"
-        f"                {kernel.source('m.weight')}\n"
-        f"{scale}"
-        "                if m.bias is not None:\n"
-        f"                    {_torch_bias(s).source('m.bias')}\n"
+        '                path = name.replace(".", "/")  # init.rules match Flax-style paths\n'
+        f"{body}"
         "    return module\n"
     )

@@ -19,7 +19,7 @@ def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, spec in space.items():
         if isinstance(spec, list):
-            values[key] = trial.suggest_categorical(key, spec)
+            values[key] = space.decode(key, trial.suggest_categorical(key, space.choices(key)))
         elif isinstance(spec, dict):
             low, high = spec["low"], spec["high"]
             if isinstance(low, int) and isinstance(high, int):
@@ -51,7 +51,7 @@ def make_sampler(name: str, seed: int, space: Space) -> optuna.samplers.BaseSamp
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return AskTellGridSampler(space.lists(), seed=seed)
+        return AskTellGridSampler({k: space.choices(k) for k in space.lists()}, seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":

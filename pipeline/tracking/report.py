@@ -30,14 +30,27 @@ def reached(metrics: dict, steps: int) -> float:
     return hit if hit <= steps else math.inf
 
 
+def rules_text(rules: list) -> str:
+    """``init.rules`` in one cell: ``glob: key=value, ...; ...`` ("-" for none)."""
+    parts = [
+        f"{r['match']}: " + ", ".join(f"{k}={v}" for k, v in r.items() if k != "match")
+        for r in rules
+    ]
+    return "; ".join(parts) or "-"
+
+
 def best_table(study: optuna.Study, top_k: int) -> Table:
-    """The top trials; "never" for a trial that missed the target in its own spec's steps."""
+    """The top trials; "never" for a trial that missed the target in its own spec's steps. A
+    column of per-parameter rules appears when some trial has them."""
     table = Table(title=f"study {study.study_name}: top {top_k} of {len(study.trials)} trials")
-    for name in ("rank", "trial", "steps to target", "explosions", "val acc", *COLUMNS.values()):
-        table.add_column(name, justify="left" if name in ("activation", "init") else "right")
-    for rank, trial in enumerate(ranked_trials(study)[:top_k]):
+    top = [(t, trial_spec(study, t)) for t in ranked_trials(study)[:top_k]]
+    with_rules = any(spec.init.rules for _, spec in top)
+    names = ("rank", "trial", "steps to target", "explosions", "val acc", *COLUMNS.values())
+    for name in (*names, "rules") if with_rules else names:
+        left = name in ("activation", "init", "rules")
+        table.add_column(name, justify="left" if left else "right")
+    for rank, (trial, spec) in enumerate(top):
         m = trial_metrics(trial)
-        spec = trial_spec(study, trial)
         hit = reached(m, spec.train.steps)
         table.add_row(
             str(rank),
@@ -46,6 +59,7 @@ def best_table(study: optuna.Study, top_k: int) -> Table:
             _fmt(m.get("explosion_count")),
             _fmt(m.get("final_val_accuracy")),
             *(_fmt(spec[k]) for k in COLUMNS),
+            *([rules_text(spec.init.rules)] if with_rules else []),
         )
     return table
 
