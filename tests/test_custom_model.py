@@ -266,7 +266,7 @@ def test_the_example_sweeps_end_to_end_and_its_best_file_initializes_the_module(
     env = {**os.environ, "PYTHONPATH": str(repo)}
     subprocess.run([sys.executable, str(repo / "examples" / "make_data.py"), str(data)], check=True)
     args = ["--experiment", "your_model", f"data.path={data}", "study.n_trials=4"]
-    args += ["study.batch_size=4", "train.steps=100", "tracking.figures=wait"]
+    args += ["study.batch_size=4", "train.steps=100"]
     out = run_cli(tmp_path, "sweep", *args, env=env)
     assert "4/4" in out.stderr
 

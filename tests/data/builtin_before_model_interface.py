@@ -10,7 +10,6 @@ from pipeline.engine import Engine
 from pipeline.engine.datasets import load_dataset
 
 CASES = {
-    "mlp_relu_he": ["model.activation=relu", "model.depth=4", "init.weights=he_normal"],
     "mlp_tanh_orthogonal_bias": [
         "model.activation=tanh",
         "model.depth=6",
