@@ -280,7 +280,9 @@ class Engine:
     def _run_call(self, call: Call, trials, on_chunk) -> list[TrialResult]:
         structure, settings, ids, n_rows = call
         n_real = len(trials) * self.n_seeds
-        rows = [self._row(t, structure, s) for t in trials for s in range(self.n_seeds)]
+        # A trial's numbers are the same for every seed: resolve its rules once, vary the seed.
+        per_trial = [self._row(t, structure, 0) for t in trials]
+        rows = [r._replace(seed=np.int32(s)) for r in per_trial for s in range(self.n_seeds)]
         rows += [rows[0]] * (n_rows - n_real)
         hp = stack_rows(rows, self.rows_sharding)
         active = np.arange(n_rows) < n_real
