@@ -45,6 +45,9 @@ best: $(STAMP) ## write the top configs of STUDY to conf/best/<STUDY>.yaml (FORM
 report: $(STAMP) ## write runs/<STUDY>/report.html: every figure and the best configs, one file
 	$(BIN)/python -m pipeline report study.name=$(STUDY) $(ARGS)
 
+recommend: $(STAMP) ## which initializer per network of STUDY, and how sure (ARGS="--json")
+	$(BIN)/python -m pipeline recommend study.name=$(STUDY) $(ARGS)
+
 train: $(STAMP) ## train one configuration: make train ARGS="model.depth=30 init.weights=he_normal"
 	$(BIN)/python -m pipeline train $(ARGS)
 
@@ -61,4 +64,4 @@ lint: $(STAMP) ## ruff check and format check
 clean: ## remove runs/ (studies, MLflow store, caches)
 	rm -rf runs
 
-.PHONY: help install sweep ui dashboard example-data best report train bench test lint clean
+.PHONY: help install sweep ui dashboard example-data best report recommend train bench test lint clean

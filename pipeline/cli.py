@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8080)
     r = sub.add_parser("report", help="write runs/<study>/report.html: figures and best configs")
     r.add_argument("--top", type=int, help="rows of the best-config table (default 10)")
+    c = sub.add_parser("recommend", help="which initializer per network, and how sure")
+    c.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     k = sub.add_parser("keys", help="list every config key and what it accepts")
     k.add_argument("--markdown", action="store_true", help="as the README's config table")
     return p
@@ -117,6 +119,11 @@ def _print_results(study, cfg, console: Console) -> None:
         console.print("[bold]verdict per initializer family[/] (completed trials, fastest first)")
         for line in verdicts:
             console.print(f"  {line}", highlight=False, soft_wrap=True)
+    from pipeline.tracking.recommend import recommendation_table, recommendations
+
+    rows = recommendations(study, cfg.report.baseline)
+    if rows:
+        console.print(recommendation_table(rows, cfg.report.baseline))
 
 
 def cmd_sweep(args, console: Console) -> int:
@@ -323,8 +330,23 @@ def cmd_report(args, console: Console) -> int:
 
     cfg = load_config(args.overrides)
     study = load_study(cfg)
-    path = write_report(study, Path(cfg.runs_dir) / cfg.study.name, args.top or 10)
+    out_dir = Path(cfg.runs_dir) / cfg.study.name
+    path = write_report(study, out_dir, args.top or 10, cfg.report.baseline)
     console.print(f"wrote {path} (one self-contained page: open it in any browser)")
+    return 0
+
+
+def cmd_recommend(args, console: Console) -> int:
+    """Per network: the initializer to use, its gain and learning rate, and how sure."""
+    from pipeline.search.study import load_study
+    from pipeline.tracking.recommend import recommendation_table, recommendations
+
+    cfg = load_config(args.overrides)
+    rows = recommendations(load_study(cfg), cfg.report.baseline)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        console.print(recommendation_table(rows, cfg.report.baseline))
     return 0
 
 
@@ -346,5 +368,6 @@ COMMANDS = {
     "ui": cmd_ui,
     "dashboard": cmd_dashboard,
     "report": cmd_report,
+    "recommend": cmd_recommend,
     "keys": cmd_keys,
 }

@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import TINY, run_cli, train_trials
+from conftest import run_cli, train_trials
 from sklearn.datasets import load_digits, load_iris
 
 from pipeline.cli import main
@@ -124,24 +124,179 @@ def test_a_pinned_hash_refuses_a_changed_file_and_a_path_needs_npz(tmp_path, dig
     assert code == 2 and "needs data.path=" in lines[0]
 
 
-@pytest.mark.slow
-def test_a_sweep_on_a_users_file_records_it_and_its_best_config_retrains(tmp_path):
-    x, y = load_iris(return_X_y=True)
-    path = write(tmp_path / "iris.npz", x_train=x, y_train=y)
-    args = [*TINY[3:], "train.batch_size=32", "study.n_trials=2", "study.name=mine"]
-    run_cli(tmp_path, "sweep", "data.name=npz", "data.path=iris.npz", *args)
-    study = optuna.load_study(
-        study_name="mine", storage=make_storage(str(tmp_path / "runs" / "optuna.journal"))
+# --- regression targets and a loader function (data.task, data.loader) ------------------------
+
+LOADERS = """
+import numpy as np
+from sklearn.datasets import load_diabetes, load_wine
+
+def wine():
+    x, y = load_wine(return_X_y=True)
+    return {"x_train": x, "y_train": y}
+
+def diabetes(seed):
+    x, y = load_diabetes(return_X_y=True)
+    return x, y
+
+def two_targets():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    return x, np.stack([x[:, 0] - x[:, 1], 3 * x[:, 2] + 10], 1)
+
+def boom():
+    raise RuntimeError("no data today")
+
+def text():
+    return "x_train"
+
+def half():
+    return {"x_train": np.zeros((10, 2))}
+"""
+
+
+@pytest.fixture
+def loaders(tmp_path, monkeypatch):
+    """A module of loaders in the current folder, importable as ``my_loaders``."""
+    (tmp_path / "my_loaders.py").write_text(LOADERS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def _first_batch_targets(cfg):
+    from pipeline.core.data import batch_schedule
+
+    ds = load_dataset(cfg.data)
+    schedule = batch_schedule(len(ds.y_train), cfg.train.batch_size, 1, 1, cfg.train.seed)
+    return ds.y_train[schedule[0, 0]]
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_a_regression_trains_on_mean_squared_error_in_the_units_asked(tmp_path, standardize):
+    # A zero read-out predicts 0 everywhere, so the first loss is exactly the mean square of the
+    # first batch's targets: standardized (about 1) or in the targets' own units (about 3e4).
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    path = write(tmp_path / "diabetes.npz", x_train=x, y_train=y)
+    cfg = load_config(
+        [*SMALL, "data.name=npz", f"data.path={path}", "data.task=regression",
+         f"data.standardize_targets={str(standardize).lower()}", "model.depth=1",
+         "train.steps=20"]
+    )  # fmt: skip
+    ds = load_dataset(cfg.data)
+    assert ds.regression and ds.n_classes == 1 and ds.y_train.shape == (len(ds.x_train), 1)
+    if standardize:
+        assert abs(ds.y_train.mean()) < 1e-5 and ds.y_train.std() == pytest.approx(1, rel=1e-4)
+    else:
+        assert set(ds.y_train[:, 0]) <= set(y.astype(np.float32))  # the scores as given
+    zero_readout = {"init.rules": [{"match": "output/kernel", "scale": 0}]}
+    zero, plain = train_trials(cfg, zero_readout, {})[0]
+    expected = float(np.mean(_first_batch_targets(cfg).astype(np.float64) ** 2))
+    assert zero.metrics["initial_train_loss"] == pytest.approx(expected, rel=1e-5)
+    assert "final_val_accuracy" not in zero.metrics and "val_accuracy" not in zero.curves
+    if standardize:  # a zero read-out is the mean predictor; training explains some variance
+        assert plain.metrics["final_val_loss"] < 0.95
+
+
+def test_a_loader_gives_the_same_data_as_its_file_and_its_arrays_are_hashed(loaders):
+    from sklearn.datasets import load_wine
+
+    from pipeline.engine.datasets import arrays_sha256
+
+    x, y = load_wine(return_X_y=True)
+    path = write(loaders / "wine.npz", x_train=x, y_train=y)
+    common = ["train.batch_size=32", "data.seed=3"]
+    by_loader = load_config([*common, "data.name=custom", "data.loader=my_loaders:wine"])
+    by_file = load_config([*common, "data.name=npz", f"data.path={path}"])
+    assert by_loader.data.sha256 == arrays_sha256({"x_train": x, "y_train": y})
+    for a, b in zip(load_dataset(by_loader.data), load_dataset(by_file.data), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # A tuple, a loader taking the seed, several regression targets:
+    two = load_config(
+        ["data.name=custom", "data.loader=my_loaders:two_targets", "data.task=regression"]
     )
-    digest = sha256(path)
+    ds = load_dataset(two.data)
+    assert ds.n_classes == 2 and ds.y_train.shape == (160, 2) and ds.y_val.shape == (40, 2)
+    diabetes = load_config(
+        ["data.name=custom", "data.loader=my_loaders:diabetes", "data.task=regression"]
+    )
+    assert load_dataset(diabetes.data).n_features == 10
+
+
+def test_every_bad_loader_or_task_is_one_line_exit_2_and_nothing_written(loaders):
+    cases = {
+        "no module": (["data.loader=nowhere:wine"], "cannot import 'nowhere'"),
+        "no function": (["data.loader=my_loaders:absent"], "has no function 'absent'"),
+        "raises": (["data.loader=my_loaders:boom"], "raised RuntimeError: no data today"),
+        "not arrays": (["data.loader=my_loaders:text"], "returned str; expected a mapping"),
+        "no y_train": (["data.loader=my_loaders:half"], "has no array 'y_train'"),
+        "float labels": (
+            ["data.loader=my_loaders:diabetes"],
+            "integer class labels, got shape (442,) of float64 (real-valued targets: set "
+            "data.task=regression)",
+        ),
+        "no loader": ([], "data.name=custom needs data.loader="),
+        "changed": (
+            ["data.loader=my_loaders:wine", f"data.sha256={'0' * 64}"],
+            "does not match data.loader=my_loaders:wine",
+        ),
+    }
+    for case, (args, words) in cases.items():
+        runs = loaders / f"runs-{case}"
+        code, lines, wrote = _run("sweep", "data.name=custom", *args, runs=runs)
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (case, lines)
+        assert words in lines[0], (case, lines[0])
+        assert not wrote, case
+    for args, words in (
+        (["data.loader=my_loaders:wine"], "data.loader is read with data.name=custom only"),
+        (["data.task=regression"], "data.task=regression needs real-valued targets"),
+    ):
+        code, lines, wrote = _run("train", *args, runs=loaders / "runs")
+        assert code == 2 and words in lines[0] and not wrote, lines
+
+
+def test_a_spec_stored_before_a_key_existed_reads_with_its_default():
+    from pipeline.config import TrialSpec
+
+    old = TrialSpec.of_config(load_config([])).flat()
+    for key in ("data.task", "data.loader", "data.standardize_targets"):
+        del old[key]
+    study = optuna.create_study()
+    study.enqueue_trial({})
+    trial = study.ask()
+    trial.set_user_attr(SPEC_ATTR, old)
+    study.tell(trial, 1.0)
+    from pipeline.search.study import trial_spec
+
+    spec = trial_spec(study, study.trials[0])
+    assert (spec.data.task, spec.data.loader, spec.data.standardize_targets) == (
+        "classification", None, True,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_regression_sweep_through_a_loader_records_it_and_its_best_retrains(loaders):
+    args = [
+        "data.name=custom", "data.loader=my_loaders:diabetes", "data.task=regression",
+        "model.width=16", "train.steps=60", "train.eval_every_steps=20", "train.batch_size=64",
+        "train.target_loss=0.8", "study.n_trials=2", "study.name=reg", "tracking.figures=wait",
+    ]  # fmt: skip
+    run_cli(loaders, "sweep", *args)
+    study = optuna.load_study(
+        study_name="reg", storage=make_storage(str(loaders / "runs" / "optuna.journal"))
+    )
+    digest = load_config(args).data.sha256
     for trial in study.trials:
         spec = trial.user_attrs[SPEC_ATTR]
-        assert spec["data.path"] == str(path.resolve()) and spec["data.sha256"] == digest
-    best = tmp_path / "best.yaml"
-    run_cli(tmp_path, "best", "study.name=mine", "--out", str(best))
+        assert spec["data.loader"] == "my_loaders:diabetes" and spec["data.sha256"] == digest
+        assert spec["data.task"] == "regression"
+        assert "final_val_accuracy" not in trial.user_attrs["metrics"]
+    best = loaders / "best.yaml"
+    run_cli(loaders, "best", "study.name=reg", "--out", str(best))
     entry = yaml.safe_load(best.read_text())["configs"][0]
-    assert entry["data"]["sha256"] == digest
-    out = run_cli(tmp_path / "runs", "train", "--config", str(best), "--json")  # elsewhere
+    assert entry["data"]["loader"] == "my_loaders:diabetes" and entry["data"]["sha256"] == digest
+    out = run_cli(loaders, "train", "--config", str(best), "--json")
     report = json.loads(out.stdout[out.stdout.index("{") :])
     assert report["steps_to_target"] == entry["measured"]["steps_to_target"]
-    assert report["final_train_loss"] == pytest.approx(entry["measured"]["final_train_loss"])
+    assert report["final_val_loss"] == pytest.approx(entry["measured"]["final_val_loss"])

@@ -27,6 +27,7 @@ from pipeline.core.initializers import (
     compute_fans,
     expected_std,
     make_initializer,
+    torch_bias_std,
     weight_scale,
 )
 from pipeline.reuse import export
@@ -182,6 +183,42 @@ def test_gain_auto_matches_the_activation(weights, activation, framework):
     check_kernel(sample(framework, cfg, shape), weights, shape, spec.gain, PARAMS)
 
 
+@pytest.mark.parametrize("shape", [(300, 100), (3, 3, 16, 32)], ids=["dense", "conv"])
+@pytest.mark.parametrize("framework", ["flax", "keras", "torch"])
+def test_framework_defaults_are_what_the_framework_draws(framework, shape):
+    """``<framework>_default`` at gain 1 has the std and distribution of the framework's own
+    untouched layer (PyTorch's kaiming_uniform_(a=sqrt(5)) and U(+-1/sqrt(fan_in)) bias; Flax's
+    lecun_normal; Keras' glorot_uniform), read from a layer built with no initializer given."""
+    need(framework)
+    name = f"{framework}_default"
+    *window, n_in, n_out = shape
+    if framework == "torch":
+        import torch
+
+        torch.manual_seed(0)
+        module = torch_module(shape)
+        w, b = from_torch(module.weight), module.bias.detach().numpy()
+        fan_in = compute_fans(shape).fan_in
+        assert b.std() == pytest.approx(torch_bias_std(fan_in), rel=0.25)  # few biases
+    elif framework == "flax":
+        import flax.linen as nn
+
+        layer = nn.Conv(n_out, tuple(window)) if window else nn.Dense(n_out)
+        x = np.zeros((1, *([5] * len(window)), n_in), np.float32)
+        params = layer.init(jax.random.key(0), x)["params"]
+        w = np.asarray(params["kernel"])
+        assert not np.asarray(params["bias"]).any()
+    else:
+        import keras
+
+        keras.utils.set_random_seed(0)
+        layer = keras.layers.Conv2D(n_out, tuple(window)) if window else keras.layers.Dense(n_out)
+        layer.build((None, *([5] * len(window)), n_in))
+        w = np.asarray(layer.kernel)
+        assert not np.asarray(layer.bias).any()
+    check_kernel(w, name, shape, 1.0, {**PARAMS, "mode": "fan_out"})
+
+
 def test_torch_nonlinearity_names_have_our_gains():
     need("torch")
     import torch
@@ -205,20 +242,26 @@ def test_he_with_gain_auto_is_torch_kaiming_with_the_activation():
 
 
 @pytest.mark.parametrize("framework", ["flax", "keras", "torch"])
+@pytest.mark.parametrize("weights", ["he_normal", "torch_default"])
 @pytest.mark.parametrize("bias", BIAS_INITS)
-def test_bias(bias, framework):
+def test_bias(bias, weights, framework):
     need(framework)
-    cfg = make_cfg("he_normal", bias=bias, bias_value=0.3, bias_std=0.02)
-    n = 8192
+    cfg = make_cfg(weights, bias=bias, bias_value=0.3, bias_std=0.02)
+    n, fan_in = 8192, 4
     if framework == "flax":
-        b = np.asarray(export.to_flax(cfg)[1](jax.random.key(0), (n,), np.float32))
+        b = np.asarray(export.to_flax(cfg, fan_in=fan_in)[1](jax.random.key(0), (n,), np.float32))
     elif framework == "keras":
-        b = np.asarray(export.to_keras(cfg, bias=True)((n,), dtype="float32"))
+        b = np.asarray(export.to_keras(cfg, bias=True, fan_in=fan_in)((n,), dtype="float32"))
     else:
-        b = export.to_torch(cfg)(torch_module((4, n))).bias.detach().numpy()
-    if bias == "normal":
-        assert b.std() == pytest.approx(0.02, rel=STD_RTOL)
-        assert abs(b.mean()) < 5 * 0.02 / math.sqrt(n)
+        b = export.to_torch(cfg)(torch_module((fan_in, n))).bias.detach().numpy()
+    torch_bias = bias == "torch_default" or (bias == "auto" and weights == "torch_default")
+    if bias == "normal" or torch_bias:
+        # PyTorch's default bias is exactly U(+-1/sqrt(fan_in)), std 1/sqrt(3 fan_in).
+        std = torch_bias_std(fan_in) if torch_bias else 0.02
+        assert b.std() == pytest.approx(std, rel=STD_RTOL)
+        assert abs(b.mean()) < 5 * std / math.sqrt(n)
+        want_kurtosis = KURTOSIS["uniform" if torch_bias else "normal"]
+        assert kurtosis(b) == pytest.approx(want_kurtosis, abs=KURTOSIS_ATOL)
     else:
         np.testing.assert_allclose(b, 0.3 if bias == "constant" else 0.0, rtol=1e-6)
 
@@ -292,6 +335,9 @@ SNIPPET_CASES = [
     ("truncated_normal", 2.0, "relu", {}),
     ("uniform", 1.0, "relu", {}),
     ("constant", 1.0, "relu", {}),
+    ("torch_default", 1.0, "relu", {"bias": "auto"}),
+    ("flax_default", 1.4, "tanh", {"mode": "fan_out"}),  # the framework defaults ignore mode
+    ("keras_default", 1.0, "relu", {}),
 ]
 
 

@@ -73,6 +73,7 @@ def test_the_core_is_all_the_modules_the_guide_names():
         "rules",
         "train",
         "metrics",
+        "losses",
         "diagnostics",
         "lsuv",
         "theory",

@@ -17,7 +17,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config.schema import RULES, SCHEMA, SEARCHABLE_KEYS, Config, ConfigError
+from pipeline.config.schema import (
+    DATA_FILES,
+    RULES,
+    SCHEMA,
+    SEARCHABLE_KEYS,
+    Config,
+    ConfigError,
+)
 from pipeline.config.space import Space
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
@@ -99,10 +106,20 @@ def validate(cfg: DictConfig) -> Space:
             f"{t.eval_every_steps} (training runs in chunks of that many steps)"
         )
     d = cfg.data
-    if d.name != "npz" and (d.path is not None or d.sha256 is not None):
-        given = "data.path" if d.path is not None else "data.sha256"
-        raise ConfigError(f"{given} is read with data.name=npz only (data.name={d.name})")
-    n = datasets.check(d) if d.name == "npz" else datasets.sizes(d)
+    for given, value, names in (
+        ("data.path", d.path, ("npz",)),
+        ("data.loader", d.loader, ("custom",)),
+        ("data.sha256", d.sha256, DATA_FILES),
+    ):
+        if value is not None and d.name not in names:
+            allowed = " or ".join(f"data.name={n}" for n in names)
+            raise ConfigError(f"{given} is read with {allowed} only (data.name={d.name})")
+    if d.task == "regression" and d.name not in DATA_FILES:
+        raise ConfigError(
+            f"data.task=regression needs real-valued targets: data.name=npz or custom (data.name="
+            f"{d.name} holds class labels)"
+        )
+    n = datasets.check(d) if d.name in DATA_FILES else datasets.sizes(d)
     if d.name == "digits" and min(n.n_train, n.n_val) < n.n_classes:
         # scikit-learn's stratified split needs a sample of every class on both sides.
         raise ConfigError(
@@ -239,26 +256,33 @@ def load_config(
     if space_overrides:
         _check_keys({"space": _nest_dotted(space_overrides)}, "the command-line overrides")
         cfg.space = _nest_dotted({**Space.parse(cfg.space).entries, **space_overrides})
-    if cfg.data.name == "npz":  # what trials record: the absolute path and the file's hash
-        cfg = _resolve_data_file(cfg)
+    if cfg.data.name in DATA_FILES:  # what trials record: the data's source and its hash
+        cfg = _resolve_data(cfg)
     validate(cfg)
     return cfg
 
 
-def _resolve_data_file(cfg: DictConfig) -> DictConfig:
-    from pipeline.engine.datasets import sha256
+def _resolve_data(cfg: DictConfig) -> DictConfig:
+    """The user's data pinned: a file's absolute path, and the SHA-256 of the file or of the
+    loader's arrays (computed once, here), compared with a ``data.sha256`` given beforehand."""
+    from pipeline.engine import datasets
 
-    path = cfg.data.path
-    if path is None or not Path(path).is_file():
-        return cfg  # validate() says what is wrong
-    digest = sha256(path)  # the file is hashed once, here
-    given = cfg.data.sha256
-    if given is not None and RULES["data.sha256"].ok(given) and given != digest:
+    d = cfg.data
+    if d.name == "npz":
+        if d.path is None or not Path(d.path).is_file():
+            return cfg  # validate() says what is wrong
+        source, resolved = f"data.path={d.path!r}", {"path": str(Path(d.path).resolve())}
+    else:
+        if d.loader is None or not RULES["data.loader"].ok(d.loader):
+            return cfg
+        source, resolved = f"data.loader={d.loader}", {}
+    digest = datasets.digest(d)
+    if d.sha256 is not None and RULES["data.sha256"].ok(d.sha256) and d.sha256 != digest:
         raise ConfigError(
-            f"data.sha256={given} does not match data.path={path!r} (its "
-            f"SHA-256 is {digest}): the file changed"
+            f"data.sha256={d.sha256} does not match {source} (its SHA-256 is {digest}): the "
+            "data changed"
         )
-    return OmegaConf.merge(cfg, {"data": {"path": str(Path(path).resolve()), "sha256": digest}})
+    return OmegaConf.merge(cfg, {"data": {**resolved, "sha256": digest}})
 
 
 def _nest_dotted(flat: dict[str, Any]) -> dict:

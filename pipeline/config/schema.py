@@ -25,12 +25,14 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from pipeline.core.activations import ACTIVATIONS
-from pipeline.core.initializers import BIAS_INITS, FAN_MODES, INITIALIZERS
+from pipeline.core.initializers import BIAS_INITS, FAN_MODES, FRAMEWORK_DEFAULTS, INITIALIZERS
 from pipeline.core.model import KINDS
 from pipeline.core.rules import OVERRIDES, rules_problem
 
 STRUCTURAL, TRACED, SETTING, BOOKKEEPING = "structural", "traced", "setting", "bookkeeping"
-DATASETS = ("gaussian", "digits", "npz")
+DATASETS = ("gaussian", "digits", "npz", "custom")
+DATA_FILES = ("npz", "custom")  # a user's data: hashed into data.sha256 when loaded
+TASKS = ("classification", "regression")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsgaii")
 PRUNERS = ("none", "median", "hyperband")
@@ -167,10 +169,17 @@ DEPTH_BUCKETS = or_auto(
 )
 
 
-FACTORY = Rule(
-    lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v) is not None,
-    "<module>:<function>, e.g. examples.resnet:make_model",
-)
+def function_ref(example: str) -> Rule:
+    """``<module>:<function>``, imported as Python would from the current folder."""
+    return Rule(
+        lambda v: (
+            isinstance(v, str) and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v) is not None
+        ),
+        f"<module>:<function>, e.g. {example}",
+    )
+
+
+FACTORY, LOADER = function_ref("examples.resnet:make_model"), function_ref("examples.loaders:wine")
 
 
 def _override_problem(name: str, value: Any) -> str | None:
@@ -203,7 +212,10 @@ def key(default: Any, rule: Rule, doc: str, role: str = BOOKKEEPING, row: bool =
 @dataclass(frozen=True)
 class Data:
     name: str = key(
-        "gaussian", one_of(DATASETS), "gaussian clusters, 8x8 digits, or your .npz file", SETTING
+        "gaussian",
+        one_of(DATASETS),
+        "gaussian clusters, 8x8 digits, your .npz file, or your loader (data.loader)",
+        SETTING,
     )
     classes: int = key(10, int_in(2, 10_000), "gaussian: number of classes", SETTING)
     features: int = key(32, int_in(1, 100_000), "gaussian: input dimensions", SETTING)
@@ -222,14 +234,34 @@ class Data:
     path: str | None = key(
         None,
         or_null(FILE, "no file"),
-        "npz: x_train, y_train (integer labels) and x_val, y_val or neither (then val_fraction "
-        "is held out); resolved to an absolute path",
+        "npz: x_train, y_train and x_val, y_val or neither (then val_fraction is held out); "
+        "resolved to an absolute path",
+        SETTING,
+    )
+    loader: str | None = key(
+        None,
+        or_null(LOADER, "none"),
+        "custom: a function returning {x_train, y_train[, x_val, y_val]} (it may take seed)",
         SETTING,
     )
     sha256: str | None = key(
         None,
-        or_null(SHA256, "computed from data.path when loaded"),
-        "npz: the file's SHA-256, recorded in each trial's spec; set it to refuse a changed file",
+        or_null(SHA256, "computed when loaded"),
+        "npz, custom: SHA-256 of the file or of the loader's arrays, recorded in each trial's "
+        "spec; set it to refuse changed data",
+        SETTING,
+    )
+    task: str = key(
+        "classification",
+        one_of(TASKS),
+        "npz, custom: integer labels and cross-entropy, or float targets and mean squared error",
+        SETTING,
+    )
+    standardize_targets: bool = key(
+        True,
+        BOOL,
+        "regression: targets standardized with training statistics (target_loss then reads as "
+        "1 - R^2); false: the loss in the targets' own squared units",
         SETTING,
     )
 
@@ -403,6 +435,16 @@ class Engine:
     )
 
 
+@dataclass(frozen=True)
+class Report:
+    baseline: str = key(
+        "torch_default",
+        one_of(FRAMEWORK_DEFAULTS),
+        "the framework default `recommend` compares each recommendation with (its median steps "
+        "on the same network; space.init.weights must include it to be measured)",
+    )
+
+
 @dataclass
 class Config:
     """The whole typed configuration (``load_config``); ``space`` is parsed into a ``Space``."""
@@ -416,6 +458,7 @@ class Config:
     study: Study = field(default_factory=Study)
     tracking: Tracking = field(default_factory=Tracking)
     engine: Engine = field(default_factory=Engine)
+    report: Report = field(default_factory=Report)
     space: Any = field(default_factory=dict)
 
 

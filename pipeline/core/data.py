@@ -17,14 +17,18 @@ import numpy as np
 
 class Dataset(NamedTuple):
     x_train: np.ndarray  # float32 [n_train, features]
-    y_train: np.ndarray  # int32 [n_train]
+    y_train: np.ndarray  # int32 [n_train] class labels, or float32 [n_train, outputs] targets
     x_val: np.ndarray
     y_val: np.ndarray
-    n_classes: int
+    n_classes: int  # the network's outputs: classes, or a regression's targets
 
     @property
     def n_features(self) -> int:
         return self.x_train.shape[1]
+
+    @property
+    def regression(self) -> bool:
+        return self.y_train.dtype.kind == "f"
 
 
 def _standardize(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +69,7 @@ class Sizes(NamedTuple):
     n_train: int
     n_val: int
     n_features: int
-    n_classes: int
+    n_classes: int  # outputs: classes, or a regression's targets
 
 
 def sizes(cfg) -> Sizes:
@@ -77,13 +81,13 @@ def sizes(cfg) -> Sizes:
     return Sizes(cfg.samples, cfg.val_samples, cfg.features, cfg.classes)
 
 
-def split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int) -> tuple:
-    """Stratified train/validation split (scikit-learn's): ``ceil(val_fraction * n)`` samples
-    held out, every class on both sides."""
+def split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int, stratify=True) -> tuple:
+    """Train/validation split (scikit-learn's): ``ceil(val_fraction * n)`` samples held out;
+    stratified (every class on both sides) unless the labels are regression targets."""
     from sklearn.model_selection import train_test_split
 
     x_train, x_val, y_train, y_val = train_test_split(
-        x, y, test_size=val_fraction, random_state=seed, stratify=y
+        x, y, test_size=val_fraction, random_state=seed, stratify=y if stratify else None
     )
     return x_train, y_train, x_val, y_val
 
@@ -95,6 +99,18 @@ def from_arrays(x_train, y_train, x_val, y_val, n_classes: int) -> Dataset:
     return Dataset(
         x_train, np.asarray(y_train, np.int32), x_val, np.asarray(y_val, np.int32), n_classes
     )
+
+
+def regression_from_arrays(x_train, y_train, x_val, y_val, standardize: bool) -> Dataset:
+    """A regression dataset from arrays: features standardized, targets float32 ``[n, outputs]``
+    (a 1-D target is one output), standardized per output with training statistics when
+    ``standardize`` (then a loss of 1 is what predicting the mean scores)."""
+    x_train, x_val = _standardize(np.asarray(x_train, np.float64), np.asarray(x_val, np.float64))
+    y_train, y_val = (np.asarray(y, np.float64).reshape(len(y), -1) for y in (y_train, y_val))
+    if standardize:
+        y_train, y_val = _standardize(y_train, y_val)
+    y_train, y_val = y_train.astype(np.float32), y_val.astype(np.float32)
+    return Dataset(x_train, y_train, x_val, y_val, y_train.shape[1])
 
 
 def digits(val_fraction: float, seed: int) -> Dataset:

@@ -25,8 +25,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from pipeline.core import losses
 from pipeline.core.activations import ACTIVATIONS
 from pipeline.core.net import Net, kernel_norms
 
@@ -68,7 +68,7 @@ def measure(
     def loss_fn(params, perturbations):
         variables = {"params": params, "perturbations": perturbations}
         logits, state = model.apply(variables, x, depth, slope, mutable=["intermediates"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        loss = losses.loss(logits, y)
         return loss, state["intermediates"]
 
     shapes = jax.eval_shape(

@@ -23,7 +23,28 @@ lsuv                          orthonormal, then each layer rescaled   Mishkin & 
 normal / truncated_normal     init.std                                seed article's "random"
 uniform                       init.limit                              U(-limit, limit)
 constant / zeros              init.value / 0                          seed article's zero init
+torch_default                 uniform, sqrt(1 / fan_in)               PyTorch nn.Linear/Conv*d:
+                                                                      kaiming_uniform_(a=sqrt(5))
+flax_default                  truncated normal, realised std          Flax nn.Dense/Conv:
+                              sqrt(1 / fan_in) (scale / 0.8796)       lecun_normal() =
+                                                                      variance_scaling(1, "fan_in",
+                                                                      "truncated_normal")
+keras_default                 = glorot_uniform                        Keras Dense/Conv:
+                                                                      GlorotUniform, zero bias
 ============================  ======================================  =============================
+
+The three framework defaults always use ``fan_in`` (whatever ``init.mode`` says), as the
+frameworks do; gain 1 is the framework's own draw. ``torch_default``'s formula already contains
+the gain sqrt(2 / (1 + 5)) = 1/sqrt(3) of leaky_relu with slope sqrt(5), so its ``auto`` gain
+makes it kaiming_uniform for the activation. Flax (flax/linen/linear.py ``default_kernel_init``)
+rescales its truncated normal so that the realised std is sqrt(1 / fan_in); so does ours here.
+
+Biases (``init.bias``): ``zeros``, ``constant`` (init.bias_value), ``normal`` (init.bias_std),
+``torch_default`` and ``auto``. PyTorch's default bias is U(+-1/sqrt(fan_in)), std
+1/sqrt(3 fan_in); the training call draws every bias as mean + std * N(0, 1), so here it is a
+*normal* of that std (same variance, not the same distribution); the exports to PyTorch, Flax and
+Keras draw the exact uniform. ``auto`` is the framework default that goes with ``init.weights``:
+torch's bias for ``torch_default``, zeros for everything else (Flax's and Keras' default).
 
 ``fan`` is ``fan_in`` or ``fan_out`` as ``init.mode`` says (He and LeCun only). Truncated normal
 cuts at two standard deviations and, like ``jax.nn.initializers.truncated_normal`` and
@@ -94,9 +115,20 @@ INITIALIZERS: dict[str, Initializer] = {
     # The orthonormal start; the training call then rescales each layer on the trial's first
     # mini-batch (pipeline.core.lsuv). gain=auto is 1: LSUV's target variance is already "right".
     "lsuv": Initializer("orthogonal", lambda f, p: 1.0, relative=False, data_dependent=True),
+    # Framework defaults (always fan_in): gain 1 is exactly what the framework draws.
+    "torch_default": Initializer(
+        "uniform", lambda f, p: math.sqrt(1.0 / f.fan_in), intrinsic_gain=1.0 / math.sqrt(3.0)
+    ),
+    "flax_default": Initializer(
+        "truncated_normal", lambda f, p: math.sqrt(1.0 / f.fan_in) / TRUNCATED_NORMAL_STD
+    ),
+    "keras_default": _GLOROT_U,
 }
+FRAMEWORK_DEFAULTS = ("torch_default", "flax_default", "keras_default")
 
-BIAS_INITS = ("zeros", "constant", "normal")
+BIAS_INITS = ("zeros", "constant", "normal", "torch_default", "auto")
+# init.bias=auto: the bias each framework's layers start from with these weights.
+FRAMEWORK_BIAS = {"torch_default": "torch_default"}
 FAN_MODES = ("fan_in", "fan_out")
 
 
@@ -221,10 +253,17 @@ def make_initializer(
 
 
 def make_bias_initializer(
-    bias: str, value: float = 0.0, std: float = 0.0
+    bias: str,
+    value: float = 0.0,
+    std: float = 0.0,
+    fan_in: float | None = None,
+    weights: str = "",
 ) -> Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]:
-    """A ``(key, shape, dtype) -> array`` bias initializer: zeros, constant or normal."""
-    mean, spread = bias_moments(bias, value, std)
+    """A ``(key, shape, dtype) -> array`` bias initializer, drawn as training draws it (normal
+    with the bias's mean and std); ``fan_in`` is the layer's, for ``torch_default``."""
+    if resolve_bias(bias, weights) == "torch_default" and fan_in is None:
+        raise ValueError("init.bias=torch_default needs the layer's fan_in")
+    mean, spread = bias_moments(bias, value, std, fan_in, weights)
 
     def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
         return (mean + spread * jax.random.normal(key, tuple(shape), jnp.float32)).astype(dtype)
@@ -232,8 +271,26 @@ def make_bias_initializer(
     return init
 
 
-def bias_moments(bias: str, value: float, std: float) -> tuple[float, float]:
-    """(mean, std) of a bias initializer, the two numbers a trial carries into training."""
+def resolve_bias(bias: str, weights: str) -> str:
+    """The bias initializer ``init.bias`` stands for; ``auto`` is the weights' framework's."""
+    return FRAMEWORK_BIAS.get(weights, "zeros") if bias == "auto" else bias
+
+
+def torch_bias_std(fan_in: float) -> float:
+    """Std of PyTorch's default bias U(+-1/sqrt(fan_in)) (torch.nn.Linear.reset_parameters)."""
+    return 1.0 / math.sqrt(3.0 * fan_in)
+
+
+def bias_moments(
+    bias: str, value: float, std: float, fan_in: float | None = None, weights: str = ""
+) -> tuple[float, float]:
+    """(mean, std) of a bias initializer, the two numbers a trial carries into training.
+
+    ``torch_default`` needs the layer's ``fan_in``; a caller that does not know it gets std 0,
+    the limit of 1/sqrt(3 fan_in) for wide layers (0.07 at fan_in 64: sigma_b^2 = 0.005)."""
+    bias = resolve_bias(bias, weights)
+    if bias == "torch_default":
+        return 0.0, 0.0 if fan_in is None else torch_bias_std(fan_in)
     return {"zeros": (0.0, 0.0), "constant": (value, 0.0), "normal": (0.0, std)}[bias]
 
 
@@ -258,6 +315,8 @@ __all__ = [
     "BIAS_INITS",
     "DRAWS",
     "FAN_MODES",
+    "FRAMEWORK_BIAS",
+    "FRAMEWORK_DEFAULTS",
     "INITIALIZERS",
     "Fans",
     "bias_moments",
@@ -267,7 +326,9 @@ __all__ = [
     "make_bias_initializer",
     "make_initializer",
     "raw_draw",
+    "resolve_bias",
     "resolve_gain",
+    "torch_bias_std",
     "unit_draw",
     "weight_scale",
 ]

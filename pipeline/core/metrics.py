@@ -11,6 +11,7 @@ Definitions (all medians over seeds unless said otherwise):
 - ``vanishing_count``: steps whose first-layer kernel-gradient norm is below
   ``metrics.vanish_threshold``.
 - ``diverged``: 1 if any seed's loss became NaN or Inf.
+- ``final_val_accuracy``: classification only (a regression's validation score is its loss).
 - ``diag.init.*`` / ``diag.final.*``: signal-propagation diagnostics (``pipeline.core.diagnostics``)
   at initialization and after the last step: ``backprop_ratio`` = ||dL/dh|| of the first hidden
   layer over the last (<< 1: the gradient vanishes on its way down; >> 1: it explodes),
@@ -175,9 +176,10 @@ def summarize(
         "initial_train_loss": final["initial_loss"][rows],
         "final_train_loss": final["ema_loss"][rows],
         "final_val_loss": last.val_loss[rows],
-        "final_val_accuracy": last.val_accuracy[rows],
+        "final_val_accuracy": None if last.val_accuracy is None else last.val_accuracy[rows],
         "objective": objective({k: v[rows] for k, v in final.items()}, steps),
     }
+    per_seed = {k: v for k, v in per_seed.items() if v is not None}  # a regression: no accuracy
     seeds = [{k: float(v[s]) for k, v in per_seed.items()} for s in range(len(hit))]
     summary = {k: _median(v) for k, v in per_seed.items()}
     summary["diverged"] = float(per_seed["diverged"].max())
@@ -193,11 +195,10 @@ def summarize(
             chunk_ends,
             np.median(np.stack([c.val_loss[rows] for c in chunks], 1), axis=0),
         ),
-        "val_accuracy": (
-            chunk_ends,
-            np.median(np.stack([c.val_accuracy[rows] for c in chunks], 1), axis=0),
-        ),
     }
+    if last.val_accuracy is not None:
+        accuracy = np.stack([c.val_accuracy[rows] for c in chunks], 1)
+        curves["val_accuracy"] = (chunk_ends, np.median(accuracy, axis=0))
     steps_at, diagnostics = _diagnostics(chunks, rows, depth)
     for when, boundary in (("init", 0), ("final", -1)) if diagnostics else ():
         scalars = diagnostic_scalars(diagnostics, boundary)

@@ -233,3 +233,156 @@ def trial_prediction(trial: dict) -> dict[str, float]:
         "theory.xi_c": p["xi_c"],
         "theory.max_trainable_depth": p["max_trainable_depth"],
     }
+
+
+# --- Residual streams (issue 13) ------------------------------------------------------------
+#
+# A stack of ``depth`` = L blocks on a stream x of width n:
+#     u_{l+1} = a x_l + alpha B(x_l),   B(x) = W2 phi(W1 N(x) + b1) + b2,
+#     x_{l+1} = u_{l+1}, or LayerNorm(u_{l+1}) with post-norm,
+# with W1, W2 ~ N(0, sigma_w2 s / n) (s the rule's factor below) and biases ~ N(0, sigma_b2).
+
+RESIDUALS = ("none", "scaled", "gpt2", "fixup", "skipinit", "rezero", "deepnorm")
+NORMS = ("none", "pre", "rmsnorm", "post")
+
+
+class ResidualScales(NamedTuple):
+    """What a residual rule sets at initialization: u = skip x + alpha B(x), B's variances."""
+
+    alpha: float  # multiplier on the branch
+    skip: float  # multiplier on the identity path (DeepNet's alpha; 1 for every other rule)
+    w1_var: float  # factor on W1's variance sigma_w2 / fan_in
+    w2_var: float  # factor on W2's variance
+
+
+# Each rule as a function of the depth L; constants as the papers give them for a branch of
+# m = 2 layers (one MLP block per residual branch here).
+RESIDUAL_RULES = {
+    "none": lambda L: ResidualScales(1.0, 1.0, 1.0, 1.0),
+    "scaled": lambda L: ResidualScales(L**-0.5, 1.0, 1.0, 1.0),
+    # Radford et al. 2019 (GPT-2) scale the last layer of each branch by 1/sqrt(N), N residual
+    # layers; nanoGPT counts two per transformer block (attention + MLP), std / sqrt(2 L).
+    "gpt2": lambda L: ResidualScales(1.0, 1.0, 1.0, 1.0 / (2 * L)),
+    # Zhang et al. 2019 (Fixup): last layer of each branch at 0, the others scaled by
+    # L^(-1/(2m-2)) = L^(-1/2) in std for m = 2, so 1/L in variance.
+    "fixup": lambda L: ResidualScales(1.0, 1.0, 1.0 / L, 0.0),
+    # De & Smith 2020 (SkipInit), Bachlechner et al. 2020 (ReZero): a learnable alpha = 0.
+    "skipinit": lambda L: ResidualScales(0.0, 1.0, 1.0, 1.0),
+    "rezero": lambda L: ResidualScales(0.0, 1.0, 1.0, 1.0),
+    # Wang et al. 2022 (DeepNet), encoder-only: skip a = (2L)^(1/4), branch weights scaled by
+    # beta = (8L)^(-1/4) in std (the paper's FFN layers and value/output projections).
+    "deepnorm": lambda L: ResidualScales(1.0, (2 * L) ** 0.25, (8 * L) ** -0.5, (8 * L) ** -0.5),
+}
+
+
+def residual_scales(residual: str, depth: int) -> ResidualScales:
+    """The constants ``init.residual`` sets for ``depth`` blocks, one place for theory and model."""
+    if residual not in RESIDUAL_RULES:
+        raise ValueError(f"init.residual={residual!r}: expected one of {', '.join(RESIDUALS)}")
+    if int(depth) < 1:
+        raise ValueError(f"model.depth={depth!r}: a residual stack needs at least 1 block")
+    return RESIDUAL_RULES[residual](int(depth))
+
+
+class ResidualPrediction(NamedTuple):
+    """The residual stream at initialization in the infinite-width limit."""
+
+    stream_var: np.ndarray  # (L+1,) q_l, mean square of a coordinate of x_l; q_0 the input's
+    sum_var: np.ndarray  # (L,) mean square of u_{l+1} = skip x_l + alpha B(x_l) (pre-LayerNorm)
+    branch_ratio: np.ndarray  # (L,) Var(alpha B(x_l)) / Var(skip x_l)
+    identity_share: float  # share of Var(u_L) carried from x_0 along the identity path alone
+    stream_var_ratio: float  # sum_var[-1] / q_0: q_L / q_0 without post-norm
+
+
+def _mean_square(phi, q: float) -> float:
+    """E[phi(sqrt(q) z)^2], z ~ N(0, 1): the length map of one layer (Poole et al. 2016)."""
+    z, w = _nodes()
+    return float(np.sum(w * phi(math.sqrt(max(q, 0.0)) * z) ** 2))
+
+
+def _branch_var(phi, q_in: float, sigma1_2: float, sigma2_2: float, sigma_b2: float) -> float:
+    """Mean square of B(x) for an input of mean square q_in: two length maps, the second layer
+    without activation. B is Gaussian in the limit, whatever phi is (Neal 1996; Lee et al. 2018)."""
+    return sigma2_2 * _mean_square(phi, sigma1_2 * q_in + sigma_b2) + sigma_b2
+
+
+def _check_residual_norm(residual: str, norm: str, activation: str) -> None:
+    """One-line errors naming the allowed values; deepnorm is defined for post-norm only."""
+    if residual not in RESIDUAL_RULES:
+        raise ValueError(f"init.residual={residual!r}: expected one of {', '.join(RESIDUALS)}")
+    if norm not in NORMS:
+        raise ValueError(f"model.norm={norm!r}: expected one of {', '.join(NORMS)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"model.activation={activation!r}: expected one of {', '.join(ACTIVATIONS)}"
+        )
+    if residual == "deepnorm" and norm != "post":
+        # Without the LayerNorm after the sum, the up-weighted skip a = (2L)^(1/4) > 1 would grow
+        # the stream like a^(2L); DeepNet is a post-LN rule (Wang et al. 2022, Sec. 2).
+        raise ValueError("init.residual='deepnorm' needs model.norm='post' (DeepNorm is post-LN)")
+
+
+def residual_stream(
+    depth: int,
+    residual: str,
+    norm: str,
+    activation: str,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    slope: float = 0.01,
+    q0: float = 1.0,
+) -> ResidualPrediction:
+    """Variance of a residual stream, block by block, at initialization and infinite width.
+
+    The branch output W2 phi(...) has zero mean and W2 is independent of x_l, so the branch is
+    uncorrelated with the stream and variances add (Hanin & Rolnick 2018, "How to start
+    training: the effect of initialization and architecture"; Yang & Schoenholz 2017, "Mean
+    field residual networks: on the edge of chaos"):
+
+        T_{l+1} = a^2 q_l + alpha^2 V(q_in),
+        V(q) = s2 sigma_w2 E[phi(sqrt(s1 sigma_w2 q + sigma_b2) z)^2] + sigma_b2,
+
+    q_in = q_l without norm, 1 with ``pre`` (LayerNorm) or ``rmsnorm`` on the branch input, and
+    q_{l+1} = T_{l+1} except with ``post``, where the LayerNorm resets q_{l+1} = 1.
+
+    - ``none``: a ReLU branch at He (sigma_w2 = 2) has V = sigma_w2^2 q / 2 = 2 q, so
+      q_L = 3^L q_0; a variance-preserving branch (V = q, e.g. identity phi at sigma_w2 = 1)
+      gives 2^L q_0. ``scaled`` (alpha^2 = 1/L): (1 + V/(qL))^L -> e^(V/q), e.g. e^2 for ReLU+He.
+      ``fixup`` (W2 = 0, Zhang et al. 2019) and ``skipinit``/``rezero`` (alpha = 0, De & Smith
+      2020; Bachlechner et al. 2020): q_L = q_0 exactly (fixup: + L sigma_b2 with random b2).
+    - ``pre``/``rmsnorm``: the branch sees unit mean square, so V = c is a constant and growth
+      is additive, q_L = q_0 + L alpha^2 c (Xiong et al. 2020, "On layer normalization in the
+      transformer architecture"): c = 2 for ReLU+He; ``scaled`` gives q_0 + c, ``gpt2`` (W2
+      variance / 2L) q_0 + c / 2 at sigma_b2 = 0.
+    - ``post``: x_l has unit mean square after the first block; ``sum_var`` is what each
+      LayerNorm divides out, 1 + alpha^2 c (3 for ReLU+He), and ``identity_share`` falls like
+      (1 + alpha^2 c)^-L, the vanishing identity path of post-LN (Xiong et al. 2020).
+      ``deepnorm``: a^2 + V = sqrt(2L) + 2 beta^4 = sqrt(2L) + 1/(4L) for ReLU+He
+      (Wang et al. 2022), branch/skip ratio 1 / (4L sqrt(2L)).
+
+    ``stream_var_ratio`` is sum_var[-1] / q_0: q_L / q_0 without post-norm; with it, the
+    variance entering the last LayerNorm over the input's (the normalized stream is 1 by
+    construction). ``identity_share`` = prod_l a^2 q_l / T_{l+1}, which is q_0 / q_L without
+    post-norm. LayerNorm's epsilon and its mean subtraction (O(1/n) at init) are neglected.
+    """
+    _check_residual_norm(residual, norm, activation)
+    scales = residual_scales(residual, depth)
+    phi, _, _ = _derivatives(activation, slope)
+    s1, s2 = scales.w1_var * sigma_w2, scales.w2_var * sigma_w2
+    q = [float(q0)]
+    sums, ratios, share = [], [], 1.0
+    for _ in range(int(depth)):
+        q_in = q[-1] if norm in ("none", "post") else 1.0
+        branch = scales.alpha**2 * _branch_var(phi, q_in, s1, s2, sigma_b2)
+        skip = scales.skip**2 * q[-1]
+        sums.append(skip + branch)
+        ratios.append(branch / skip if skip > 0 else math.inf)
+        share *= skip / sums[-1] if sums[-1] > 0 else 1.0
+        q.append(1.0 if norm == "post" else sums[-1])
+    return ResidualPrediction(
+        stream_var=np.array(q),
+        sum_var=np.array(sums),
+        branch_ratio=np.array(ratios),
+        identity_share=share,
+        stream_var_ratio=sums[-1] / q0,
+    )

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from pipeline.core import metrics
+from pipeline.core import losses, metrics
 from pipeline.core.diagnostics import Probe, measure
 from pipeline.core.initializers import finish_draw, raw_draw
 from pipeline.core.lsuv import lsuv
@@ -89,7 +89,7 @@ class ChunkOut(NamedTuple):
     probe_start: Probe | None  # diagnostics before the chunk's first step (init for the first)
     probe_end: Probe | None  # and after its last step; None with Settings.diagnostics off
     val_loss: jax.Array
-    val_accuracy: jax.Array
+    val_accuracy: jax.Array | None  # None for a regression (``pipeline.core.losses``)
 
 
 def make_optimizer(kind: str, hp: Hparams, decay: bool = True) -> optax.GradientTransformation:
@@ -222,9 +222,9 @@ def make_train(net: Net, settings: Settings) -> TrainFns:
 
 
 def loss_fn(net: Net, params, hp: Hparams, x, y, key=None):
-    """Mean cross-entropy; with a ``key`` (training), dropout is on."""
-    logits = net.apply(params, x, hp, key)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+    """The task's loss (``pipeline.core.losses``); with a ``key`` (training), dropout is on."""
+    outputs = net.apply(params, x, hp, key)
+    return losses.loss(outputs, y), outputs
 
 
 def init_row(net: Net, settings: Settings, hp: Hparams, units: dict, data: Data) -> RowState:
@@ -282,7 +282,7 @@ def chunk_row(
 
     probe_start = probe(state.params)
     state, (loss, grad_norm) = jax.lax.scan(step, state, None, length=settings.chunk_steps)
-    val_loss, logits = loss_fn(net, state.params, hp, data.x_val, data.y_val)
-    val_accuracy = jnp.mean(jnp.argmax(logits, -1) == data.y_val)
+    val_loss, outputs = loss_fn(net, state.params, hp, data.x_val, data.y_val)
+    val_accuracy = losses.accuracy(outputs, data.y_val)
     out = ChunkOut(loss, grad_norm, probe_start, probe(state.params), val_loss, val_accuracy)
     return state, out

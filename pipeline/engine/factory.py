@@ -3,8 +3,10 @@
 ``model.kind=custom model.factory=<module>:<function>``: the module is imported as Python would
 from the current folder and ``PYTHONPATH``, and the function is called with the structural values
 it names among ``FACTORY_ARGS`` (``depth``, ``width``, ``activation``, ``n_features``,
-``n_classes``). It returns a Flax module (linen or NNX) whose ``__call__(x, train: bool)`` gives
-logits of shape ``(batch, n_classes)``. Every way this can go wrong is one ``ConfigError`` line.
+``n_classes``, and ``n_outputs``: the same number, the name a regression's module would use).
+It returns a Flax module (linen or NNX) whose ``__call__(x, train: bool)`` gives logits of shape
+``(batch, n_classes)``, or a regression's outputs ``(batch, n_outputs)``. Every way this can go
+wrong is one ``ConfigError`` line.
 """
 
 from __future__ import annotations
@@ -24,20 +26,25 @@ from pipeline.config import ConfigError
 from pipeline.core.model import BUILTIN_KINDS, Structure
 from pipeline.core.net import Net, as_net, builtin_net
 
-FACTORY_ARGS = ("depth", "width", "activation", "n_features", "n_classes")
+FACTORY_ARGS = ("depth", "width", "activation", "n_features", "n_classes", "n_outputs")
 
 
 def factory_args(structure: Structure) -> dict[str, Any]:
-    s = structure
+    s = structure  # n_outputs: the same number by the name a regression's module would use
     return dict(
         depth=s.n_hidden, width=s.width, activation=s.activation, n_features=s.n_in,
-        n_classes=s.n_classes,
+        n_classes=s.n_classes, n_outputs=s.n_classes,
     )  # fmt: skip
 
 
 def load_factory(spec: str) -> Callable:
-    """The function ``spec`` (``<module>:<function>``) names, or a one-line ``ConfigError``."""
-    where = f"model.factory={spec}"
+    return load_function(spec, "model.factory")
+
+
+def load_function(spec: str, key: str) -> Callable:
+    """The function ``spec`` (``<module>:<function>``, the value of config ``key``) names, or a
+    one-line ``ConfigError``."""
+    where = f"{key}={spec}"
     module_name, _, name = spec.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: the current folder first
@@ -49,14 +56,15 @@ def load_factory(spec: str) -> Callable:
             "current folder and PYTHONPATH"
         ) from None
     except Exception as e:  # the user's module failed while importing
-        raise ConfigError(f"{where}: importing {module_name!r} raised {_said(e)}") from None
+        raise ConfigError(f"{where}: importing {module_name!r} raised {said(e)}") from None
     fn = getattr(module, name, None)
     if not callable(fn):
         raise ConfigError(f"{where}: {module_name!r} has no function {name!r}")
     return fn
 
 
-def _said(e: BaseException) -> str:
+def said(e: BaseException) -> str:
+    """An exception in a few words: its type and the first line of its message."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
@@ -97,7 +105,7 @@ def build_module(spec: str, structure: Structure) -> Any:
     try:
         module = fn(**kwargs)
     except Exception as e:
-        raise ConfigError(f"{where} raised {_said(e)} when called with {kwargs}") from None
+        raise ConfigError(f"{where} raised {said(e)} when called with {kwargs}") from None
     from flax import linen, nnx
 
     if not isinstance(module, linen.Module | nnx.Module):
@@ -136,7 +144,7 @@ def custom_net(spec: str, structure: Structure) -> Net:
     except Exception as e:
         raise ConfigError(
             f"{where}: calling the module as module(x, train=False) on a batch of shape "
-            f"{tuple(x.shape)} raised {_said(e)}"
+            f"{tuple(x.shape)} raised {said(e)}"
         ) from None
     expected = (2, structure.n_classes)
     if tuple(getattr(out, "shape", ())) != expected:
@@ -145,7 +153,7 @@ def custom_net(spec: str, structure: Structure) -> Net:
         raise ConfigError(
             f"{where}: the module gives output of shape {got} "
             f"for a batch of shape {tuple(x.shape)}; expected logits of shape {expected} "
-            f"(n_classes={structure.n_classes})"
+            f"(n_classes = n_outputs = {structure.n_classes}: classes, or regression targets)"
         )
     if not net.layout.kernels:
         raise ConfigError(f"{where}: the module has no kernel to initialize")

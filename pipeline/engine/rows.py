@@ -44,6 +44,17 @@ def leaf_inits(trial: TrialSpec, layout: Layout, structure: Structure) -> dict[s
     return out
 
 
+def bias_fan_ins(layout: Layout) -> dict[str, float | None]:
+    """Per bias path, the fan_in of its module's kernel (``torch_default`` bias needs it);
+    None for a bias without a sibling kernel."""
+    kernels = {leaf.path.rsplit("/", 1)[0]: leaf for leaf in layout.kernels}
+    out = {}
+    for leaf in layout.biases:
+        kernel = kernels.get(leaf.path.rsplit("/", 1)[0])
+        out[leaf.path] = compute_fans(kernel.fan_shape).fan_in if kernel else None
+    return out
+
+
 def kernel_scale(r: dict, fan_shape: tuple[int, ...], activation: str, slope: float) -> float:
     """The std, limit, value or multiplier of a kernel whose init keys in force are ``r``."""
     gain = resolve_gain(r["weights"], r["gain"], activation, slope)
@@ -63,9 +74,12 @@ def row_hparams(
         scale.append(kernel_scale(r, leaf.fan_shape, activation, slope))
         draw.append(draws.index(INITIALIZERS[r["weights"]].draw))
     moments = []
+    fan_ins = bias_fan_ins(layout)
     for leaf in layout.biases:
         r = inits[leaf.path]
-        mean, std = bias_moments(r["bias"], r["bias_value"], r["bias_std"])
+        mean, std = bias_moments(
+            r["bias"], r["bias_value"], r["bias_std"], fan_ins[leaf.path], r["weights"]
+        )
         moments.append((mean * r["scale"], std * abs(r["scale"])))
     weights = trial["init.weights"]
     clip = trial["train.clip_norm"]

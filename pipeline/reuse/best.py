@@ -136,7 +136,7 @@ def init_params(best: str | Path | dict, module, key, x, rank: int = 0) -> dict:
     from pipeline.core.initializers import INITIALIZERS, bias_moments, unit_draw
     from pipeline.core.model import Structure
     from pipeline.core.net import as_net, flatten, unflatten
-    from pipeline.engine.rows import kernel_scale, leaf_inits
+    from pipeline.engine.rows import bias_fan_ins, kernel_scale, leaf_inits
 
     entry = read_best(best, rank) if isinstance(best, str | Path) else best
     trial = TrialSpec.from_flat(
@@ -163,7 +163,10 @@ def init_params(best: str | Path | dict, module, key, x, rank: int = 0) -> dict:
                 scale * unit_draw(draw, kk, leaf.fan_shape).reshape(leaf.layer_shape) for kk in keys
             ]
         elif leaf.role == "bias":
-            mean, std = bias_moments(r["bias"], r["bias_value"], r["bias_std"])
+            fan_in = bias_fan_ins(net.layout)[leaf.path]
+            mean, std = bias_moments(
+                r["bias"], r["bias_value"], r["bias_std"], fan_in, r["weights"]
+            )
             normal = [jax.random.normal(kk, leaf.layer_shape) for kk in keys]
             layers = [r["scale"] * (mean + std * n) for n in normal]
         else:
@@ -180,7 +183,10 @@ def init_params(best: str | Path | dict, module, key, x, rank: int = 0) -> dict:
     return params
 
 
-def load_bias_initializer(path: str | Path, rank: int = 0):
-    """The bias initializer of best config ``rank``, for ``bias_init`` in Flax."""
+def load_bias_initializer(path: str | Path, rank: int = 0, fan_in: float | None = None):
+    """The bias initializer of best config ``rank``, for ``bias_init`` in Flax (``fan_in``: the
+    layer's, which PyTorch's default bias, ``init.bias=torch_default``, scales with)."""
     init = read_best(path, rank)["init"]
-    return make_bias_initializer(init["bias"], init["bias_value"], init["bias_std"])
+    return make_bias_initializer(
+        init["bias"], init["bias_value"], init["bias_std"], fan_in, init["weights"]
+    )

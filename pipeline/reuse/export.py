@@ -12,6 +12,13 @@ an absolute one (fixed std, limit or value), and all three frameworks implement 
 the same fan convention as ours: fan_in = in_features * receptive field, fan_out = out_features *
 receptive field. ``tests/test_export.py`` checks mean, variance, fan mode and distribution shape
 for every initializer of the registry.
+
+The framework defaults map to each framework's own call: ``torch_default`` is torch's
+``kaiming_uniform_(a=sqrt(5))`` (U(+-g/sqrt(fan_in))), ``flax_default`` Flax's ``lecun_normal``
+(``variance_scaling(1, "fan_in", "truncated_normal")``, rescaled so the realised std is
+g/sqrt(fan_in)), ``keras_default`` ``GlorotUniform``. PyTorch's default bias U(+-1/sqrt(fan_in))
+is drawn exactly in every framework; in Flax and Keras, whose bias initializers see only the
+bias's shape, for the ``fan_in`` passed (default: a hidden layer's, ``hidden_fan_in``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from typing import Any, NamedTuple
 
 from pipeline.core.initializers import (
     INITIALIZERS,
+    TRUNCATED_NORMAL_STD,
+    resolve_bias,
     resolve_gain,
 )
 from pipeline.reuse.best import read_best  # noqa: F401 (documented here: to_flax(read_best(...)))
@@ -44,6 +53,10 @@ VARIANCE_SCALING: dict[str, tuple[float, str | None]] = {
     "kaiming_uniform": (2.0, None),
     "lecun_normal": (1.0, None),  # LeCun et al. 1998: 1 / fan
     "lecun_uniform": (1.0, None),
+    # Framework defaults, always fan_in (fan_avg for Glorot):
+    "torch_default": (1.0 / 3.0, "fan_in"),  # kaiming_uniform_(a=sqrt(5)): gain^2 1/3
+    "flax_default": (1.0, "fan_in"),  # lecun_normal, truncated and rescaled
+    "keras_default": (1.0, "fan_avg"),  # glorot_uniform
 }
 ABSOLUTE = ("zeros", "constant", "normal", "truncated_normal", "uniform")
 EXPORTABLE = (*VARIANCE_SCALING, "orthogonal", *ABSOLUTE)
@@ -224,6 +237,25 @@ def _variance_scaling(s: InitSpec) -> tuple[float, str]:
     return factor * s.gain**2, fan or s.mode
 
 
+def hidden_fan_in(cfg) -> float | None:
+    """A hidden layer's fan_in (width; 9 x width for the CNN's 3x3 convolutions): the fan
+    PyTorch's default bias is scaled by in Flax and Keras when no layer's ``fan_in`` is given."""
+    _, model, structure = _sections(cfg)
+    width = structure.get("width")
+    return float(width) * (9 if model.get("kind") == "cnn" else 1) if width else None
+
+
+def _torch_bias_limit(s: InitSpec, fan_in: float | None) -> float | None:
+    """PyTorch's default bias limit 1/sqrt(fan_in) when the bias is torch's, else None."""
+    if resolve_bias(s.bias, s.weights) != "torch_default":
+        return None
+    if not fan_in:
+        raise ValueError(
+            "PyTorch's default bias U(+-1/sqrt(fan_in)) needs the layer's fan_in: pass fan_in=..."
+        )
+    return 1.0 / math.sqrt(fan_in)
+
+
 def _flax_kernel(s: InitSpec) -> Call:
     _check_exportable(s, "Flax")
     inits = (
@@ -250,8 +282,11 @@ def _flax_kernel(s: InitSpec) -> Call:
     return Call(f"{inits}.zeros", None)
 
 
-def _flax_bias(s: InitSpec) -> Call:
+def _flax_bias(s: InitSpec, fan_in: float | None = None) -> Call:
     inits = "jax.nn.initializers"
+    limit = _torch_bias_limit(s, fan_in)
+    if limit is not None:
+        return Call("jax.random.uniform", {"minval": -limit, "maxval": limit}, partial=True)
     if s.bias == "constant":
         return Call(f"{inits}.constant", {"value": s.bias_value})
     if s.bias == "normal":
@@ -266,7 +301,8 @@ def _keras_kernel(s: InitSpec) -> Call:
     if s.weights in VARIANCE_SCALING:
         scale, mode = _variance_scaling(s)
         # Keras' "normal" means truncated (and rescaled); ours is the plain normal.
-        dist = {"normal": "untruncated_normal", "uniform": "uniform"}[INITIALIZERS[s.weights].draw]
+        draw = INITIALIZERS[s.weights].draw  # truncated: flax_default, rescaled like Keras'
+        dist = {"normal": "untruncated_normal", "uniform": "uniform"}.get(draw, draw)
         return Call(
             f"{inits}.VarianceScaling", {"scale": scale, "mode": mode, "distribution": dist}
         )
@@ -283,7 +319,10 @@ def _keras_kernel(s: InitSpec) -> Call:
     return Call(f"{inits}.Zeros", {})
 
 
-def _keras_bias(s: InitSpec) -> Call:
+def _keras_bias(s: InitSpec, fan_in: float | None = None) -> Call:
+    limit = _torch_bias_limit(s, fan_in)
+    if limit is not None:
+        return Call("keras.initializers.RandomUniform", {"minval": -limit, "maxval": limit})
     if s.bias == "constant":
         return Call("keras.initializers.Constant", {"value": s.bias_value})
     if s.bias == "normal":
@@ -318,6 +357,11 @@ def _torch_kernel(s: InitSpec) -> tuple[Call, float]:
     init = "torch.nn.init"
     g = s.gain
     draw = INITIALIZERS[s.weights].draw
+    if s.weights == "torch_default":  # nn.Linear.reset_parameters, then the gain
+        kwargs = {"a": math.sqrt(5.0), "mode": "fan_in", "nonlinearity": "leaky_relu"}
+        return Call(f"{init}.kaiming_uniform_", kwargs), g
+    if s.weights == "flax_default":  # times g / (0.8796 sqrt(fan_in)): _torch_per_fan_in
+        return Call(f"{init}.trunc_normal_", {"mean": 0.0, "std": 1.0, "a": -2.0, "b": 2.0}), 1.0
     if s.weights in VARIANCE_SCALING and VARIANCE_SCALING[s.weights][1] == "fan_avg":
         return Call(f"{init}.xavier_{draw}_", {"gain": g}), 1.0
     if s.weights in VARIANCE_SCALING:
@@ -339,7 +383,19 @@ def _torch_kernel(s: InitSpec) -> tuple[Call, float]:
     return Call(f"{init}.zeros_", {}), 1.0
 
 
+def _torch_per_fan_in(s: InitSpec) -> float | None:
+    """c when the weight is then multiplied by c / sqrt(fan_in) (torch.nn.init has no
+    fan-scaled truncated normal: flax_default), else None."""
+    return s.gain / TRUNCATED_NORMAL_STD if s.weights == "flax_default" else None
+
+
+# PyTorch's default bias U(+-limit), limit = 1/sqrt(fan_in) of each module (nn.Linear).
+TORCH_BIAS = Call("torch.nn.init.uniform_", None)
+
+
 def _torch_bias(s: InitSpec) -> Call:
+    if resolve_bias(s.bias, s.weights) == "torch_default":
+        return TORCH_BIAS
     if s.bias == "constant":
         return Call("torch.nn.init.constant_", {"val": s.bias_value})
     if s.bias == "normal":
@@ -347,17 +403,19 @@ def _torch_bias(s: InitSpec) -> Call:
     return Call("torch.nn.init.zeros_", {})
 
 
-def to_flax(cfg, layer: str | None = None) -> tuple[Callable, Callable]:
+def to_flax(
+    cfg, layer: str | None = None, fan_in: float | None = None
+) -> tuple[Callable, Callable]:
     """``(kernel_init, bias_init)`` from ``jax.nn.initializers`` (what Flax re-exports); with
     ``layer``, the ones ``init.rules`` give that module path (a whole tree at once:
-    ``pipeline.init_params``).
+    ``pipeline.init_params``); ``fan_in``: the layer's, for PyTorch's default bias.
 
     >>> kernel_init, bias_init = to_flax(read_best("conf/best/default.yaml"))  # doctest: +SKIP
     >>> layer = nnx.Linear(64, 64, kernel_init=kernel_init, bias_init=bias_init,
     ...                    rngs=nnx.Rngs(0))  # doctest: +SKIP
     """
     s = init_spec(cfg, layer)
-    return _flax_kernel(s).build(), _flax_bias(s).build()
+    return _flax_kernel(s).build(), _flax_bias(s, fan_in or hidden_fan_in(cfg)).build()
 
 
 def _import_keras():
@@ -368,15 +426,16 @@ def _import_keras():
         raise ImportError(f"to_keras needs Keras 3: pip install -e '.[keras]' ({e})") from e
 
 
-def to_keras(cfg, bias: bool = False, layer: str | None = None):
+def to_keras(cfg, bias: bool = False, layer: str | None = None, fan_in: float | None = None):
     """A ``keras.initializers`` object for ``kernel_initializer`` (``bias=True``: the bias's);
-    with ``layer``, the one ``init.rules`` give that layer's path.
+    with ``layer``, the one ``init.rules`` give that layer's path; ``fan_in``: the layer's, for
+    PyTorch's default bias.
 
     >>> keras.layers.Dense(64, kernel_initializer=to_keras(best),
     ...                    bias_initializer=to_keras(best, bias=True))  # doctest: +SKIP
     """
     s = init_spec(cfg, layer)
-    call = _keras_bias(s) if bias else _keras_kernel(s)
+    call = _keras_bias(s, fan_in or hidden_fan_in(cfg)) if bias else _keras_kernel(s)
     _import_keras()
     return call.build()
 
@@ -408,18 +467,23 @@ def to_torch(cfg) -> Callable:
     def calls(name: str):
         s = init_spec(cfg, torch_path(name)) if ruled else default
         kernel, multiplier = _torch_kernel(s)
-        return kernel, multiplier, _torch_bias(s)
+        return kernel, multiplier, _torch_per_fan_in(s), _torch_bias(s)
 
     def init(module):
         with torch.no_grad():
             for name, m in module.named_modules():
                 if not isinstance(m, layers):
                     continue
-                kernel, multiplier, bias = calls(name)
+                kernel, multiplier, per_fan_in, bias = calls(name)
                 kernel.function()(m.weight, **kernel.kwargs)
+                limit = 1.0 / math.sqrt(m.weight[0].numel())  # 1/sqrt(fan_in)
+                if per_fan_in is not None:
+                    multiplier *= per_fan_in * limit
                 if multiplier != 1.0:
                     m.weight.mul_(multiplier)
-                if m.bias is not None:
+                if m.bias is not None and bias is TORCH_BIAS:
+                    torch.nn.init.uniform_(m.bias, -limit, limit)
+                elif m.bias is not None:
                     bias.function()(m.bias, **bias.kwargs)
         return module
 
@@ -438,17 +502,20 @@ def snippet(cfg, framework: str, title: str = "") -> str:
     if framework not in FORMATS:
         raise ValueError(f"unknown format {framework!r}; allowed: {', '.join(FORMATS)}")
     s = init_spec(cfg)
+    fan_in = hidden_fan_in(cfg) if framework != "torch" else None
     head = f"# {title}\n" if title else ""
     layers = rule_layers(cfg)
     specs = [(layer, init_spec(cfg, layer)) for layer in layers]
     if framework == "flax":
         kernel = _flax_kernel(s)
-        partial = kernel.partial or any(_flax_kernel(r).partial for _, r in specs)
+        calls = [kernel, _flax_bias(s, fan_in)]
+        calls += [c for _, r in specs for c in (_flax_kernel(r), _flax_bias(r, fan_in))]
+        partial = any(c.partial for c in calls)
         imports = "import functools\n\nimport jax\n" if partial else "import jax\n"
         text = (
             f"{head}{'import fnmatch' + chr(10) + chr(10) if specs else ''}{imports}\n"
             f"kernel_init = {kernel.source()}\n"
-            f"bias_init = {_flax_bias(s).source()}\n"
+            f"{_bias_note(s, fan_in, 'to_flax')}bias_init = {_flax_bias(s, fan_in).source()}\n"
         )
         if not specs:
             return text + (
@@ -456,7 +523,8 @@ def snippet(cfg, framework: str, title: str = "") -> str:
                 "rngs=rngs)\n"
             )
         rows = "".join(
-            f"    ({json.dumps(layer)}, {_flax_kernel(r).source()}, {_flax_bias(r).source()}),\n"
+            f"    ({json.dumps(layer)}, {_flax_kernel(r).source()}, "
+            f"{_flax_bias(r, fan_in).source()}),\n"
             for layer, r in specs
         )
         return text + (
@@ -475,7 +543,8 @@ def snippet(cfg, framework: str, title: str = "") -> str:
         text = (
             f"{head}{'import fnmatch' + chr(10) + chr(10) if specs else ''}import keras\n\n"
             f"kernel_initializer = {_keras_kernel(s).source()}\n"
-            f"bias_initializer = {_keras_bias(s).source()}\n"
+            f"{_bias_note(s, fan_in, 'to_keras')}"
+            f"bias_initializer = {_keras_bias(s, fan_in).source()}\n"
         )
         if not specs:
             return text + (
@@ -483,7 +552,8 @@ def snippet(cfg, framework: str, title: str = "") -> str:
                 "bias_initializer=bias_initializer)\n"
             )
         rows = "".join(
-            f"    ({json.dumps(layer)}, {_keras_kernel(r).source()}, {_keras_bias(r).source()}),\n"
+            f"    ({json.dumps(layer)}, {_keras_kernel(r).source()}, "
+            f"{_keras_bias(r, fan_in).source()}),\n"
             for layer, r in specs
         )
         return text + (
@@ -499,17 +569,39 @@ def snippet(cfg, framework: str, title: str = "") -> str:
             '# k, b = initializers_for("blocks/0/out_proj")\n'
             "# keras.layers.Dense(units, kernel_initializer=k, bias_initializer=b)\n"
         )
-    return head + _torch_snippet(s, specs)
+    code = _torch_snippet(s, specs)
+    if "math." in code:  # the framework defaults scale by each module's fan_in
+        code = code.replace("import fnmatch\n", "import fnmatch\nimport math\n", 1)
+        code = code if specs else "import math\n\n" + code
+    return head + code
+
+
+def _bias_note(s: InitSpec, fan_in: float | None, build: str) -> str:
+    """A comment above a Flax or Keras bias that is PyTorch's default: for which fan_in."""
+    if _torch_bias_limit(s, fan_in) is None:
+        return ""
+    return (
+        f"# PyTorch's default bias U(+-1/sqrt(fan_in)) for fan_in = {fan_in:g} (a hidden layer); "
+        f"other layers: {build}(cfg, fan_in=...)\n"
+    )
 
 
 def _torch_lines(s: InitSpec, indent: str) -> str:
     """The statements that initialize ``m`` as ``s`` says."""
     kernel, multiplier = _torch_kernel(s)
     lines = [kernel.source("m.weight")]
+    per_fan_in = _torch_per_fan_in(s)
+    if per_fan_in is not None:
+        lines.append(f"m.weight.mul_({_literal(per_fan_in)} / math.sqrt(m.weight[0].numel()))")
     if multiplier != 1.0:
         lines.append(f"m.weight.mul_({_literal(multiplier)})")
     lines.append("if m.bias is not None:")
-    lines.append(f"    {_torch_bias(s).source('m.bias')}")
+    bias = _torch_bias(s)
+    if bias is TORCH_BIAS:
+        lines.append("    limit = 1 / math.sqrt(m.weight[0].numel())  # 1/sqrt(fan_in)")
+        lines.append("    torch.nn.init.uniform_(m.bias, -limit, limit)")
+    else:
+        lines.append(f"    {bias.source('m.bias')}")
     return "".join(f"{indent}{line}\n" for line in lines)
 
 

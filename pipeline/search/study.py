@@ -7,6 +7,7 @@ safe for several worker processes on one host.
 
 from __future__ import annotations
 
+import math
 import socket
 import zlib
 from pathlib import Path
@@ -90,8 +91,8 @@ def trial_spec(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrialSpe
     sampled params; that rebuild misses values its space fixed, and its keys' defaults stand in
     for keys it did not store."""
     stored = trial.user_attrs.get(SPEC_ATTR)
-    if stored is not None:
-        return TrialSpec.from_flat(stored)
+    if stored is not None:  # a key added since the study was written: its default is the old way
+        return TrialSpec.from_flat(stored, fill_defaults=True)
     legacy = {**study.user_attrs.get("config", {}), **trial.params}
     return TrialSpec.from_flat({k: v for k, v in legacy.items() if k in RUN_KEYS}, True)
 
@@ -99,6 +100,18 @@ def trial_spec(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> TrialSpe
 def trial_metrics(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     stored = trial.user_attrs.get("metrics", {})
     return {k: stored[k] for k in SUMMARY_KEYS if k in stored}
+
+
+SEED_STEPS_ATTR = "seed_steps"  # a trial's steps to target, one per seed
+
+
+def trial_seed_steps(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """A trial's steps to target per seed; its median alone for a study written before they
+    were stored (January 2027)."""
+    stored = trial.user_attrs.get(SEED_STEPS_ATTR)
+    if stored:
+        return [float(v) for v in stored]
+    return [float(trial_metrics(trial).get("steps_to_target", math.inf))]
 
 
 def open_study(cfg, space: Space, worker: int | None = None) -> optuna.Study:

@@ -333,6 +333,9 @@ class Sweep:
                 config = spec.flat()
                 trial.set_user_attr(SPEC_ATTR, config)
                 trial.set_user_attr("metrics", result.metrics)
+                # per seed, for the bootstrap of `recommend` (pipeline.tracking.recommend)
+                seed_steps = [seed["steps_to_target"] for seed in result.seeds]
+                trial.set_user_attr(studies.SEED_STEPS_ATTR, seed_steps)
                 trial.set_user_attr(
                     "trace", compact_trace(result, self.cfg.metrics.curve_every_steps)
                 )

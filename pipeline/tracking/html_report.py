@@ -82,7 +82,26 @@ def _best_rows(study: optuna.Study, top_k: int) -> list[list]:
     return rows
 
 
-def write_report(study: optuna.Study, out_dir: Path, top_k: int = 10) -> Path:
+def _recommendation_section(study: optuna.Study, baseline: str) -> list[str]:
+    """Which initializer per network, how sure, and the framework default beside it."""
+    from pipeline.tracking import recommend
+
+    rows = recommend.recommendations(study, baseline)
+    return [
+        f"<h2>Which initialization per network (baseline {html.escape(baseline)})</h2>",
+        f"<p>Median steps to target over every seed of each initializer's trials; "
+        f"{recommend.LEVEL:.0%} bootstrap interval of the runner-up's median minus the "
+        f"recommendation's (trials, then seeds, resampled); no recommendation with fewer than "
+        f"{recommend.MIN_TRIALS} trials of either.</p>",
+        _table(
+            [*recommend.COLUMNS, "verdict"], [[*recommend.row_cells(r), r["note"]] for r in rows]
+        ),
+    ]
+
+
+def write_report(
+    study: optuna.Study, out_dir: Path, top_k: int = 10, baseline: str = "torch_default"
+) -> Path:
     """Draw the figures and write ``out_dir/report.html``; returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = [trial_spec(study, t) for t in ranked_trials(study)]
@@ -113,6 +132,7 @@ def write_report(study: optuna.Study, out_dir: Path, top_k: int = 10) -> Path:
         ),
         "<h2>Verdict per initializer family</h2>",
         "<pre>" + html.escape("\n".join(family_verdicts(study))) + "</pre>",
+        *_recommendation_section(study, baseline),
         "<h2>Figures</h2>",
     ]
     for path in figures:

@@ -19,6 +19,8 @@ COLUMNS = {
 
 
 def _fmt(value) -> str:
+    if value is None:  # not measured (a regression has no accuracy)
+        return "-"
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
@@ -45,7 +47,12 @@ def best_table(study: optuna.Study, top_k: int) -> Table:
     table = Table(title=f"study {study.study_name}: top {top_k} of {len(study.trials)} trials")
     top = [(t, trial_spec(study, t)) for t in ranked_trials(study)[:top_k]]
     with_rules = any(spec.init.rules for _, spec in top)
-    names = ("rank", "trial", "steps to target", "explosions", "val acc", *COLUMNS.values())
+    # A regression has no accuracy: its validation score is its loss.
+    regression = all(spec.data.task == "regression" for _, spec in top)
+    score, score_key = (
+        ("val loss", "final_val_loss") if regression else ("val acc", "final_val_accuracy")
+    )
+    names = ("rank", "trial", "steps to target", "explosions", score, *COLUMNS.values())
     for name in (*names, "rules") if with_rules else names:
         left = name in ("activation", "init", "rules")
         table.add_column(name, justify="left" if left else "right")
@@ -57,7 +64,7 @@ def best_table(study: optuna.Study, top_k: int) -> Table:
             str(trial.number),
             _fmt(m.get("steps_to_target")) if hit < math.inf else "never",
             _fmt(m.get("explosion_count")),
-            _fmt(m.get("final_val_accuracy")),
+            _fmt(m.get(score_key)),
             *(_fmt(spec[k]) for k in COLUMNS),
             *([rules_text(spec.init.rules)] if with_rules else []),
         )
@@ -114,7 +121,7 @@ def family_verdicts(study: optuna.Study) -> list[str]:
     for median, _, exploded, name, n, share in sorted(rows):
         shown = f"{median:.0f}" if median < math.inf else "never"
         lines.append(
-            f"{name:<10} {n:>4} trials: median steps to target {shown:>5}, "
+            f"{name:<13} {n:>4} trials: median steps to target {shown:>5}, "
             f"{share:4.0%} reached target, {exploded:4.0%} exploded "
             f"({', '.join(sorted(members[name]))})"
         )

@@ -1,0 +1,313 @@
+"""Which initialization should this network use, and how sure is the study? One row per network.
+
+A *network* (cell) is one (model.kind, model.activation, model.depth), plus model.width where the
+study's trials differ in it. In each cell the completed trials are grouped by initializer family
+(``report.family``; the framework defaults keep their own names) and each group is scored by its
+median steps to target over every seed of every trial (a seed that never reached the target
+counts as ``train.steps + 1``: a lower bound, so "never" ranks last). The fastest group is the
+recommendation, the next one the runner-up.
+
+How sure: a percentile bootstrap (Efron & Tibshirani 1993, ch. 13) of the runner-up's median
+minus the winner's, resampling trials within each group and then seeds within each trial
+(a two-stage bootstrap, Davison & Hinkley 1997, section 3.8), ``BOOTSTRAP_SAMPLES`` resamples
+from a fixed seed, level ``LEVEL``. ``significant``: the interval excludes 0. With fewer than
+``MIN_TRIALS`` trials in the winner or the runner-up there is no recommendation
+(``enough_evidence`` false); otherwise, when the interval still covers 0, the number of further
+trials per group that would make it exclude the observed difference assumes the interval's
+half-width shrinks as 1/sqrt(trials).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+import optuna
+from rich.table import Table
+
+from pipeline.search.study import ranked_trials, trial_metrics, trial_seed_steps, trial_spec
+from pipeline.tracking.report import family
+
+LEVEL = 0.95
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+MIN_TRIALS = 3  # per group, for the winner and the runner-up
+CELL_KEYS = ("model.kind", "model.activation", "model.depth")
+
+
+class Trial(NamedTuple):
+    """What a recommendation reads of one completed trial."""
+
+    init: str  # the group: initializer family, or a framework default's own name
+    gain: float  # init.gain as a number (auto resolved)
+    learning_rate: float
+    seed_steps: tuple[float, ...]  # steps to target per seed, never = steps + 1
+    steps: int  # train.steps: beyond it is "never"
+    sigma_w2: float | None  # theory.trial_variances: what the gain means to mean-field theory
+    sigma_b2: float | None
+    activation: str
+    negative_slope: float
+    objective: float  # breaks ties between groups that all missed the target
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seed_steps)
+
+
+def group_name(weights: str) -> str:
+    """The group a trial counts in: its family, or a framework default's own name."""
+    return family(weights)
+
+
+def study_cells(study: optuna.Study) -> dict[tuple, list[Trial]]:
+    """The study's completed trials per network: (structural key, value) pairs -> trials."""
+    from pipeline.core.initializers import resolve_gain
+    from pipeline.core.theory import trial_variances
+
+    specs = [(t, trial_spec(study, t)) for t in ranked_trials(study)]
+    widths = {s["model.width"] for _, s in specs}
+    keys = (*CELL_KEYS, "model.width") if len(widths) > 1 else CELL_KEYS
+    cells: dict[tuple, list[Trial]] = {}
+    for t, s in specs:
+        cell = tuple((k, s[k]) for k in keys)
+        activation, slope = s["model.activation"], s["model.negative_slope"]
+        gain = resolve_gain(s.init.weights, s["init.gain"], activation, slope)
+        variances = trial_variances(s) or (None, None)
+        steps = tuple(min(v, s.train.steps + 1) for v in trial_seed_steps(t))
+        cells.setdefault(cell, []).append(
+            Trial(
+                group_name(s.init.weights),
+                gain,
+                float(s["train.learning_rate"]),
+                steps,
+                s.train.steps,
+                *variances,
+                activation,
+                slope,
+                trial_metrics(t).get("objective", math.inf),
+            )
+        )
+    return cells
+
+
+def pooled_median(trials: Iterable[Trial]) -> float:
+    """Median steps to target over every seed of every trial."""
+    return float(np.median([v for t in trials for v in t.seed_steps]))
+
+
+def _resampled_medians(trials: list[Trial], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` bootstrap medians: trials resampled with replacement, then seeds within each."""
+    seeds = max(len(t.seed_steps) for t in trials)
+    values = np.full((len(trials), seeds), np.nan)
+    for i, t in enumerate(trials):
+        values[i, : len(t.seed_steps)] = t.seed_steps
+    counts = np.asarray([len(t.seed_steps) for t in trials])
+    picked = rng.integers(0, len(trials), (n, len(trials)))
+    within = (rng.random((n, len(trials), seeds)) * counts[picked][..., None]).astype(int)
+    draws = values[picked[..., None], within]
+    draws[np.arange(seeds) >= counts[picked][..., None]] = np.nan  # a trial's own seed count
+    return np.nanmedian(draws.reshape(n, -1), axis=1)
+
+
+def bootstrap_difference(
+    winner: list[Trial], runner_up: list[Trial], level: float = LEVEL
+) -> tuple[float, float]:
+    """Percentile interval of median(runner-up) - median(winner), seeded: reproducible."""
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    diff = _resampled_medians(runner_up, BOOTSTRAP_SAMPLES, rng) - _resampled_medians(
+        winner, BOOTSTRAP_SAMPLES, rng
+    )
+    tail = (1 - level) / 2
+    low, high = np.quantile(diff, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def more_trials(n: int, half_width: float, difference: float) -> int | None:
+    """Further trials per group after which an interval of half-width ``half_width`` (shrinking
+    as 1/sqrt(trials)) would exclude 0 if the difference stays; None: no difference to find."""
+    if difference <= 0:
+        return None
+    return max(1, math.ceil(n * (half_width / difference) ** 2) - n)
+
+
+def _span(values: Iterable[float]) -> list[float]:
+    values = sorted(values)
+    return [values[0], values[-1]]
+
+
+def _theory(trials: list[Trial]) -> dict[str, float | None]:
+    """The gain at which mean-field theory puts the winner's best trial at the edge of chaos
+    (chi1 = 1, Poole et al. 2016; Schoenholz et al. 2017) for its own sigma_b^2; sigma_w^2 is
+    proportional to gain^2, so that gain is gain * sqrt(sigma_w2* / sigma_w2)."""
+    from pipeline.core.theory import critical_sigma_w2
+
+    best = min(trials, key=lambda t: t.median)
+    if not best.sigma_w2:
+        return {"theory_gain": None, "theory_sigma_w2": None}
+    try:
+        critical = critical_sigma_w2(best.activation, best.sigma_b2, best.negative_slope)
+    except ValueError:  # no chi1 = 1 in the bracket (e.g. identity with a bias)
+        return {"theory_gain": None, "theory_sigma_w2": None}
+    return {
+        "theory_gain": best.gain * math.sqrt(critical / best.sigma_w2),
+        "theory_sigma_w2": critical,
+    }
+
+
+def _baseline(groups: dict[str, list[Trial]], name: str, winner_median: float) -> dict:
+    """The framework default's median on this network and the winner's speed-up over it."""
+    trials = groups.get(name)
+    if not trials:
+        return {
+            "name": name,
+            "steps_to_target": None,
+            "speedup": None,
+            "note": f"not measured: add {name} to space.init.weights",
+        }
+    median = pooled_median(trials)
+    return {"name": name, "steps_to_target": median, "speedup": median / winner_median}
+
+
+def recommend_cell(cell: tuple, trials: list[Trial], baseline: str) -> dict[str, Any]:
+    """One network's row: winner, runner-up, the bootstrap interval, the baseline, theory."""
+    groups: dict[str, list[Trial]] = {}
+    for t in trials:
+        groups.setdefault(t.init, []).append(t)
+    # Ties (all "never") go to the group that got closer to the target, as in family_verdicts.
+    ranked = sorted(
+        groups,
+        key=lambda g: (pooled_median(groups[g]), statistics.median(t.objective for t in groups[g])),
+    )
+    lead, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+    winners = groups[lead]
+    median = pooled_median(winners)
+    hits = [t for t in winners if t.median <= t.steps]
+    shown = hits or sorted(winners, key=lambda t: t.median)[:MIN_TRIALS]
+    row: dict[str, Any] = {
+        "network": dict(cell),
+        "leader": lead,
+        "recommended": None,
+        "trials": len(winners),
+        "seeds": sum(len(t.seed_steps) for t in winners),
+        "steps_to_target": median,
+        "reach_rate": len(hits) / len(winners),
+        "gain": _span(t.gain for t in shown),
+        "learning_rate": _span(t.learning_rate for t in shown),
+        "runner_up": None,
+        "ci": None,
+        "significant": False,
+        "baseline": _baseline(groups, baseline, median),
+        **_theory(winners),
+    }
+    if runner is None:
+        return {**row, "enough_evidence": False, "note": "only one initializer measured here"}
+    rivals = groups[runner]
+    row["runner_up"] = {
+        "init": runner,
+        "steps_to_target": pooled_median(rivals),
+        "trials": len(rivals),
+    }
+    short = [g for g in (lead, runner) if len(groups[g]) < MIN_TRIALS]
+    if short:
+        need = ", ".join(f"{MIN_TRIALS - len(groups[g])} more of {g}" for g in short)
+        return {
+            **row,
+            "enough_evidence": False,
+            "note": f"too few trials (at least {MIN_TRIALS} each): run {need}",
+        }
+    low, high = bootstrap_difference(winners, rivals)
+    significant = low > 0
+    row.update(
+        recommended={"init": lead, "gain": row["gain"]},
+        ci={"low": low, "high": high, "level": LEVEL},
+        significant=significant,
+        enough_evidence=True,
+    )
+    if significant:
+        return {**row, "note": f"{lead} is faster than {runner} beyond noise"}
+    difference = pooled_median(rivals) - median
+    more = more_trials(min(len(winners), len(rivals)), (high - low) / 2, difference)
+    note = (
+        f"{lead} and {runner} are within noise; about {more} more trial(s) of each would settle it"
+        if more
+        else f"{lead} and {runner} are equally fast here"
+    )
+    return {**row, "note": note}
+
+
+def recommendations(study: optuna.Study, baseline: str = "torch_default") -> list[dict]:
+    """One row per network the study covers (see the module docstring)."""
+    cells = study_cells(study)
+    return [
+        recommend_cell(cell, cells[cell], baseline)
+        for cell in sorted(cells, key=lambda c: [v for _, v in c])
+    ]
+
+
+def _steps(value: float | None, steps: int | None = None) -> str:
+    if value is None:
+        return "-"
+    return "never" if steps is not None and value > steps else f"{value:.0f}"
+
+
+def _range(span: list[float]) -> str:
+    lo, hi = span
+    return f"{lo:.3g}" if math.isclose(lo, hi) else f"{lo:.3g}-{hi:.3g}"
+
+
+def row_cells(row: dict) -> list[str]:
+    """One recommendation as the strings of ``COLUMNS`` (terminal and HTML alike)."""
+    rec = row["recommended"]
+    ci = row["ci"]
+    base = row["baseline"]
+    runner = row["runner_up"]
+    return [
+        network_label(row["network"]),
+        f"{rec['init']} g {_range(rec['gain'])}" if rec else f"({row['leader']}?)",
+        _steps(row["steps_to_target"]) + f" ({row['reach_rate']:.0%})",
+        f"{runner['init']} {_steps(runner['steps_to_target'])}" if runner else "-",
+        f"[{ci['low']:.0f}, {ci['high']:.0f}]" if ci else "-",
+        "yes" if row["significant"] else "no",
+        _range(row["learning_rate"]),
+        "-" if row["theory_gain"] is None else f"{row['theory_gain']:.3g}",
+        f"{_steps(base['steps_to_target'])} ({base['speedup']:.2g}x)"
+        if base["speedup"]
+        else "not measured",
+    ]
+
+
+COLUMNS = (
+    "network",
+    "recommended",
+    "median steps (reached)",
+    "runner-up",
+    f"{LEVEL:.0%} CI of difference",
+    "significant",
+    "learning rate",
+    "theory gain",
+    "baseline (speed-up)",
+)
+
+
+def network_label(network: dict) -> str:
+    """``mlp·relu·d16`` (``·w64`` when widths differ), like a run's name."""
+    prefix = {"model.depth": "d", "model.width": "w"}
+    return "·".join(f"{prefix.get(k, '')}{v}" for k, v in network.items())
+
+
+def recommendation_table(rows: list[dict], baseline: str) -> Table:
+    """The rows as a rich table: what `recommend` and the end of a sweep print."""
+    notes = "\n".join(f"{network_label(r['network'])}: {r['note']}" for r in rows)
+    table = Table(
+        title=f"which initialization, per network (baseline {baseline})",
+        caption=notes,
+        caption_justify="left",
+    )
+    for name in COLUMNS:
+        table.add_column(name, justify="left", overflow="fold")
+    for row in rows:
+        table.add_row(*row_cells(row))
+    return table

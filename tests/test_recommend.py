@@ -1,0 +1,163 @@
+"""Recommendations per network: the statistics on planted trials, and one real study end to end.
+
+Planted groups: steps to target drawn per seed around a group mean with a spread of 3 steps, so a
+20-step gap is about 7 spreads (the bootstrap must call it) and two draws of one distribution
+must not be told apart.
+"""
+
+import json
+import math
+
+import numpy as np
+import optuna
+import pytest
+from conftest import TINY, run_cli
+
+from pipeline.search.study import SEED_STEPS_ATTR, make_storage
+from pipeline.tracking import recommend
+from pipeline.tracking.recommend import Trial, recommend_cell
+
+CELL = (("model.kind", "mlp"), ("model.activation", "relu"), ("model.depth", 8))
+
+
+def planted(init: str, mean: float, trials: int, seeds: int = 3, seed: int = 0, **kw) -> list:
+    """``trials`` trials of group ``init`` whose seeds take ``mean`` +- 3 steps."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(trials):
+        steps = tuple(float(v) for v in np.round(mean + 3 * rng.standard_normal(seeds)))
+        fields = {
+            "gain": 1.0 + 0.1 * i,
+            "learning_rate": 0.1,
+            "steps": 300,
+            "sigma_w2": None,
+            "sigma_b2": None,
+            "activation": "relu",
+            "negative_slope": 0.01,
+            "objective": float(np.median(steps)),
+            **kw,
+        }
+        out.append(Trial(init, seed_steps=steps, **fields))
+    return out
+
+
+def test_a_clearly_faster_initializer_is_significant():
+    row = recommend_cell(CELL, planted("he", 20, 6) + planted("glorot", 40, 6, seed=1), "x")
+    assert row["enough_evidence"] and row["significant"]
+    assert row["recommended"] == {"init": "he", "gain": [1.0, 1.5]}
+    assert row["runner_up"]["init"] == "glorot"
+    ci = row["ci"]
+    assert ci["level"] == 0.95 and 0 < ci["low"] <= 20 <= ci["high"] < 30
+    assert row["steps_to_target"] == pytest.approx(20, abs=2)
+
+
+def test_two_identical_initializers_are_not_told_apart():
+    trials = planted("he", 30, 6, seed=2) + planted("lecun", 30, 6, seed=3)
+    row = recommend_cell(CELL, trials, "x")
+    assert row["enough_evidence"] and not row["significant"]
+    assert row["ci"]["low"] <= 0 <= row["ci"]["high"]
+    assert "within noise" in row["note"] or "equally fast" in row["note"]
+
+
+def test_one_trial_is_not_enough_evidence():
+    row = recommend_cell(CELL, planted("he", 10, 1) + planted("glorot", 40, 5, seed=1), "x")
+    assert row["leader"] == "he" and not row["enough_evidence"]
+    assert row["recommended"] is None and row["ci"] is None and not row["significant"]
+    assert "run 2 more of he" in row["note"]
+    alone = recommend_cell(CELL, planted("he", 10, 5), "x")
+    assert not alone["enough_evidence"] and alone["runner_up"] is None
+
+
+def test_bootstrap_is_reproducible_and_narrows_with_more_trials():
+    few = planted("he", 20, 4) + planted("glorot", 26, 4, seed=1)
+    many = planted("he", 20, 16) + planted("glorot", 26, 16, seed=1)
+    assert recommend_cell(CELL, few, "x")["ci"] == recommend_cell(CELL, few, "x")["ci"]
+    width = [recommend_cell(CELL, t, "x")["ci"] for t in (few, many)]
+    assert width[1]["high"] - width[1]["low"] < width[0]["high"] - width[0]["low"]
+
+
+def test_more_trials_rule():
+    # half-width 10 at 4 trials, difference 5: (10/5)^2 = 4x the trials, 12 more
+    assert recommend.more_trials(4, 10.0, 5.0) == 12
+    assert recommend.more_trials(4, 10.0, 0.0) is None
+
+
+def test_baseline_measured_and_not():
+    trials = planted("he", 20, 5) + planted("torch_default", 50, 5, seed=1)
+    base = recommend_cell(CELL, trials, "torch_default")["baseline"]
+    assert base["name"] == "torch_default"
+    assert base["steps_to_target"] == pytest.approx(50, abs=3)
+    assert base["speedup"] == pytest.approx(base["steps_to_target"] / 20, rel=0.15)
+    missing = recommend_cell(CELL, trials, "flax_default")["baseline"]
+    assert missing["steps_to_target"] is None and "space.init.weights" in missing["note"]
+
+
+def test_theory_gain_is_the_edge_of_chaos():
+    # ReLU without bias: chi1 = sigma_w2 / 2 (He et al. 2015), so He's gain 1 is critical;
+    # a best trial at gain 1.5 (sigma_w2 = 2 * 1.5^2) still points back to gain 1.
+    he = planted("he", 20, 3, sigma_w2=2 * 1.5**2, sigma_b2=0.0, gain=1.5)
+    row = recommend_cell(CELL, he + planted("glorot", 40, 3, seed=1), "x")
+    assert row["theory_sigma_w2"] == pytest.approx(2.0, rel=1e-3)
+    assert row["theory_gain"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_framework_defaults_keep_their_names():
+    assert recommend.group_name("he_uniform") == "he"
+    for name in ("torch_default", "flax_default", "keras_default"):
+        assert recommend.group_name(name) == name
+
+
+@pytest.mark.slow
+def test_recommend_end_to_end(tmp_path):
+    """A real study of 2 networks x 3 initializers; `recommend --json` against its storage."""
+    args = [
+        *TINY,
+        "space.model.depth=[1, 2]",
+        "space.model.activation=[relu]",
+        "space.init.weights=[he_normal, torch_default, zeros]",
+        "space.init.gain=[1.0]",
+        "init.bias=auto",
+        "study.sampler=grid",
+        "study.batch_size=6",
+        "study.n_trials=6",
+        "train.seeds=3",
+        "train.learning_rate=0.2",
+        "train.target_loss=2.0",
+        "study.name=rec",
+        "tracking.enabled=false",
+    ]
+    out = run_cli(tmp_path, "sweep", *args)
+    assert "which initialization, per network" in out.stdout + out.stderr
+    out = run_cli(
+        tmp_path, "recommend", "study.name=rec", "report.baseline=torch_default", "--json"
+    )
+    rows = json.loads(out.stdout)
+    assert [r["network"]["model.depth"] for r in rows] == [1, 2]
+    study = optuna.load_study(
+        study_name="rec", storage=make_storage(str(tmp_path / "runs" / "optuna.journal"))
+    )
+    from pipeline.tracking.html_report import _recommendation_section
+
+    page = "".join(_recommendation_section(study, "torch_default"))
+    assert "Which initialization per network" in page and "mlp·relu·d1" in page
+    for row in rows:
+        fields = {"network", "recommended", "steps_to_target", "ci", "runner_up", "significant"}
+        assert fields | {"baseline", "enough_evidence", "learning_rate", "theory_gain"} <= set(row)
+        assert not row["enough_evidence"]  # one trial per initializer and network
+        assert row["leader"] != "constant"  # zeros never trains (every unit the same)
+        assert row["learning_rate"] == [0.2, 0.2]
+        # the pooled median recomputed from the per-seed values the sweep stored
+        depth = row["network"]["model.depth"]
+        weights = {"he": "he_normal"}.get(row["leader"], row["leader"])
+        seeds = [
+            min(v, 61)  # never: train.steps + 1
+            for t in study.trials
+            if t.params["model.depth"] == depth and t.params["init.weights"] == weights
+            for v in t.user_attrs[SEED_STEPS_ATTR]
+        ]
+        assert len(seeds) == 3
+        assert row["steps_to_target"] == pytest.approx(float(np.median(seeds)))
+        base = row["baseline"]
+        assert base["name"] == "torch_default" and base["steps_to_target"] is not None
+        if row["leader"] == "he":
+            assert math.isclose(base["speedup"], base["steps_to_target"] / row["steps_to_target"])
