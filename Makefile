@@ -54,7 +54,10 @@ train: $(STAMP) ## train one configuration: make train ARGS="model.depth=30 init
 bench: $(STAMP) ## sweep command vs plain loops, whole processes, cold and warm (ARGS="--no-depth-table"); ~30 min
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
-test: $(STAMP) ## the whole test suite
+# The suite tests the Keras, PyTorch and PostgreSQL paths too: make test installs their extras, as
+# .ci/run does (a missing system package, Chromium or PostgreSQL, skips its tests with the reason).
+test: EXTRAS = dev,keras,torch,postgres
+test: install ## the whole test suite (installs every extra its tests use)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff check and format check

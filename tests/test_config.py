@@ -4,14 +4,21 @@ from conftest import run_cli
 from pipeline.config import ConfigError, Space, load_config
 
 
-def test_defaults_load_and_cover_the_space():
+def test_the_default_study_asks_which_init_per_network_with_seeds_and_baselines():
     cfg = load_config()
     space = Space.parse(cfg.space).entries
-    assert len(space["model.activation"]) == 9
-    assert {"he_normal", "glorot_normal", "lecun_normal", "orthogonal", "zeros"} <= set(
+    assert space["model.activation"] == ["relu", "tanh"] and space["model.depth"] == [4, 16]
+    assert {"torch_default", "flax_default", "keras_default", "he_normal"} <= set(
         space["init.weights"]
     )
-    assert space["init.gain"]["log"] is True
+    assert space["init.gain"]["log"] is True and space["train.learning_rate"]["log"] is True
+    # Enough for a recommendation with its uncertainty: 3 seeds, about 10 trials per
+    # (network, initializer) from a sampler that gives each the same ranges.
+    cells = len(space["model.activation"]) * len(space["model.depth"])
+    assert cfg.train.seeds >= 3 and cfg.study.sampler == "random"
+    assert cfg.study.n_trials / (cells * len(space["init.weights"])) >= 8
+    # A preset replaces the default study whole: none of its settings leak into it.
+    assert load_config([], "quick").train.seeds == 1
 
 
 @pytest.mark.parametrize(
@@ -54,7 +61,9 @@ def test_overrides_experiments_and_space_replacement():
 
 
 def test_space_override_replaces_a_range_with_a_list():
-    cfg = load_config(["study.sampler=grid", "space.init.gain=[0.5, 1.0]"])
+    cfg = load_config(
+        ["study.sampler=grid", "space.init.gain=[0.5, 1.0]", "space.train.learning_rate=[0.05]"]
+    )
     assert Space.parse(cfg.space).entries["init.gain"] == [0.5, 1.0]
 
 

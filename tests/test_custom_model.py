@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import train_trials
+from conftest import BASE, train_trials
 
 from pipeline.cli import main
 from pipeline.config import Space, TrialSpec
@@ -228,7 +228,7 @@ def test_a_bad_factory_or_rule_is_one_line_exit_2_and_no_study(factory, tmp_path
             "weights='he' is invalid",
         ),
     }
-    tiny = ["data.features=16", "data.samples=256", "data.val_samples=64", "train.steps=50"]
+    tiny = [*BASE, "data.features=16", "data.samples=256", "data.val_samples=64", "train.steps=50"]
     for case, (spec, extra, words) in cases.items():
         runs = tmp_path / f"runs-{case.replace(' ', '-')}"
         code, lines = _run(

@@ -19,7 +19,13 @@ from pipeline.core.data import digits, split
 from pipeline.engine.datasets import load_dataset, sha256
 from pipeline.search.study import make_storage
 
-SMALL = ["model.width=16", "train.steps=60", "train.eval_every_steps=20", "train.batch_size=32"]
+SMALL = [
+    "model.width=16",
+    "train.steps=60",
+    "train.eval_every_steps=20",
+    "train.batch_size=32",
+    "train.seeds=1",
+]
 
 
 def write(path, **arrays):

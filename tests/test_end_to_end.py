@@ -20,6 +20,7 @@ from pipeline.config import SPEC_ATTR
 from pipeline.core.initializers import expected_std
 from pipeline.search.study import make_storage
 from pipeline.tracking.artifacts import wait_for_figures
+from pipeline.tracking.tracker import param_text
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +64,10 @@ def test_sweep_fills_optuna_and_mlflow(swept):
     parents = [r for r in runs if r.data.tags.get("role") == "sweep"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(parents) == 2 and len(children) == 9
+    # The parent describes the study: the searched space, not base values no trial used.
+    params = parents[0].data.params
+    assert params["space.model.depth"] == "[2, 4]" and "model.depth" not in params
+    assert params["study.name"] == "e2e" and params["train.steps"] == "60"
     assert {r.data.tags["trial_number"] for r in children} == {str(i) for i in range(9)}
     by_number = {t.number: t for t in study.trials}
     for r in children:
@@ -79,7 +84,9 @@ def test_sweep_fills_optuna_and_mlflow(swept):
             assert r.data.metrics[metric] == pytest.approx(stored[metric], rel=1e-6), metric
         # Its params are the trial's whole spec, every key.
         spec = trial.user_attrs[SPEC_ATTR]
-        assert r.data.params == {k: str(v) for k, v in spec.items()}
+        assert r.data.params == {k: param_text(v) for k, v in spec.items()}
+        gain = r.data.params["init.gain"]  # 4 significant digits, not 0.67826091...
+        assert len(gain.replace("-", "").replace(".", "").lstrip("0")) <= 5, gain
         assert r.info.status == "FINISHED"
         # Theory's prediction beside what was measured, and the in-call diagnostics.
         for metric in ("theory.chi1", "theory.xi_c", "diag.init.dead_fraction"):

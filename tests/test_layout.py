@@ -99,3 +99,15 @@ print(signal_propagation("tanh", 1.0, 0.0)["chi1"])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert 0.0 < float(out.stdout.strip()) <= 1.0  # tanh at sigma_w^2 = 1: chi1 = 1 at q* = 0
+
+
+def test_the_initsweep_command_is_python_m_pipeline():
+    # pyproject.toml's console script: the same entry point as `python -m pipeline`.
+    command = Path(sys.executable).parent / "initsweep"
+    assert command.exists(), "reinstall the project: pip install -e ."
+    as_script = subprocess.run([str(command), "keys"], capture_output=True, text=True, timeout=120)
+    as_module = subprocess.run(
+        [sys.executable, "-m", "pipeline", "keys"], capture_output=True, text=True, timeout=120
+    )
+    assert as_script.returncode == as_module.returncode == 0
+    assert as_script.stdout == as_module.stdout and "model.depth" in as_script.stdout

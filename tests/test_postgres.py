@@ -59,6 +59,10 @@ def postgres():
     bin_dir = _pg_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+    pytest.importorskip(
+        "psycopg2",
+        reason="psycopg2 is not installed (pip install -e '.[postgres]'; make test does)",
+    )
     root = os.geteuid() == 0
     as_pg = ["runuser", "-u", "postgres", "--"] if root else []
     # Under /tmp rather than pytest's tmp dir: the postgres user must be able to reach it.

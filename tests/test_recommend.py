@@ -116,6 +116,7 @@ def test_recommend_end_to_end(tmp_path):
         "space.model.activation=[relu]",
         "space.init.weights=[he_normal, torch_default, zeros]",
         "space.init.gain=[1.0]",
+        "space.train.learning_rate=[0.2]",
         "init.bias=auto",
         "study.sampler=grid",
         "study.batch_size=6",

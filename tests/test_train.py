@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import BASE
 from conftest import train_trials as run
 
 from pipeline.core.model import MLP, Structure
@@ -293,7 +294,7 @@ def test_builtins_through_the_model_interface_train_as_before():
         (Path(__file__).parent / "data/builtin_before_model_interface.json").read_text()
     )
     for name, case in golden["cases"].items():
-        cfg = load_config([*golden["tiny"], *case["args"]])
+        cfg = load_config([*BASE, *golden["tiny"], *case["args"]])
         engine = Engine(cfg, load_dataset(cfg.data), Space())
         trial = TrialSpec.of_config(cfg)
         structure = engine.structure_of(trial)

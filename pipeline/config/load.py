@@ -145,6 +145,7 @@ def validate(cfg: DictConfig) -> Space:
         raise ConfigError(
             "init.weights=lsuv is implemented for model.kind=mlp only: drop one of them"
         )
+    _check_residual(cfg, space)
     if "custom" in kinds and not cfg.model.factory:
         raise ConfigError(
             "model.kind=custom needs model.factory=<module>:<function>, a function that returns "
@@ -159,6 +160,34 @@ def validate(cfg: DictConfig) -> Space:
             " is a range: give a list of values"
         )
     return space
+
+
+def _check_residual(cfg: DictConfig, space: Space) -> None:
+    """model.norm and init.residual shape the residual MLP's blocks, which no other kind has; a
+    zero read-out needs a built-in read-out; DeepNorm is a post-LN rule (Wang et al. 2022).
+    Checked on every value a trial can take (the space's, else the base's)."""
+
+    def values(key: str) -> set:
+        return set(space.values(key, OmegaConf.select(cfg, key)))
+
+    kinds, norms, residuals = values("model.kind"), values("model.norm"), values("init.residual")
+    for key, used in (("model.norm", norms), ("init.residual", residuals)):
+        other = sorted(kinds - {"resmlp"})
+        if used - {"none"} and other:
+            raise ConfigError(
+                f"{key}={sorted(used - {'none'})[0]} is for model.kind=resmlp (residual blocks); "
+                f"model.kind={other[0]} has none"
+            )
+    if "deepnorm" in residuals and norms - {"post"}:
+        raise ConfigError(
+            f"init.residual=deepnorm needs model.norm=post (DeepNorm is post-LN), not "
+            f"model.norm={sorted(norms - {'post'})[0]}"
+        )
+    if "zero" in values("init.readout") and "custom" in kinds:
+        raise ConfigError(
+            "init.readout=zero zeroes the built-in read-out; for model.kind=custom write a rule: "
+            "init.rules=[{match: <your read-out>/kernel, scale: 0}]"
+        )
 
 
 def _read_yaml(path: Path) -> dict:
@@ -233,9 +262,12 @@ def load_config(
     experiment: str | None = None,
     extra_layers: Iterable[tuple[dict, str]] = (),
 ) -> DictConfig:
-    """Defaults, then ``conf/experiment/<experiment>.yaml``, extra layers, then overrides."""
-    layers: list[tuple[dict, str]] = [(_read_yaml(CONF_DIR / "config.yaml"), "conf/config.yaml")]
-    if experiment:
+    """The schema's defaults, then the default study ``conf/config.yaml`` or, in its place, the
+    preset ``conf/experiment/<experiment>.yaml``; extra layers; then overrides."""
+    layers: list[tuple[dict, str]] = []
+    if not experiment:
+        layers.append((_read_yaml(CONF_DIR / "config.yaml"), "conf/config.yaml"))
+    else:
         path = CONF_DIR / "experiment" / f"{experiment}.yaml"
         if not path.exists():
             raise ConfigError(

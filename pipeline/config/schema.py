@@ -28,6 +28,7 @@ from pipeline.core.activations import ACTIVATIONS
 from pipeline.core.initializers import BIAS_INITS, FAN_MODES, FRAMEWORK_DEFAULTS, INITIALIZERS
 from pipeline.core.model import KINDS
 from pipeline.core.rules import OVERRIDES, rules_problem
+from pipeline.core.theory import NORMS, RESIDUALS
 
 STRUCTURAL, TRACED, SETTING, BOOKKEEPING = "structural", "traced", "setting", "bookkeeping"
 DATASETS = ("gaussian", "digits", "npz", "custom")
@@ -38,6 +39,7 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsgaii")
 PRUNERS = ("none", "median", "hyperband")
 OBJECTIVES = ("steps_to_target", "explosion_count")
 FIGURES = ("background", "wait")
+READOUTS = ("default", "zero")
 MAX_DEPTH = 1024
 
 
@@ -271,7 +273,8 @@ class Model:
     kind: str = key(
         "mlp",
         one_of(KINDS),
-        "cnn: 3x3 convolutions, needs data.name=digits; custom: your module (model.factory)",
+        "cnn: 3x3 convolutions, needs data.name=digits; resmlp: residual blocks (model.norm, "
+        "init.residual); custom: your module (model.factory)",
         STRUCTURAL,
     )
     factory: str | None = key(
@@ -280,9 +283,16 @@ class Model:
         "model.kind=custom: the function that returns your Flax module",
         STRUCTURAL,
     )
-    depth: int = key(8, int_in(1, MAX_DEPTH), "hidden layers", STRUCTURAL)
+    depth: int = key(8, int_in(1, MAX_DEPTH), "hidden layers (resmlp: residual blocks)", STRUCTURAL)
     width: int = key(64, int_in(1, 8192), "units (or channels) per hidden layer", STRUCTURAL)
     activation: str = key("relu", one_of(ACTIVATIONS), "hidden-layer nonlinearity", STRUCTURAL)
+    norm: str = key(
+        "none",
+        one_of(NORMS),
+        "resmlp: LayerNorm on each branch's input (pre), RMSNorm there (rmsnorm), or LayerNorm "
+        "after each sum (post)",
+        STRUCTURAL,
+    )
     negative_slope: float = key(
         0.01, number(0.0, lo_open=False), "leaky_relu only", TRACED, row=True
     )
@@ -315,6 +325,19 @@ class Init:
         [],
         RULE_SET,
         "per-parameter overrides, in order: [{match: '*/out_proj/kernel', weights: zeros}]",
+        TRACED,
+    )
+    residual: str = key(
+        "none",
+        one_of(RESIDUALS),
+        "resmlp: the residual rule (README, Residual networks): branch multiplier, branch "
+        "variances, learnable gate",
+        TRACED,
+    )
+    readout: str = key(
+        "default",
+        one_of(READOUTS),
+        "zero: read-out kernel and bias at 0 (loss ln(classes))",
         TRACED,
     )
 

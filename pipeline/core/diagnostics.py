@@ -13,6 +13,12 @@ forward and backward pass of the trial's own model reads, for each hidden layer 
   over samples). 0 means every unit computes the same thing: the symmetry of a constant
   initialization, which gradient descent never breaks because every unit gets the same update.
 
+A residual MLP's layers are its input layer and its blocks: a block's pre-activation is its
+branch's hidden one (fc1), its output and ||dL/dh|| are the residual stream's after the block, its
+weight norms those of both branch kernels together, and ``stream_ms`` the stream's mean square
+(before a post-norm, as ``theory.residual_stream`` predicts it; the input layer's: the stream
+entering the first block).
+
 Why both gradients: in a bias-free ReLU network dL/dW_l = h_{l-1}^T dL/dpre_l, and a small gain
 shrinks h going forward exactly as much as dL/dpre grows going backward, so the per-layer weight
 gradients stay level whatever the gain. The back-propagated signal and the absolute norms are
@@ -28,7 +34,8 @@ import jax.numpy as jnp
 
 from pipeline.core import losses
 from pipeline.core.activations import ACTIVATIONS
-from pipeline.core.net import Net, kernel_norms
+from pipeline.core.model import Residual
+from pipeline.core.net import Net, flatten, kernel_norms
 
 
 class Probe(NamedTuple):
@@ -43,36 +50,64 @@ class Probe(NamedTuple):
     dead_fraction: jax.Array  # [layers]
     saturated_fraction: jax.Array  # [layers]
     unit_spread: jax.Array  # [layers] 0 = all units identical
+    stream_ms: jax.Array | None = None  # [layers] residual MLP: the stream's mean square
 
 
 PROBE_FIELDS = Probe._fields
+STACKS = ("hidden", "blocks")  # the scanned stack of the MLP / CNN, of the residual MLP
 
 
 def _layers(tree: dict, name: str) -> jax.Array:
-    """Stack a per-layer value of the input layer and the scanned hidden stack: [layers, ...]."""
+    """Stack a per-layer value of the input layer and the scanned stack: [layers, ...]."""
     first = tree[name]
     first = first[0] if isinstance(first, tuple) else first
     parts = [first[None]]
-    if "hidden" in tree:
-        rest = tree["hidden"][name]
+    for stack in (s for s in STACKS if s in tree):
+        rest = tree[stack][name]
         parts.append(rest[0] if isinstance(rest, tuple) else rest)
     return jnp.concatenate(parts)
 
 
+def _layer_norms(tree: dict, net: Net) -> jax.Array:
+    """||W_l|| per layer, read-out last; a residual block's two branch kernels count as one."""
+    if net.builtin.structure.kind != "resmlp":
+        return kernel_norms(tree, net.layout)
+    flat = flatten(tree)
+
+    def squares(path: str) -> jax.Array:  # per layer of a stacked kernel
+        return jnp.sum(flat[path].reshape(flat[path].shape[0], -1) ** 2, axis=1)
+
+    def norm(path: str) -> jax.Array:
+        return jnp.sqrt(jnp.sum(flat[path] ** 2))[None]
+
+    blocks = jnp.sqrt(squares("blocks/fc1/kernel") + squares("blocks/fc2/kernel"))
+    return jnp.concatenate([norm("input/kernel"), blocks, norm("output/kernel")])
+
+
 def measure(
-    net: Net, params: dict, x: jax.Array, y: jax.Array, depth: jax.Array, slope: jax.Array
+    net: Net,
+    params: dict,
+    x: jax.Array,
+    y: jax.Array,
+    depth: jax.Array,
+    slope: jax.Array,
+    residual: Residual | None = None,
 ) -> Probe:
-    """Diagnostics of one built-in network (``net.builtin``) on the probe batch ``(x, y)``."""
+    """Diagnostics of one built-in network (``net.builtin``) on the probe batch ``(x, y)``
+    (``residual``: a residual MLP's forward constants)."""
     model = net.builtin
+    extra = {} if residual is None else {"residual": residual}
 
     def loss_fn(params, perturbations):
         variables = {"params": params, "perturbations": perturbations}
-        logits, state = model.apply(variables, x, depth, slope, mutable=["intermediates"])
+        logits, state = model.apply(variables, x, depth, slope, mutable=["intermediates"], **extra)
         loss = losses.loss(logits, y)
         return loss, state["intermediates"]
 
     shapes = jax.eval_shape(
-        lambda: model.apply({"params": params}, x, depth, slope, mutable=["perturbations"])[1]
+        lambda: model.apply(
+            {"params": params}, x, depth, slope, mutable=["perturbations"], **extra
+        )[1]
     )["perturbations"]
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     (_, inter), (grads, back) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
@@ -97,10 +132,13 @@ def measure(
         act_var=jnp.var(h, axis=(1, 2)),
         pre_q=jnp.mean(pre * pre, axis=(1, 2)),
         backprop_norm=jnp.sqrt(jnp.sum(back * back, axis=(1, 2))),
-        weight_grad_norm=kernel_norms(grads, net.layout),
-        weight_norm=kernel_norms(params, net.layout),
+        weight_grad_norm=_layer_norms(grads, net),
+        weight_norm=_layer_norms(params, net),
         dead_fraction=dead,
         saturated_fraction=saturated,
         unit_spread=jnp.mean(jnp.std(h, axis=2), axis=1)
         / (jnp.sqrt(jnp.mean(h * h, axis=(1, 2))) + 1e-30),
+        stream_ms=jnp.mean(_layers(inter, "stream") ** 2, axis=(1, 2))
+        if residual is not None
+        else None,
     )

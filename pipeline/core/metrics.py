@@ -18,7 +18,9 @@ Definitions (all medians over seeds unless said otherwise):
   ``weight_grad_ratio`` likewise for ||dL/dW||, ``act_var_ratio`` = activation variance of the
   last hidden layer over the first (the forward signal), ``dead_fraction`` and
   ``saturated_fraction`` averaged over layers, and ``unit_spread`` (0 = every unit of a layer
-  computes the same thing: a symmetry that training never breaks).
+  computes the same thing: a symmetry that training never breaks); a residual MLP also has
+  ``stream_var_ratio``, the mean square of its residual stream after the last block (before a
+  post-norm) over that entering the first block (``theory.stream_var_ratio`` predicts it).
 - The objective Optuna minimizes (``objective`` below): ``steps_to_target`` when the target was
   reached; otherwise ``steps + 1 + steps * min(1, final_loss / initial_loss)``, so runs that made
   more progress rank higher; ``2 * steps + 2`` (the worst value) for a diverged run.
@@ -214,6 +216,8 @@ def _diagnostics(chunks: list, rows: slice, depth: int) -> tuple[np.ndarray, dic
     steps_at = np.arange(len(probes)) * chunks[0].loss.shape[1]
     table = {}
     for name in PROBE_FIELDS:
+        if getattr(probes[0], name) is None:  # stream_ms: a residual MLP's only
+            continue
         v = np.stack([np.asarray(getattr(p, name))[rows] for p in probes], 1)
         with_readout = name in ("weight_grad_norm", "weight_norm")
         v = np.concatenate([v[..., :depth], v[..., -1:]], -1) if with_readout else v[..., :depth]
@@ -230,7 +234,7 @@ def diagnostic_scalars(table: dict, boundary: int) -> dict[str, float]:
     back = table["backprop_norm"][boundary]
     wgrad = table["weight_grad_norm"][boundary]
     var = table["act_var"][boundary]
-    return {
+    scalars = {
         "backprop_ratio": _ratio(back[0], back[-1]),
         "weight_grad_ratio": _ratio(wgrad[0], wgrad[-2]),  # [-1] is the read-out
         "act_var_ratio": _ratio(var[-1], var[0]),
@@ -238,6 +242,10 @@ def diagnostic_scalars(table: dict, boundary: int) -> dict[str, float]:
         "saturated_fraction": float(np.mean(table["saturated_fraction"][boundary])),
         "unit_spread": float(np.mean(table["unit_spread"][boundary])),
     }
+    if "stream_ms" in table:  # a residual MLP: its stream after the last block over its input
+        stream = table["stream_ms"][boundary]
+        scalars["stream_var_ratio"] = _ratio(stream[-1], stream[0])
+    return scalars
 
 
 def diagnostics_csv(result: TrialResult) -> str:

@@ -1,5 +1,5 @@
-"""The network a trial trains: a Flax MLP or small CNN whose hidden layers are one scanned,
-stacked block.
+"""The network a trial trains: a Flax MLP, small CNN or residual MLP whose hidden layers (or
+blocks) are one scanned, stacked block.
 
 Stacking the hidden layers and scanning over them makes compile time independent of depth, and a
 traced ``depth`` masks the tail of the stack so trials of different depths share one executable:
@@ -33,10 +33,11 @@ class Structure(NamedTuple):
     kind: str = "mlp"  # mlp | cnn (3x3 same-padded convolutions on square images, then a
     # global average pool and a dense read-out) | custom (a user's module)
     factory: str | None = None  # custom: model.factory, the <module>:<function> that builds it
+    norm: str = "none"  # resmlp: model.norm (none | pre | rmsnorm | post)
 
 
-KINDS = ("mlp", "cnn", "custom")  # custom: a user's module (model.factory)
-BUILTIN_KINDS = ("mlp", "cnn")
+KINDS = ("mlp", "cnn", "resmlp", "custom")  # custom: a user's module (model.factory)
+BUILTIN_KINDS = ("mlp", "cnn", "resmlp")
 KERNEL = (3, 3)  # the CNN's window: fans are 9 x channels (the receptive field)
 
 
@@ -106,6 +107,123 @@ class MLP(nn.Module):
         if s.kind == "cnn":
             h = jnp.mean(h, axis=(-3, -2))  # global average pool over positions
         return nn.Dense(s.n_classes, name="output")(h)
+
+
+# --- The residual MLP (model.kind=resmlp, issue 13) ----------------------------------------------
+#
+# x_0 = LayerNorm(phi(W_in x + b_in)): the stream enters the first block with mean square 1
+# whatever the data's scale (BERT normalizes its embeddings so, Devlin et al. 2019), which is
+# theory's q_0 = 1 (``pipeline.core.theory.residual_stream``). Then ``depth`` blocks
+#     u = skip x + alpha B(x),   B(x) = fc2(phi(fc1(N(x)))),   x <- u, or LayerNorm(u) (post),
+# N = LayerNorm (pre), RMSNorm (rmsnorm) or nothing, and a dense read-out of the last x.
+
+GATED = ("skipinit", "rezero")  # alpha is each block's learnable scalar, 0 at init
+# Globs of a branch's layers: the built-in stack (blocks/fc1/kernel) and a module with one block
+# per layer (blocks/0/fc1/kernel; blocks.0.fc1 in PyTorch) alike.
+BRANCH_IN, BRANCH_OUT = "blocks*/fc1/kernel", "blocks*/fc2/kernel"
+READOUT = ("output/kernel", "output/bias")
+
+
+class Residual(NamedTuple):
+    """A residual MLP's forward constants per row (``init.residual``): u = skip x + alpha B(x)."""
+
+    alpha: jax.Array  # the branch multiplier (``theory.residual_scales``)
+    skip: jax.Array  # the identity path's multiplier (DeepNet's alpha, Wang et al. 2022)
+    gated: jax.Array  # bool: each block's learnable gate is the branch multiplier instead
+
+
+def _norm(kind: str) -> nn.Module:
+    return nn.RMSNorm(name="norm") if kind == "rmsnorm" else nn.LayerNorm(name="norm")
+
+
+class _Block(nn.Module):
+    width: int
+    activation: str
+    norm: str
+
+    @nn.compact
+    def __call__(self, carry, depth, slope, dropout, residual: Residual):
+        x, index = carry
+        x_in = _norm(self.norm)(x) if self.norm in ("pre", "rmsnorm") else x
+        pre = nn.Dense(self.width, name="fc1")(x_in)
+        self.sow("intermediates", "pre", pre)
+        h = _dropout(self, ACTIVATIONS[self.activation].fn(pre, slope), dropout)
+        branch = nn.Dense(self.width, name="fc2")(h)
+        # SkipInit (De & Smith 2020) and ReZero (Bachlechner et al. 2020): a learnable scalar
+        # that starts at 0; every other rule multiplies by its constant and leaves it unused.
+        gate = self.param("gate", nn.initializers.zeros, ())
+        u = residual.skip * x + jnp.where(residual.gated, gate, residual.alpha) * branch
+        self.sow("intermediates", "stream", u)  # before a post-norm: what theory predicts
+        y = self.perturb("h", _norm(self.norm)(u) if self.norm == "post" else u)
+        # Block `index` is real while index < depth; a masked one passes the stream through.
+        return (jnp.where(index < depth, y, x), index + 1), None
+
+
+class ResMLP(nn.Module):
+    """An input layer, ``depth`` residual blocks of ``width`` units, a linear read-out."""
+
+    structure: Structure
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        depth: jax.Array,
+        slope: jax.Array,
+        dropout: jax.Array | None = None,
+        residual: Residual | None = None,
+    ) -> jax.Array:
+        s = self.structure
+        residual = residual if residual is not None else Residual(1.0, 1.0, False)
+        pre = nn.Dense(s.width, name="input")(x)
+        self.sow("intermediates", "pre", pre)
+        h = nn.LayerNorm(name="input_norm")(ACTIVATIONS[s.activation].fn(pre, slope))
+        self.sow("intermediates", "stream", h)
+        stack = nn.scan(
+            _Block,
+            variable_axes={"params": 0, "intermediates": 0, "perturbations": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(nn.broadcast,) * 4,
+            length=s.n_hidden,
+            unroll=self.unroll,
+        )
+        (h, _), _ = stack(s.width, s.activation, s.norm, name="blocks")(
+            (self.perturb("h", h), 0), depth, slope, dropout, residual
+        )
+        return nn.Dense(s.n_classes, name="output")(h)
+
+
+def model_class(structure: Structure) -> type[nn.Module]:
+    return ResMLP if structure.kind == "resmlp" else MLP
+
+
+def probed_layers(kind: str, depth: int) -> int:
+    """Layers the diagnostics read in a trial: an MLP's depth counts its input layer; a residual
+    MLP has its input layer and ``depth`` blocks."""
+    return depth + 1 if kind == "resmlp" else depth
+
+
+def generated_rules(residual: str, readout: str, depth: int | None) -> list[dict]:
+    """The ``init.rules`` that ``init.residual`` and ``init.readout`` stand for: each branch
+    layer's variance factor from ``theory.residual_scales`` as a ``scale`` (its square root, a
+    std; 0 zeroes the layer, Fixup's last one), and a zero read-out, kernel and bias (logits 0:
+    the initial loss is exactly ln(classes))."""
+    rules = []
+    if residual != "none":
+        from pipeline.core.theory import residual_scales  # theory reads this module's shapes
+
+        s = residual_scales(residual, depth)
+        layers = ((BRANCH_IN, s.w1_var), (BRANCH_OUT, s.w2_var))
+        rules += [{"match": g, "scale": math.sqrt(v)} for g, v in layers if v != 1.0]
+    if readout == "zero":
+        rules += [{"match": glob, "scale": 0.0} for glob in READOUT]
+    return rules
+
+
+def rules_in_force(rules, residual: str, readout: str, depth: int | None) -> list[dict]:
+    """A trial's ``init.rules`` followed by the generated ones, which therefore win."""
+    return [*(rules or []), *generated_rules(residual, readout, depth)]
 
 
 def layer_shapes(structure) -> dict[str, tuple[int, ...]]:

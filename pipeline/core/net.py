@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.extend.core import Literal
 
-from pipeline.core.model import MLP, Structure
+from pipeline.core.model import MLP, ResMLP, Structure, model_class
 
 KERNEL, BIAS, OTHER = "kernel", "bias", "other"
 
@@ -186,31 +186,37 @@ class Net(NamedTuple):
     ``apply(params, x, hp, key)`` gives logits; ``key`` is given in training (None in
     evaluation), ``hp`` is the row's ``Hparams`` (the built-in MLP reads its traced depth, slope
     and dropout from it). ``own(key)`` gives the module's own initial parameters (for the
-    ``other`` leaves; None when there are none). ``builtin`` is the built-in MLP module, whose
-    layer-by-layer diagnostics and LSUV the engine can run.
+    ``other`` leaves; None when there are none). ``builtin`` is the built-in module, whose
+    layer-by-layer diagnostics (and, for the MLP, LSUV) the engine can run.
     """
 
     layout: Layout
     apply: Callable
     own: Callable | None
-    builtin: MLP | None = None
+    builtin: MLP | ResMLP | None = None
     needs_key: bool = False  # training always passes a random key (a user's dropout)
 
 
 def builtin_net(structure: Structure, unroll: int = 1) -> Net:
-    """The built-in MLP or CNN of ``structure`` through the model interface."""
-    model = MLP(structure, unroll=unroll)
+    """The built-in MLP, CNN or residual MLP of ``structure`` through the model interface (a
+    residual MLP also reads its row's forward constants, ``hp.residual``)."""
+    model = model_class(structure)(structure, unroll=unroll)
     x = jnp.zeros((1, structure.n_in), jnp.float32)
 
     def apply(params, x, hp, key=None):
         slope = hp.values["model.negative_slope"]
+        extra = {} if hp.residual is None else {"residual": hp.residual}
         if key is None:
-            return model.apply({"params": params}, x, hp.depth, slope)
+            return model.apply({"params": params}, x, hp.depth, slope, **extra)
         rate = hp.values["model.dropout"]
-        return model.apply({"params": params}, x, hp.depth, slope, rate, rngs={"dropout": key})
+        rngs = {"dropout": key}
+        return model.apply({"params": params}, x, hp.depth, slope, rate, rngs=rngs, **extra)
+
+    def own(key):  # norm scales and offsets, the blocks' gates
+        return model.init({"params": key}, x, structure.n_hidden, 0.0)["params"]
 
     layout = linen_layout(model, x, (structure.n_hidden, 0.0))
-    return Net(layout, apply, None, builtin=model)
+    return Net(layout, apply, own if layout.others else None, builtin=model)
 
 
 def linen_layout(module: nn.Module, x: jax.Array, args: tuple = (), kwargs=None) -> Layout:

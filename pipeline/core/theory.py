@@ -226,13 +226,33 @@ def trial_prediction(trial: dict) -> dict[str, float]:
     p = cached_propagation(
         trial["model.activation"], sw2, sb2, float(trial["model.negative_slope"])
     )
-    return {
+    out = {
         "theory.sigma_w2": sw2,
         "theory.sigma_b2": sb2,
         "theory.chi1": p["chi1"],
         "theory.xi_c": p["xi_c"],
         "theory.max_trainable_depth": p["max_trainable_depth"],
     }
+    if trial.get("model.kind") == "resmlp":  # the branch layers are drawn like hidden ones
+        out["theory.stream_var_ratio"] = cached_stream_ratio(
+            trial["model.depth"],
+            trial["init.residual"],
+            trial["model.norm"],
+            trial["model.activation"],
+            sw2,
+            sb2,
+            float(trial["model.negative_slope"]),
+        )
+    return out
+
+
+@cache
+def cached_stream_ratio(
+    depth: int, residual: str, norm: str, activation: str, sw2: float, sb2: float, slope: float
+) -> float:
+    """``residual_stream(...).stream_var_ratio``: q_0 = 1, as the built-in stream enters its
+    first block normalized (``pipeline.core.model``)."""
+    return residual_stream(depth, residual, norm, activation, sw2, sb2, slope).stream_var_ratio
 
 
 # --- Residual streams (issue 13) ------------------------------------------------------------

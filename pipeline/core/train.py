@@ -26,6 +26,7 @@ from pipeline.core import losses, metrics
 from pipeline.core.diagnostics import Probe, measure
 from pipeline.core.initializers import finish_draw, raw_draw
 from pipeline.core.lsuv import lsuv
+from pipeline.core.model import Residual
 from pipeline.core.net import Layout, Net, flatten, kernel_norms, unflatten
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -66,6 +67,7 @@ class Hparams(NamedTuple):
     # The config keys the schema marks ``row=True``, as they are (float32), by dotted key:
     # model.negative_slope, model.dropout, train.learning_rate, train.momentum, ...
     values: dict[str, jax.Array]
+    residual: Residual | None = None  # model.kind=resmlp: init.residual's forward constants
 
 
 class Data(NamedTuple):
@@ -275,7 +277,7 @@ def chunk_row(
         if not settings.diagnostics:
             return None
         slope = hp.values["model.negative_slope"]
-        return measure(net, params, x_probe, y_probe, hp.depth, slope)
+        return measure(net, params, x_probe, y_probe, hp.depth, slope, hp.residual)
 
     def step(state: RowState, _):
         return train_step(net, settings, hp, active, data, state)

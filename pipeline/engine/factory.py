@@ -186,7 +186,7 @@ def check_model(cfg, space, n_features: int, n_classes: int) -> None:
     kind = m.kind
     structure = Structure(
         m.activation, m.depth, m.width, n_features, n_classes, kind,
-        m.factory if kind not in BUILTIN_KINDS else None,
+        m.factory if kind not in BUILTIN_KINDS else None, m.norm,
     )  # fmt: skip
     paths = [leaf.path for leaf in net_for(structure, cfg.engine.unroll).layout.leaves]
     from pipeline.engine.plan import rule_sets

@@ -15,9 +15,10 @@ from pipeline.core.initializers import (
     resolve_gain,
     weight_scale,
 )
-from pipeline.core.model import Structure
+from pipeline.core.model import GATED, Residual, Structure, rules_in_force
 from pipeline.core.net import Layout
 from pipeline.core.rules import BIAS_KEYS, WEIGHT_KEYS, evaluate, resolve
+from pipeline.core.theory import residual_scales
 from pipeline.core.train import Hparams
 
 
@@ -31,14 +32,22 @@ def structure_values(trial: TrialSpec, structure: Structure) -> dict[str, float]
     }
 
 
+def trial_rules(trial: TrialSpec) -> list[dict]:
+    """A trial's ``init.rules`` and those its ``init.residual`` and ``init.readout`` generate."""
+    return rules_in_force(
+        trial["init.rules"], trial["init.residual"], trial["init.readout"], trial["model.depth"]
+    )
+
+
 def leaf_inits(trial: TrialSpec, layout: Layout, structure: Structure) -> dict[str, dict]:
     """Per parameter path, the init keys in force (the trial's ``init.*`` overridden by its
-    ``init.rules``) and the resolved ``scale`` multiplier."""
+    rules, ``trial_rules``) and the resolved ``scale`` multiplier."""
     base = {k: trial[f"init.{k}"] for k in (*WEIGHT_KEYS, *BIAS_KEYS)}
     values = structure_values(trial, structure)
+    rules = trial_rules(trial)
     out = {}
     for leaf in layout.leaves:
-        r = resolve(base, trial["init.rules"], leaf.path)
+        r = resolve(base, rules, leaf.path)
         r["scale"] = evaluate(r["scale"], values)
         out[leaf.path] = r
     return out
@@ -59,6 +68,15 @@ def kernel_scale(r: dict, fan_shape: tuple[int, ...], activation: str, slope: fl
     """The std, limit, value or multiplier of a kernel whose init keys in force are ``r``."""
     gain = resolve_gain(r["weights"], r["gain"], activation, slope)
     return weight_scale(r["weights"], compute_fans(fan_shape), gain, r) * r["scale"]
+
+
+def residual_row(trial: TrialSpec) -> Residual | None:
+    """A residual MLP's forward constants (``theory.residual_scales``); None for other kinds."""
+    if trial["model.kind"] != "resmlp":
+        return None
+    s = residual_scales(trial["init.residual"], trial["model.depth"])
+    gated = trial["init.residual"] in GATED
+    return Residual(np.float32(s.alpha), np.float32(s.skip), np.bool_(gated))
 
 
 def row_hparams(
@@ -95,6 +113,7 @@ def row_hparams(
         depth=np.int32(trial["model.depth"]),
         seed=np.int32(seed),
         values={k: np.float32(trial[k]) for k in ROW_KEYS},
+        residual=residual_row(trial),
     )
 
 

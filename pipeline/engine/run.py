@@ -26,7 +26,7 @@ from pipeline.config import Space, TrialSpec
 from pipeline.core import metrics
 from pipeline.core.data import Dataset, batch_schedule
 from pipeline.core.metrics import TrialResult
-from pipeline.core.model import BUILTIN_KINDS, Structure
+from pipeline.core.model import BUILTIN_KINDS, Structure, probed_layers
 from pipeline.core.net import Layout, Net
 from pipeline.core.train import (
     Data,
@@ -135,6 +135,7 @@ class Engine:
             n_classes=self.dataset.n_classes,
             kind=kind,
             factory=trial["model.factory"] if kind not in BUILTIN_KINDS else None,
+            norm=trial["model.norm"],
         )
         if structure.factory is None:
             return structure
@@ -332,7 +333,7 @@ class Engine:
                 chunks,
                 rows=slice(j * self.n_seeds, (j + 1) * self.n_seeds),
                 steps=self.steps,
-                depth=trials[j]["model.depth"],
+                depth=probed_layers(trials[j]["model.kind"], trials[j]["model.depth"]),
                 pruned=not active[j * self.n_seeds],
             )
             for j in range(len(trials))

@@ -101,7 +101,8 @@ def config_overrides(best: dict) -> dict:
 def load_initializer(path: str | Path, rank: int = 0, param: str | None = None):
     """The kernel initializer of best config ``rank``, for ``kernel_init`` in Flax; with
     ``param`` (a parameter path such as ``"blocks/0/out_proj/kernel"``), the one the config's
-    ``init.rules`` give that parameter (its initializer, gain and scale).
+    ``init.rules`` (and those ``init.residual`` and ``init.readout`` generate) give that
+    parameter (its initializer, gain and scale).
 
     >>> import flax.nnx as nnx  # doctest: +SKIP
     >>> layer = nnx.Linear(64, 64, kernel_init=load_initializer("conf/best/default.yaml"),
@@ -109,7 +110,7 @@ def load_initializer(path: str | Path, rank: int = 0, param: str | None = None):
     """
     entry = read_best(path, rank)
     init = entry["init"]
-    if param is None or not init.get("rules"):
+    if param is None:
         params = {k: init[k] for k in ("mode", "std", "limit", "value")}
         return make_initializer(init["weights"], float(init["gain_value"]), params)
     from pipeline.reuse.export import init_spec  # the rules resolved as every export does

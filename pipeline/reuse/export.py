@@ -36,6 +36,7 @@ from pipeline.core.initializers import (
     resolve_bias,
     resolve_gain,
 )
+from pipeline.core.model import GATED, rules_in_force
 from pipeline.reuse.best import read_best  # noqa: F401 (documented here: to_flax(read_best(...)))
 
 FORMATS = ("flax", "keras", "torch")
@@ -89,7 +90,9 @@ class InitSpec(NamedTuple):
 
 
 def _sections(cfg) -> tuple[dict, dict, dict]:
-    """(init, model, structure) of a best entry or run config, missing keys at their defaults."""
+    """(init, model, structure) of a best entry or run config, missing keys at their defaults;
+    ``init["rules"]`` is every rule in force, those ``init.residual`` and ``init.readout``
+    generate included (``pipeline.core.model.rules_in_force``)."""
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
@@ -104,6 +107,8 @@ def _sections(cfg) -> tuple[dict, dict, dict]:
         defaults = OmegaConf.to_container(load_config(), resolve=True)
         init, model = {**defaults["init"], **init}, {**defaults["model"], **model}
     structure = {"depth": model.get("depth"), "width": model.get("width")}
+    residual, readout = init.get("residual", "none"), init.get("readout", "default")
+    init["rules"] = rules_in_force(init.get("rules"), residual, readout, model.get("depth"))
     return init, model, {**structure, **(cfg.get("structure") or {})}
 
 
@@ -503,7 +508,7 @@ def snippet(cfg, framework: str, title: str = "") -> str:
         raise ValueError(f"unknown format {framework!r}; allowed: {', '.join(FORMATS)}")
     s = init_spec(cfg)
     fan_in = hidden_fan_in(cfg) if framework != "torch" else None
-    head = f"# {title}\n" if title else ""
+    head = (f"# {title}\n" if title else "") + residual_note(cfg, framework)
     layers = rule_layers(cfg)
     specs = [(layer, init_spec(cfg, layer)) for layer in layers]
     if framework == "flax":
@@ -574,6 +579,48 @@ def snippet(cfg, framework: str, title: str = "") -> str:
         code = code.replace("import fnmatch\n", "import fnmatch\nimport math\n", 1)
         code = code if specs else "import math\n\n" + code
     return head + code
+
+
+# A residual MLP's block as model.norm builds it (pipeline.core.model), and the learnable scalar
+# of SkipInit / ReZero in each framework's own code.
+_BLOCKS = {
+    "none": "x = skip * x + alpha * fc2(act(fc1(x)))",
+    "pre": "x = skip * x + alpha * fc2(act(fc1(LayerNorm(x))))",
+    "rmsnorm": "x = skip * x + alpha * fc2(act(fc1(RMSNorm(x))))",
+    "post": "x = LayerNorm(skip * x + alpha * fc2(act(fc1(x))))",
+}
+_GATES = {
+    "flax": 'alpha = self.param("gate", jax.nn.initializers.zeros, ())  # in each block',
+    "keras": 'self.alpha = self.add_weight(shape=(), initializer="zeros")  # each block\'s build()',
+    "torch": "self.alpha = torch.nn.Parameter(torch.zeros(()))  # each block's __init__",
+}
+
+
+def residual_note(cfg, framework: str) -> str:
+    """What a residual MLP's ``init.residual`` sets in the forward pass, which no initializer
+    can (the branch layers' own factors are rules, exported with the others): its block, and
+    alpha and skip as numbers, or the code of SkipInit / ReZero's learnable gate."""
+    init, model, _ = _sections(cfg)
+    if model.get("kind") != "resmlp":
+        return ""
+    from pipeline.core.theory import residual_scales
+
+    residual, depth = init.get("residual", "none"), int(model["depth"])
+    s = residual_scales(residual, depth)
+    lines = [
+        f"# model.kind=resmlp: x = LayerNorm(act(input(x))), {depth} blocks, then output(x);",
+        "# block i (layers blocks.<i>.fc1 and blocks.<i>.fc2: the paths the rules match):",
+        f"#   {_BLOCKS[model.get('norm', 'none')]}",
+    ]
+    if residual in GATED:
+        gate = f"# init.residual={residual}: alpha is a learnable scalar per block, 0 at init:"
+        lines += [gate, f"#   {_GATES[framework]}"]
+    else:
+        lines.append(
+            f"# init.residual={residual}: alpha = {s.alpha:.6g}, skip = {s.skip:.6g}, constants "
+            "of your forward pass"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _bias_note(s: InitSpec, fan_in: float | None, build: str) -> str:

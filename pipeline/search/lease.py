@@ -24,6 +24,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Collection
 from datetime import datetime
 
 import optuna
@@ -79,27 +80,43 @@ def is_stale(trial: FrozenTrial, expiries: dict[str, float], now: float, lease_s
     return not worker_alive(worker, expiries, now)
 
 
-def recover(study: optuna.Study, lease_s: float, me: str | None = None) -> list[FrozenTrial]:
-    """Fail stale RUNNING trials and enqueue their parameters; returns those this call failed."""
+def recover(
+    study: optuna.Study, lease_s: float, me: str | None = None, searched: Collection[str] = ()
+) -> list[FrozenTrial]:
+    """Fail stale RUNNING trials and enqueue their parameters; returns those this call failed.
+
+    A worker killed while Optuna was still drawing a trial's parameters leaves some of the
+    ``searched`` keys undrawn: that trial never had a configuration, so it is failed, not
+    enqueued with half a configuration (the rest would be drawn afresh: a different trial under
+    its name)."""
     now = time.time()
     expiries = leases(study)
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get(WORKER_ATTR) == me or not is_stale(trial, expiries, now, lease_s):
             continue
-        if fail_and_requeue(study, trial.number, trial.params):
+        if fail_and_requeue(study, trial.number, configuration(trial, searched)):
             recovered.append(trial)
     return recovered
 
 
-def fail_and_requeue(study: optuna.Study, number: int, params: dict) -> bool:
-    """Tell trial ``number`` FAIL and enqueue its parameters, unless it is already finished
-    (told by its worker, or claimed by another one); returns whether this call did it."""
+def configuration(trial: FrozenTrial, searched: Collection[str]) -> dict | None:
+    """A trial's parameters, None while some searched key is still undrawn (an enqueued
+    trial's are its fixed params, drawn yet or not)."""
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    return None if set(searched) - set(params) else params
+
+
+def fail_and_requeue(study: optuna.Study, number: int, params: dict | None) -> bool:
+    """Tell trial ``number`` FAIL and enqueue its parameters (None: it had none to enqueue),
+    unless it is already finished (told by its worker, or claimed by another one); returns
+    whether this call did it."""
     try:
         study.tell(number, state=TrialState.FAIL)
     except (UpdateFinishedTrialError, ValueError):
         return False
-    study.enqueue_trial(params, user_attrs={REQUEUED_ATTR: number})
+    if params is not None:
+        study.enqueue_trial(params, user_attrs={REQUEUED_ATTR: number})
     return True
 
 

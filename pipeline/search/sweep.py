@@ -76,10 +76,16 @@ def _progress(console: Console) -> Progress:
     )
 
 
+def searched_keys(cfg) -> set[str]:
+    """The keys Optuna draws for each trial (a list or a range in the space)."""
+    space = Space.parse(cfg.space)
+    return set(space.lists()) | set(space.ranges())
+
+
 def recover(cfg, study: optuna.Study, tracker: Tracker | None, me: str = "") -> None:
     """After a crash: fail and re-enqueue stale RUNNING trials, end their MLflow runs KILLED and
     log the child runs a killed worker had not logged yet (see pipeline.search.lease)."""
-    leases.recover(study, cfg.study.lease_s, me)
+    leases.recover(study, cfg.study.lease_s, me, searched_keys(cfg))
     if tracker is None:
         return
     now, expiries = time.time(), leases.leases(study)
@@ -104,6 +110,7 @@ class Sweep:
     ):
         self.cfg = cfg
         self.space = Space.parse(cfg.space)
+        self.searched = searched_keys(cfg)
         # Refuse a space that cannot fit in memory before anything is written.
         check_fits(cfg, self.space)
         if cfg.tracking.enabled:  # a server that does not answer: one line, nothing written
@@ -195,9 +202,11 @@ class Sweep:
             with contextlib.suppress(Exception, KeyboardInterrupt):
                 self._drain(raise_errors=False)
             self.recorder.shutdown(wait=False, cancel_futures=True)
+            frozen = {t.number: t for t in self.study.get_trials(deepcopy=False)}
             for trial in self.batch:
                 if trial.number in self.untold:
-                    leases.fail_and_requeue(self.study, trial.number, trial.params)
+                    params = leases.configuration(frozen[trial.number], self.searched)
+                    leases.fail_and_requeue(self.study, trial.number, params)
             self.lease.end()
             if self.tracker is not None:
                 if status == "FINISHED" and self.tracker.owns_parent:
@@ -232,7 +241,7 @@ class Sweep:
         workers hold all the rest. Re-enqueued (WAITING) trials are asked first."""
         self._stop_point()
         self._drain()
-        leases.recover(self.study, self.cfg.study.lease_s, self.lease.worker)
+        leases.recover(self.study, self.cfg.study.lease_s, self.lease.worker, self.searched)
         trials = self.study.get_trials(deepcopy=False)
         finished = sum(t.state in DONE for t in trials)
         if finished >= self.cfg.study.n_trials:

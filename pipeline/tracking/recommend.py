@@ -204,6 +204,14 @@ def recommend_cell(cell: tuple, trials: list[Trial], baseline: str) -> dict[str,
     }
     if runner is None:
         return {**row, "enough_evidence": False, "note": "only one initializer measured here"}
+    if median > winners[0].steps:  # the fastest group's median seed never got there
+        return {
+            **row,
+            "enough_evidence": False,
+            "note": "no initializer reached the target in half its runs: nothing to recommend at "
+            "these settings (more train.steps, another learning-rate range, or a higher "
+            "train.target_loss)",
+        }
     rivals = groups[runner]
     row["runner_up"] = {
         "init": runner,
@@ -260,17 +268,18 @@ def _range(span: list[float]) -> str:
 
 def row_cells(row: dict) -> list[str]:
     """One recommendation as the strings of ``COLUMNS`` (terminal and HTML alike)."""
-    rec = row["recommended"]
-    ci = row["ci"]
-    base = row["baseline"]
-    runner = row["runner_up"]
+    rec, ci, base, runner = row["recommended"], row["ci"], row["baseline"], row["runner_up"]
+    against = "-"
+    if runner:
+        against = f"{runner['init']} {_steps(runner['steps_to_target'])}"
+        if ci:
+            verdict = "beyond noise" if row["significant"] else "within noise"
+            against += f", [{ci['low']:.0f}, {ci['high']:.0f}] {verdict}"
     return [
         network_label(row["network"]),
         f"{rec['init']} g {_range(rec['gain'])}" if rec else f"({row['leader']}?)",
         _steps(row["steps_to_target"]) + f" ({row['reach_rate']:.0%})",
-        f"{runner['init']} {_steps(runner['steps_to_target'])}" if runner else "-",
-        f"[{ci['low']:.0f}, {ci['high']:.0f}]" if ci else "-",
-        "yes" if row["significant"] else "no",
+        against,
         _range(row["learning_rate"]),
         "-" if row["theory_gain"] is None else f"{row['theory_gain']:.3g}",
         f"{_steps(base['steps_to_target'])} ({base['speedup']:.2g}x)"
@@ -281,11 +290,9 @@ def row_cells(row: dict) -> list[str]:
 
 COLUMNS = (
     "network",
-    "recommended",
+    "use (gain)",
     "median steps (reached)",
-    "runner-up",
-    f"{LEVEL:.0%} CI of difference",
-    "significant",
+    f"runner-up, {LEVEL:.0%} CI of the difference",
     "learning rate",
     "theory gain",
     "baseline (speed-up)",

@@ -13,6 +13,7 @@ the next sweep's ``reconcile`` from the study, which holds every result.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -28,7 +29,13 @@ from pipeline.config import redacted, to_flat_dict
 from pipeline.core.metrics import TrialResult, diagnostic_scalars, diagnostics_csv
 from pipeline.engine.timing import Stopwatch
 
-RUNS_TABLE_QUERY = "?workflowType=machine_learning"  # MLflow 3 opens GenAI views otherwise
+# The runs table (MLflow 3 opens GenAI views otherwise) in the study's shared view: MLflow 3.17
+# loads a view from the experiment tag ``mlflow.sharedViewState.<key>`` when the address names
+# ``viewStateShareKey=<key>`` (its "Share" button writes the same tag): sort and columns below.
+VIEW_KEY = "initsweep"
+RUNS_TABLE_QUERY = f"/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
+VIEW_METRICS = ("steps_to_target", "explosion_count")
+VIEW_PARAMS = ("init.weights", "init.gain", "model.activation", "model.depth")
 
 
 def default_uri(runs_dir: str) -> str:
@@ -115,6 +122,14 @@ def run_name(config: dict[str, Any]) -> str:
     gain = config["init.gain"]
     gain = gain if isinstance(gain, str) else f"{gain:.3g}"
     return f"{config['init.weights']}·{config['model.activation']}·d{config['model.depth']}·g{gain}"
+
+
+def param_text(value: Any) -> str:
+    """A param as the runs table shows it: floats to 4 significant digits (a sampled gain reads
+    0.6783, not 0.67826091...); the exact value stays in the trial's stored spec."""
+    if isinstance(value, float) and math.isfinite(value):
+        return str(float(f"{value:.4g}"))
+    return str(value)
 
 
 def _finite(value: Any) -> bool:
@@ -276,7 +291,7 @@ class Tracker:
             tags={"study": self.study_name, "role": "sweep", "worker": self.worker, **tags},
         )
         self.parent_id = run.info.run_id
-        self._log(self.parent_id, [Param(k, str(v)) for k, v in params.items()])
+        self._log(self.parent_id, [Param(k, param_text(v)) for k, v in params.items()])
         return self.parent_id
 
     def attach_parent(self, run_id: str) -> None:
@@ -323,7 +338,7 @@ class Tracker:
         self._child_ids[number] = run_id  # until it is complete (see _log_trial)
         now = int(time.time() * 1000)
         summary = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
-        self._log(run_id, [Param(k, str(v)) for k, v in config.items()], [*summary, *more])
+        self._log(run_id, [Param(k, param_text(v)) for k, v in config.items()], [*summary, *more])
         return run_id
 
     def _log_trial(self, number, config, result, state, curve_every) -> None:
@@ -453,11 +468,33 @@ def runs_table_url(host: str, port: int, experiment_id: str | None) -> str:
 
 
 def experiment_id(uri: str, name: str) -> str | None:
-    """The id of the MLflow experiment of study ``name`` in the store ``uri``, if it exists."""
+    """The id of the MLflow experiment of study ``name`` in the store ``uri``, if it exists;
+    it gets the study's runs-table view if it has none yet (an experiment of an older sweep)."""
     from mlflow.tracking import MlflowClient
 
-    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else None
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return None
+    if f"mlflow.sharedViewState.{VIEW_KEY}" not in experiment.tags:
+        share_view(client, experiment.experiment_id, VIEW_PARAMS)
+    return experiment.experiment_id
+
+
+def share_view(client, experiment_id: str, params: Iterable[str]) -> None:
+    """The view ``make ui``'s address opens: child runs sorted by steps_to_target (fastest
+    first; a sorted table lists runs flat), the two key metrics and ``params`` as columns, and
+    none of MLflow's empty default columns (Dataset, Source, Models)."""
+    columns = [f"metrics.`{m}`" for m in VIEW_METRICS] + [f"params.`{p}`" for p in params]
+    state = {
+        "orderByKey": "metrics.`steps_to_target`",
+        "orderByAsc": True,
+        "searchFilter": "",
+        "selectedColumns": columns,
+    }
+    client.set_experiment_tag(
+        experiment_id, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(state)
+    )
 
 
 def open_tracker(
@@ -476,9 +513,30 @@ def open_tracker(
     if parent_run is not None:  # a worker of `sweep --workers N`: the launcher owns the parent
         tracker.attach_parent(parent_run)
         return tracker
+    params = study_params(cfg)
+    searched = [k.removeprefix("space.") for k in params if k.startswith("space.")]
+    share_view(tracker.client, tracker.experiment_id, searched or VIEW_PARAMS)
     tracker.start_parent(
         f"sweep {datetime.now():%Y-%m-%d %H:%M:%S}",
-        redacted(to_flat_dict(cfg)),
+        params,
         {"experiment": experiment or "default", "sampler": cfg.study.sampler},
     )
     return tracker
+
+
+def study_params(cfg) -> dict[str, Any]:
+    """The parent run's params: what the study is, not the base values no trial used. A
+    searched key appears as ``space.<key>`` (its list or range); every other trial key with the
+    value all trials share; then the study's own settings (``study.*``, ``engine.*``, ...)."""
+    from pipeline.config import RUN_KEYS, Space
+
+    space = Space.parse(cfg.space)
+    flat = redacted(to_flat_dict(cfg))
+    searched = set(space.lists()) | set(space.ranges())
+    out = {f"space.{k}": v for k, v in space.entries.items() if k in searched}
+    fixed = space.fixed()
+    for k in RUN_KEYS:
+        if k not in searched:
+            out[k] = fixed.get(k, flat[k])
+    out.update({k: v for k, v in flat.items() if k not in RUN_KEYS})
+    return out
