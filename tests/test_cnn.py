@@ -80,7 +80,7 @@ def test_cnn_mean_field_uses_the_receptive_field_fan():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["model.kind=cnn"], "model.kind=cnn needs images"),
+        (["model.kind=cnn", "data.name=gaussian"], "model.kind=cnn needs images"),
         ([*CNN, "init.weights=lsuv"], "lsuv is implemented for model.kind=mlp only"),
     ],
 )

@@ -124,7 +124,7 @@ def test_a_pinned_hash_refuses_a_changed_file_and_a_path_needs_npz(tmp_path, dig
     assert not wrote
     code, lines, _ = _run("train", f"data.path={digits_split}", runs=runs)
     assert code == 2 and lines == [
-        "error: data.path is read with data.name=npz only (data.name=gaussian)"
+        "error: data.path is read with data.name=npz only (data.name=digits)"
     ]
     code, lines, _ = _run("train", "data.name=npz", runs=runs)
     assert code == 2 and "needs data.path=" in lines[0]
