@@ -35,6 +35,9 @@ LEVEL = 0.95
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
 MIN_TRIALS = 3  # per group, for the winner and the runner-up
+# Beyond this many times the trials a group has, a difference is too small next to the noise to
+# be worth settling: the note says "equally fast" instead of asking for thousands of trials.
+PRACTICAL_TRIALS = 10
 CELL_KEYS = ("model.kind", "model.activation", "model.depth")
 
 
@@ -237,12 +240,18 @@ def recommend_cell(cell: tuple, trials: list[Trial], baseline: str) -> dict[str,
     if significant:
         return {**row, "note": f"{lead} is faster than {runner} beyond noise"}
     difference = pooled_median(rivals) - median
-    more = more_trials(min(len(winners), len(rivals)), (high - low) / 2, difference)
-    note = (
-        f"{lead} and {runner} are within noise; about {more} more trial(s) of each would settle it"
-        if more
-        else f"{lead} and {runner} are equally fast here"
-    )
+    n = min(len(winners), len(rivals))
+    more = more_trials(n, (high - low) / 2, difference)
+    if more and more <= PRACTICAL_TRIALS * n:
+        note = (
+            f"{lead} and {runner} are within noise; about {more} more trial(s) of each would "
+            "settle it"
+        )
+    else:  # no difference, or one far below the spread: more trials would not make it matter
+        note = (
+            f"{lead} and {runner} are equally fast here (medians {difference:.3g} steps apart, "
+            f"well inside the noise)"
+        )
     return {**row, "note": note}
 
 
