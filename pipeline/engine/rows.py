@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -53,9 +54,10 @@ def leaf_inits(trial: TrialSpec, layout: Layout, structure: Structure) -> dict[s
     return out
 
 
+@functools.cache
 def bias_fan_ins(layout: Layout) -> dict[str, float | None]:
     """Per bias path, the fan_in of its module's kernel (``torch_default`` bias needs it);
-    None for a bias without a sibling kernel."""
+    None for a bias without a sibling kernel. Once per layout, not once per trial."""
     kernels = {leaf.path.rsplit("/", 1)[0]: leaf for leaf in layout.kernels}
     out = {}
     for leaf in layout.biases:
