@@ -42,7 +42,7 @@ example-data: $(STAMP) ## write examples/breast_cancer.npz, the data of EXPERIME
 best: $(STAMP) ## write the top configs of STUDY to conf/best/<STUDY>.yaml (FORMAT=flax|keras|torch: snippets)
 	$(BIN)/python -m pipeline best $(if $(TOP),--top $(TOP)) $(if $(FORMAT),--format $(FORMAT)) study.name=$(STUDY) $(ARGS)
 
-report: $(STAMP) ## write runs/<STUDY>/report.html: every figure and the best configs, one file
+report: $(STAMP) ## write runs/<STUDY>/report.html: one page, filters per network and initializer, figures inlined
 	$(BIN)/python -m pipeline report study.name=$(STUDY) $(ARGS)
 
 recommend: $(STAMP) ## which initializer per network of STUDY, and how sure (ARGS="--json")
@@ -51,7 +51,13 @@ recommend: $(STAMP) ## which initializer per network of STUDY, and how sure (ARG
 train: $(STAMP) ## train one configuration: make train ARGS="model.depth=30 init.weights=he_normal"
 	$(BIN)/python -m pipeline train $(ARGS)
 
-bench: $(STAMP) ## sweep command vs plain loops, whole processes, cold and warm (ARGS="--no-depth-table"); ~30 min
+coord-check: $(STAMP) ## mean |x| per layer vs width, steps 0-3, slopes + runs/coord_check/*.png (ARGS="model.kind=mlp init.parametrization=mup --json")
+	$(BIN)/python -m pipeline coord-check $(ARGS)
+
+transfer: $(STAMP) ## does STUDY's proxy-optimal learning rate / init stay best at larger sizes: table + runs/<STUDY>/transfer.png (ARGS="--json")
+	$(BIN)/python -m pipeline transfer study.name=$(STUDY) $(ARGS)
+
+bench: $(STAMP) ## sweep command vs plain loops, whole processes, cold and warm (ARGS="--no-depth-table", "--workload residual"); ~30 min
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
 # The suite tests the Keras, PyTorch and PostgreSQL paths too: make test installs their extras, as
@@ -67,4 +73,4 @@ lint: $(STAMP) ## ruff check and format check
 clean: ## remove runs/ (studies, MLflow store, caches)
 	rm -rf runs
 
-.PHONY: help install sweep ui dashboard example-data best report recommend train bench test lint clean
+.PHONY: help install sweep ui dashboard example-data best report recommend train coord-check transfer bench test lint clean

@@ -17,8 +17,16 @@ user's second ``make sweep``. The plain loops have no persistent cache: measured
 both rows. A second table says where the engine's time went (from ``runs/<study>/timing.json``)
 beside the loop's; a third keeps the sweep's own accounting. Results: ``runs/bench/latest.json``.
 
+The **residual workload** (``--workload residual``, or ``all``, the default): residual MLPs
+(``model.kind=resmlp``) of depth {4, 16, 64}, no norm or pre-norm, ``init.residual`` in {none,
+scaled, fixup, rezero}, He at a log-uniform gain, on the bench preset's data and schedule
+(``benchmarks.residual_loop.WORKLOAD``), against ``python -m benchmarks.residual_loop``: a plain
+per-trial residual MLP in Flax (scanned blocks) and Optax, plain and cached, on the same trials.
+Its results go to ``residual`` in the same file (``runs/bench/residual.json`` when it runs alone).
+
     python -m benchmarks.bench                 # 64 and 256 trials (+1024: --with-1024), depth table
     python -m benchmarks.bench --trials 64     # a quick look
+    python -m benchmarks.bench --workload residual --trials 64   # only the residual workload
 """
 
 from __future__ import annotations
@@ -97,13 +105,16 @@ def _durations(phases: dict, order) -> dict[str, float]:
 
 
 def _useful_flops(cfg, depths: list[int]) -> float:
-    """Analytic forward+backward FLOPs of the unpadded networks, summed over trials."""
+    """Analytic forward+backward FLOPs of the unpadded networks, summed over trials. A residual
+    block has two width x width layers, so a residual MLP of depth d has the dense layers of an
+    MLP of depth 2d + 1 (its LayerNorms are left out: O(width), not O(width^2), per sample)."""
     from pipeline.engine.datasets import load_dataset
 
     ds = load_dataset(cfg.data)
+    layers = [2 * d + 1 for d in depths] if cfg.model.kind == "resmlp" else depths
     per_step = [
         count_flops(d, cfg.model.width, ds.n_features, ds.n_classes, cfg.train.batch_size)
-        for d in depths
+        for d in layers
     ]
     return float(sum(per_step) * cfg.train.steps)
 
@@ -188,7 +199,9 @@ def _row(n: int, start: str, engine: dict, loops: dict, cached: dict | None, pea
         "start": start,
         "engine_s": engine["wall_s"],
         **{f"{k}_s": v["wall_s"] for k, v in loops.items()},
-        "loops_differ": abs(loops["loop"]["wall_s"] / loops["independent_loop"]["wall_s"] - 1),
+        "loops_differ": abs(loops["loop"]["wall_s"] / loops["independent_loop"]["wall_s"] - 1)
+        if "independent_loop" in loops
+        else None,
         "fastest_loop": fastest,
         "speedup": loop_s / engine["wall_s"],
         "loop_cached_s": cached["wall_s"] if cached else None,
@@ -318,41 +331,11 @@ def bench_custom(out: Path) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench", description=__doc__.splitlines()[0]
-    )
-    p.add_argument("--trials", default="64,256", help="comma-separated trial counts")
-    p.add_argument(
-        "--with-1024", action="store_true", help="add 1024 trials (about 25 min more on 2 cores)"
-    )
-    p.add_argument("--no-depth-table", action="store_true")
-    p.add_argument("--out", default="runs/bench/latest.json")
-    p.add_argument("--child", choices=["peak"], help=argparse.SUPPRESS)
-    p.add_argument(
-        "--custom",
-        action="store_true",
-        help="only the sweep of your own module (conf/experiment/your_model.yaml) against a "
-        "plain per-trial loop over the same module",
-    )
-    args, _ = p.parse_known_args(argv)
-    if args.child:
-        print(json.dumps(measure_peak()))
-        return 0
-    if args.custom:
-        return bench_custom(Path(args.out).with_name("custom.json"))
-
-    console = Console(width=max(Console().width, 190))
-    trials = [int(n) for n in args.trials.split(",")] + ([1024] if args.with_1024 else [])
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench", "--child", "peak"],
-        capture_output=True,
-        text=True,
-    )
-    peak = json.loads(out.stdout.strip().splitlines()[-1])
-    cpu = platform.processor() or platform.machine()
-    machine = f"{cpu}, {peak['device']}, {os.cpu_count()} cores"
-    console.print(f"machine: {machine}; float32 matmul peak {peak['peak_gflops']:.1f} GFLOP/s")
+def bench_mlp(
+    trials: list[int], peak: float, console: Console, depth_table: bool
+) -> tuple[list[dict], list[dict]]:
+    """Workload W (the bench preset): the sweep command cold and warm against the two plain
+    loops and the cached loop, per trial count; then the engine alone by maximum depth."""
     rows, depth_rows = [], []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         tmp = Path(tmp)
@@ -368,10 +351,10 @@ def main(argv: list[str] | None = None) -> int:
                 engine = run_engine([*common, *study], tmp / f"engine-{n}")
                 cached = run_loop("benchmarks.baseline", common, tmp / f"cached-{n}", cached=True)
                 _same_trials(engine, cached, *loops.values())
-                rows.append(_row(n, start, engine, loops, cached, peak["peak_gflops"]))
+                rows.append(_row(n, start, engine, loops, cached, peak))
                 console.print(_speed_table(rows[-1:], f"{n} trials, {start}"))
                 console.print(_phase_table(rows[-1]))
-        if not args.no_depth_table:
+        if depth_table:
             for depth, depths in DEPTH_SPACES.items():
                 space = [f"space.model.depth=[{', '.join(map(str, depths))}]"]
                 engine = run_engine(
@@ -399,10 +382,92 @@ def main(argv: list[str] | None = None) -> int:
                 _fmt(s["compile_wait_s"]),
             )
         console.print(t)
+    return rows, depth_rows
+
+
+def bench_residual(trials: list[int], peak: float, console: Console) -> list[dict]:
+    """The residual workload: the sweep command cold and warm against
+    ``benchmarks.residual_loop``, plain and cached, on the same trials, per trial count."""
+    from benchmarks.residual_loop import WORKLOAD
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-residual-") as tmp:
+        tmp = Path(tmp)
+        for n in trials:
+            common = [*WORKLOAD, f"study.n_trials={n}"]
+            loop = run_loop("benchmarks.residual_loop", common, tmp / f"loop-{n}")
+            for start in ("cold", "warm"):  # the cached loop's second run finds its cache
+                study = [f"study.name=bench_residual{n}-{start}"]
+                engine = run_engine([*common, *study], tmp / f"engine-{n}")
+                cached = run_loop(
+                    "benchmarks.residual_loop", common, tmp / f"cached-{n}", cached=True
+                )
+                _same_trials(engine, loop, cached)
+                rows.append(_row(n, start, engine, {"loop": loop}, cached, peak))
+                console.print(_speed_table(rows[-1:], f"residual workload: {n} trials, {start}"))
+                console.print(_phase_table(rows[-1]))
+    console.print(_speed_table(rows, "whole commands: engine vs the plain residual loop"))
+    console.print(_accounting_table(rows))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--trials", default="64,256", help="comma-separated trial counts")
+    p.add_argument(
+        "--with-1024", action="store_true", help="add 1024 trials (about 25 min more on 2 cores)"
+    )
+    p.add_argument("--no-depth-table", action="store_true")
+    p.add_argument("--out", default="runs/bench/latest.json")
+    p.add_argument("--child", choices=["peak"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--custom",
+        action="store_true",
+        help="only the sweep of your own module (conf/experiment/your_model.yaml) against a "
+        "plain per-trial loop over the same module",
+    )
+    p.add_argument(
+        "--workload",
+        choices=["all", "mlp", "residual"],
+        default="all",
+        help="mlp: workload W (the bench preset); residual: residual MLPs against "
+        "benchmarks.residual_loop; all: both",
+    )
+    args, _ = p.parse_known_args(argv)
+    if args.child:
+        print(json.dumps(measure_peak()))
+        return 0
+    if args.custom:
+        return bench_custom(Path(args.out).with_name("custom.json"))
+
+    console = Console(width=max(Console().width, 190))
+    trials = [int(n) for n in args.trials.split(",")] + ([1024] if args.with_1024 else [])
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", "--child", "peak"],
+        capture_output=True,
+        text=True,
+    )
+    peak = json.loads(out.stdout.strip().splitlines()[-1])
+    cpu = platform.processor() or platform.machine()
+    machine = f"{cpu}, {peak['device']}, {os.cpu_count()} cores"
+    console.print(f"machine: {machine}; float32 matmul peak {peak['peak_gflops']:.1f} GFLOP/s")
+    rows, depth_rows = [], []
+    if args.workload in ("all", "mlp"):
+        rows, depth_rows = bench_mlp(
+            trials, peak["peak_gflops"], console, depth_table=not args.no_depth_table
+        )
+    residual = []
+    if args.workload in ("all", "residual"):
+        residual = bench_residual(trials, peak["peak_gflops"], console)
     loops_differ = statistics.median(r["loops_differ"] for r in rows) if rows else None
     path = Path(args.out)
+    if args.workload == "residual":  # alone: leave the last full bench's file as it is
+        path = path.with_name("residual.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"machine": machine, "peak": peak, "rows": rows, "depth_rows": depth_rows}
+    document["residual"] = residual
     path.write_text(json.dumps({**document, "loops_differ_median": loops_differ}, indent=2))
     console.print(f"wrote {path}")
     return 0

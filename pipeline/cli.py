@@ -60,12 +60,29 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on the study's storage")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=8080)
-    r = sub.add_parser("report", help="write runs/<study>/report.html: figures and best configs")
+    r = sub.add_parser("report", help="write runs/<study>/report.html, filterable")
     r.add_argument("--top", type=int, help="rows of the best-config table (default 10)")
     c = sub.add_parser("recommend", help="which initializer per network, and how sure")
     c.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    m = sub.add_parser(
+        "coord-check", help="mean |coordinate| per layer against width, steps 0..3 (docs/mup.md)"
+    )
+    m.add_argument("--experiment", help="preset from conf/experiment/")
+    m.add_argument("--json", action="store_true", help="print the log-log slopes as JSON")
+    m.add_argument(
+        "--widths",
+        default="64,128,256,512,1024,2048",
+        help="comma-separated widths (default 64,...,2048)",
+    )
+    m.add_argument("--seeds", type=int, default=3, help="seeds per width (default 3)")
+    m.add_argument("--steps", type=int, default=3, help="training steps recorded (default 3)")
+    m.add_argument("--batch", type=int, default=64, help="the recorded batch's size (default 64)")
+    x = sub.add_parser(
+        "transfer", help="does the proxy's best learning rate or init stay best? (docs/mup.md)"
+    )
+    x.add_argument("--json", action="store_true", help="print the tables as a JSON dict")
     k = sub.add_parser("keys", help="list every config key and what it accepts")
-    k.add_argument("--markdown", action="store_true", help="as the README's config table")
+    k.add_argument("--markdown", action="store_true", help="as docs/configuration.md's table")
     return p
 
 
@@ -365,6 +382,67 @@ def cmd_recommend(args, console: Console) -> int:
     return 0
 
 
+def cmd_coord_check(args, console: Console) -> int:
+    """Train one configuration at each width for a few steps; slopes, figure (docs/mup.md)."""
+    from pipeline.config import TrialSpec
+    from pipeline.engine.devices import setup_jax
+    from pipeline.tracking import coord_check
+
+    try:
+        widths = sorted({int(w) for w in args.widths.split(",")})
+    except ValueError:
+        raise ConfigError(
+            f"--widths={args.widths} is invalid: expected comma-separated integers"
+        ) from None
+    if len(widths) < 2 or widths[0] < 1 or widths[-1] > 8192:
+        raise ConfigError(f"--widths={args.widths}: expected at least 2 widths from 1 to 8192")
+    for flag, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--batch", args.batch)):
+        if value < 1:
+            raise ConfigError(f"{flag}={value} is invalid: expected an integer >= 1")
+    cfg = load_config(args.overrides, args.experiment)
+    cfg.space = {}
+    setup_jax(cfg)
+    trial = TrialSpec.of_config(cfg)
+    data = coord_check.coord_data(cfg, [trial], widths, args.seeds, args.steps, args.batch)
+    name = coord_check.figure_name(trial)
+    path = Path(cfg.runs_dir) / "coord_check" / f"{name}.png"
+    coord_check.plot(data, 0, coord_check.title_of(trial, args.seeds, args.batch), path)
+    out = {**coord_check.slopes_json(data), "figure": str(path)}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"log-log slope of mean |x| against width ({name})")
+    table.add_column("layer")
+    for t in range(args.steps + 1):
+        table.add_column(f"step {t}", justify="right")
+    for layer, per_step in out["slopes"].items():
+        cells = ["-" if v is None else f"{v:+.2f}" for v in per_step.values()]
+        table.add_row(layer, *cells)
+    console.print(table)
+    console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_transfer(args, console: Console) -> int:
+    """Optimal learning rate per size, or rank correlation of inits, proxy against larger."""
+    from pipeline.search.study import load_study
+    from pipeline.tracking import transfer
+
+    cfg = load_config(args.overrides)
+    study = load_study(cfg)
+    result = transfer.analyse(study)
+    paths = transfer.write_figures(study, result, Path(cfg.runs_dir) / cfg.study.name)
+    if args.json:
+        print(json.dumps({**result, "figures": [str(p) for p in paths]}, indent=2, default=str))
+        return 0
+    for line in transfer.summary_lines(result):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def cmd_keys(args, console: Console) -> int:
     """Every key from the schema: default, allowed values, role, what it does."""
     if args.markdown:
@@ -385,4 +463,6 @@ COMMANDS = {
     "report": cmd_report,
     "recommend": cmd_recommend,
     "keys": cmd_keys,
+    "coord-check": cmd_coord_check,
+    "transfer": cmd_transfer,
 }

@@ -71,6 +71,8 @@ def test_the_core_is_all_the_modules_the_guide_names():
         "model",
         "net",
         "rules",
+        "parametrization",
+        "transformer",
         "train",
         "metrics",
         "losses",

@@ -101,6 +101,26 @@ def test_theory_gain_is_the_edge_of_chaos():
     assert row["theory_gain"] == pytest.approx(1.0, rel=1e-3)
 
 
+def test_best_at_own_and_at_shared_learning_rate():
+    """Glorot at its own larger learning rate beats He at He's best; at the one bin both were
+    measured in, He wins: the row says both, with the bins' spans."""
+    he = planted("he", 30, 3, learning_rate=0.05) + planted("he", 80, 3, seed=1, learning_rate=0.5)
+    glorot = planted("glorot", 60, 3, seed=2, learning_rate=0.05) + planted(
+        "glorot", 20, 3, seed=3, learning_rate=0.5
+    )
+    glorot += planted("glorot", 25, 3, seed=4, learning_rate=2.0)  # a bin He never visited
+    view = recommend_cell(CELL, he + glorot, "x")["learning_rates"]
+    assert view["own"]["init"] == "glorot"
+    assert view["own"]["learning_rate"] == pytest.approx([10**-0.5, 1.0])
+    assert view["own"]["steps_to_target"] == pytest.approx(20, abs=3)
+    shared = view["shared"]  # the 0.05 bin (He 30 + Glorot 60) beats the 0.5 bin (80 + 20)
+    assert shared["learning_rate"] == pytest.approx([10**-1.5, 0.1])
+    assert shared["init"] == "he" and set(shared["by_init"]) == {"he", "glorot"}
+    assert shared["by_init"]["glorot"] == pytest.approx(60, abs=3)
+    cells = recommend.row_cells(recommend_cell(CELL, he + glorot, "x"))
+    assert "shared @0.0316-0.1: he" in cells[recommend.COLUMNS.index("best at own / shared LR")]
+
+
 def test_framework_defaults_keep_their_names():
     assert recommend.group_name("he_uniform") == "he"
     for name in ("torch_default", "flax_default", "keras_default"):

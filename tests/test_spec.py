@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.cli import main
 from pipeline.config import (
+    CONF_DIR,
     RUN_KEYS,
     SCHEMA,
     SPEC_ATTR,
@@ -51,6 +52,21 @@ def _train_json(tmp, *args) -> dict:
     return json.loads(out.stdout[out.stdout.index("{") :])
 
 
+def _smallest(preset: str | None) -> list[str]:
+    """A preset that searches depth or width keeps only its smallest: which keys survive into
+    `best` and `train` depends on neither, and a 256-block or 1024-wide stack costs a compile
+    (and minutes) of its own."""
+    if preset is None:
+        return []
+    conf = yaml.safe_load((CONF_DIR / "experiment" / f"{preset}.yaml").read_text())
+    model = (conf.get("space") or {}).get("model") or {}
+    return [
+        f"space.model.{k}=[{min(model[k])}]"
+        for k in ("depth", "width")
+        if isinstance(model.get(k), list)
+    ]
+
+
 @pytest.mark.slow
 # your_model sweeps a module and a file of examples/: test_custom_model runs it from its own folder.
 @pytest.mark.parametrize("preset", [None, *(e for e in experiments() if e != "your_model")])
@@ -58,7 +74,7 @@ def test_a_best_config_retrains_to_its_stored_metrics_and_mlflow_holds_its_whole
     tmp_path, preset
 ):
     name = f"spec_{preset or 'default'}"
-    preset_args = ["--experiment", preset] if preset else []
+    preset_args = ["--experiment", preset, *_smallest(preset)] if preset else []
     run_cli(tmp_path, "sweep", *preset_args, *SHRINK, f"study.name={name}")
     best_path = tmp_path / "best.yaml"
     # `best` in this process (no JAX in it; a process start saved per preset), `train` in its own.
@@ -67,6 +83,14 @@ def test_a_best_config_retrains_to_its_stored_metrics_and_mlflow_holds_its_whole
             ["best", f"study.name={name}", "--out", str(best_path), f"runs_dir={tmp_path / 'runs'}"]
         )
     assert code == 0
+    # `recommend --json` answers on every preset's study: one row per network it covers.
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["recommend", f"study.name={name}", f"runs_dir={tmp_path / 'runs'}", "--json"])
+    assert code == 0
+    rows = json.loads(out.getvalue())
+    fields = {"network", "enough_evidence", "baseline", "note", "learning_rates"}
+    assert rows and all(fields <= r.keys() for r in rows)
 
     study = _study(tmp_path, name)
     top = ranked_trials(study)[0]
@@ -170,12 +194,12 @@ def test_a_spec_is_whole_valid_and_read_only():
         TrialSpec.from_flat({**spec.flat(), "study.name": "x"})
 
 
-def test_keys_and_the_readme_table_come_from_the_schema():
+def test_keys_and_the_docs_table_come_from_the_schema():
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    page = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     start, end = "<!-- keys: start -->\n", "\n<!-- keys: end -->"
-    assert readme[readme.index(start) + len(start) : readme.index(end)] == markdown_table()
+    assert page[page.index(start) + len(start) : page.index(end)] == markdown_table()
     # Every key of the table is one the loader accepts, with the schema's default where the
     # default study (conf/config.yaml) does not set its own.
     from pipeline.config.load import CONF_DIR, _flatten, read_yaml

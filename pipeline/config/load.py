@@ -26,6 +26,7 @@ from pipeline.config.schema import (
     ConfigError,
 )
 from pipeline.config.space import Space
+from pipeline.core.model import RESIDUAL_KINDS
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
@@ -145,7 +146,9 @@ def validate(cfg: DictConfig) -> Space:
         raise ConfigError(
             "init.weights=lsuv is implemented for model.kind=mlp only: drop one of them"
         )
+    _check_transformer(cfg, space)
     _check_residual(cfg, space)
+    _check_parametrization(cfg, space)
     if "custom" in kinds and not cfg.model.factory:
         raise ConfigError(
             "model.kind=custom needs model.factory=<module>:<function>, a function that returns "
@@ -162,6 +165,19 @@ def validate(cfg: DictConfig) -> Space:
     return space
 
 
+def _check_parametrization(cfg: DictConfig, space: Space) -> None:
+    """depth_mup scales residual branches (docs/mup.md), which only the built-in residual
+    networks have (a user's module cannot be given the branch multiplier)."""
+    used = set(space.values("init.parametrization", cfg.init.parametrization))
+    kinds = set(space.values("model.kind", cfg.model.kind))
+    other = sorted(kinds - set(RESIDUAL_KINDS))
+    if "depth_mup" in used and other:
+        raise ConfigError(
+            "init.parametrization=depth_mup scales residual branches: it needs model.kind="
+            f"{' or '.join(RESIDUAL_KINDS)}, not model.kind={other[0]} (use mup)"
+        )
+
+
 def _check_residual(cfg: DictConfig, space: Space) -> None:
     """model.norm and init.residual shape the residual MLP's blocks, which no other kind has; a
     zero read-out needs a built-in read-out; DeepNorm is a post-LN rule (Wang et al. 2022).
@@ -172,22 +188,78 @@ def _check_residual(cfg: DictConfig, space: Space) -> None:
 
     kinds, norms, residuals = values("model.kind"), values("model.norm"), values("init.residual")
     for key, used in (("model.norm", norms), ("init.residual", residuals)):
-        other = sorted(kinds - {"resmlp"})
+        other = sorted(kinds - set(RESIDUAL_KINDS))
         if used - {"none"} and other:
             raise ConfigError(
-                f"{key}={sorted(used - {'none'})[0]} is for model.kind=resmlp (residual blocks); "
-                f"model.kind={other[0]} has none"
+                f"{key}={sorted(used - {'none'})[0]} is for model.kind=resmlp or transformer "
+                f"(residual blocks); model.kind={other[0]} has none"
             )
     if "deepnorm" in residuals and norms - {"post"}:
         raise ConfigError(
             f"init.residual=deepnorm needs model.norm=post (DeepNorm is post-LN), not "
             f"model.norm={sorted(norms - {'post'})[0]}"
         )
+    if "fixup" in residuals and "transformer" in kinds:
+        raise ConfigError(
+            "init.residual=fixup is for model.kind=resmlp; for the transformer use "
+            "init.residual=t_fixup (Huang et al. 2020)"
+        )
+    if "t_fixup" in residuals and kinds - {"transformer"}:
+        raise ConfigError(
+            f"init.residual=t_fixup is for model.kind=transformer (it scales the embeddings and "
+            f"attention projections), not model.kind={sorted(kinds - {'transformer'})[0]}"
+        )
+    if "t_fixup" in residuals and norms - {"none"}:
+        raise ConfigError(
+            f"init.residual=t_fixup needs model.norm=none (T-Fixup removes LayerNorm), not "
+            f"model.norm={sorted(norms - {'none'})[0]}"
+        )
     if "zero" in values("init.readout") and "custom" in kinds:
         raise ConfigError(
             "init.readout=zero zeroes the built-in read-out; for model.kind=custom write a rule: "
             "init.rules=[{match: <your read-out>/kernel, scale: 0}]"
         )
+
+
+def _check_transformer(cfg: DictConfig, space: Space) -> None:
+    """The transformer reads token sequences (data.name=recall) and every other model float
+    features; its width splits into model.heads heads. Checked on every value a trial can take."""
+
+    def values(key: str) -> list:
+        return space.values(key, OmegaConf.select(cfg, key))
+
+    kinds, d = set(values("model.kind")), cfg.data
+    if d.name == "recall" and kinds - {"transformer"}:
+        other = sorted(kinds - {"transformer"})[0]
+        raise ConfigError(
+            f"data.name=recall holds token sequences: model.kind={other} reads float features "
+            "(allowed with recall: model.kind=transformer)"
+        )
+    if "transformer" in kinds and d.name != "recall":
+        raise ConfigError(
+            f"model.kind=transformer reads token sequences: set data.name=recall (data.name="
+            f"{d.name} holds float features)"
+        )
+    if d.name == "recall" and d.pairs > d.key_vocab:
+        raise ConfigError(
+            f"data.pairs={d.pairs} distinct keys need data.key_vocab >= {d.pairs} (it is "
+            f"{d.key_vocab})"
+        )
+    if "transformer" not in kinds:
+        return
+    heads = values("model.heads")
+    if isinstance(space.get("model.width"), dict) and max(heads) > 1:
+        raise ConfigError(
+            "space.model.width is a range, but model.width must be divisible by model.heads: "
+            "give a list of widths"
+        )
+    for width in values("model.width"):
+        for h in heads:
+            if width % h:
+                raise ConfigError(
+                    f"model.width={width} is not divisible by model.heads={h} (each head gets "
+                    "width / heads dimensions)"
+                )
 
 
 def _read_yaml(path: Path) -> dict:

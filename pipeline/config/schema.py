@@ -1,6 +1,6 @@
 """The schema: every config key declared once, with its type, default, allowed values, doc and role.
 
-Validation (``pipeline.config.load``), ``python -m pipeline keys``, the README's config table,
+Validation (``pipeline.config.load``), ``python -m pipeline keys``, docs/configuration.md's table,
 the ``TrialSpec`` and the engine's per-row traced numbers are all derived from the dataclasses
 below; nothing else lists keys. A key is one field::
 
@@ -27,11 +27,13 @@ from urllib.parse import urlsplit
 from pipeline.core.activations import ACTIVATIONS
 from pipeline.core.initializers import BIAS_INITS, FAN_MODES, FRAMEWORK_DEFAULTS, INITIALIZERS
 from pipeline.core.model import KINDS
+from pipeline.core.parametrization import PARAMETRIZATIONS
 from pipeline.core.rules import OVERRIDES, rules_problem
-from pipeline.core.theory import NORMS, RESIDUALS
+from pipeline.core.theory import INIT_RESIDUALS, NORMS
+from pipeline.core.transformer import ATTENTION_SCALES
 
 STRUCTURAL, TRACED, SETTING, BOOKKEEPING = "structural", "traced", "setting", "bookkeeping"
-DATASETS = ("gaussian", "digits", "npz", "custom")
+DATASETS = ("gaussian", "digits", "recall", "npz", "custom")
 DATA_FILES = ("npz", "custom")  # a user's data: hashed into data.sha256 when loaded
 TASKS = ("classification", "regression")
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -216,18 +218,33 @@ class Data:
     name: str = key(
         "gaussian",
         one_of(DATASETS),
-        "gaussian clusters, 8x8 digits, your .npz file, or your loader (data.loader)",
+        "gaussian clusters, 8x8 digits, associative recall (token sequences, for "
+        "model.kind=transformer), your .npz file, or your loader (data.loader)",
         SETTING,
     )
     classes: int = key(10, int_in(2, 10_000), "gaussian: number of classes", SETTING)
     features: int = key(32, int_in(1, 100_000), "gaussian: input dimensions", SETTING)
-    samples: int = key(2048, int_in(2, 10_000_000), "gaussian: training samples", SETTING)
-    val_samples: int = key(512, int_in(1, 10_000_000), "gaussian: validation samples", SETTING)
+    samples: int = key(2048, int_in(2, 10_000_000), "gaussian, recall: training samples", SETTING)
+    val_samples: int = key(
+        512, int_in(1, 10_000_000), "gaussian, recall: validation samples", SETTING
+    )
     separation: float = key(
         6.0, number(0.0), "gaussian: distance between cluster means, in noise stds", SETTING
     )
     clusters_per_class: int = key(
         4, int_in(1), "gaussian: >1 makes classes not linearly separable", SETTING
+    )
+    pairs: int = key(
+        3,
+        int_in(1, 512),
+        "recall: key-value pairs before the query (sequence length 2 pairs + 1)",
+        SETTING,
+    )
+    key_vocab: int = key(
+        8, int_in(1, 100_000), "recall: distinct key tokens (>= data.pairs)", SETTING
+    )
+    value_vocab: int = key(
+        8, int_in(2, 100_000), "recall: value tokens, the classes (chance 1/value_vocab)", SETTING
     )
     val_fraction: float = key(
         0.2, number(0.0, 1.0, hi_open=True), "digits: held-out share, stratified", SETTING
@@ -274,7 +291,8 @@ class Model:
         "mlp",
         one_of(KINDS),
         "cnn: 3x3 convolutions, needs data.name=digits; resmlp: residual blocks (model.norm, "
-        "init.residual); custom: your module (model.factory)",
+        "init.residual); transformer: an encoder on data.name=recall (model.heads, "
+        "model.attention_scale); custom: your module (model.factory)",
         STRUCTURAL,
     )
     factory: str | None = key(
@@ -284,13 +302,40 @@ class Model:
         STRUCTURAL,
     )
     depth: int = key(8, int_in(1, MAX_DEPTH), "hidden layers (resmlp: residual blocks)", STRUCTURAL)
-    width: int = key(64, int_in(1, 8192), "units (or channels) per hidden layer", STRUCTURAL)
+    width: int = key(
+        64,
+        int_in(1, 8192),
+        "units (or channels) per hidden layer; transformer: d_model",
+        STRUCTURAL,
+    )
+    base_width: int | None = key(
+        None,
+        or_null(int_in(1, 8192), "model.width"),
+        "init.parametrization: the proxy width its multipliers are relative to (docs/mup.md)",
+        TRACED,
+    )
+    base_depth: int | None = key(
+        None,
+        or_null(int_in(1, MAX_DEPTH), "model.depth"),
+        "init.parametrization=depth_mup: the proxy depth its multipliers are relative to",
+        TRACED,
+    )
+    heads: int = key(
+        4, int_in(1, 1024), "transformer: attention heads (model.width divisible by it)", STRUCTURAL
+    )
+    attention_scale: str = key(
+        "1/sqrt(d)",
+        one_of(ATTENTION_SCALES),
+        "transformer: attention logits = scale q.k, d = width / heads; init.parametrization=mup "
+        "or depth_mup sets it (sqrt(d_base)/d: 1/d relative to model.base_width)",
+        TRACED,
+    )
     activation: str = key("relu", one_of(ACTIVATIONS), "hidden-layer nonlinearity", STRUCTURAL)
     norm: str = key(
         "none",
         one_of(NORMS),
-        "resmlp: LayerNorm on each branch's input (pre), RMSNorm there (rmsnorm), or LayerNorm "
-        "after each sum (post)",
+        "resmlp, transformer: LayerNorm on each branch's input (pre), RMSNorm there (rmsnorm), "
+        "or LayerNorm after each sum (post)",
         STRUCTURAL,
     )
     negative_slope: float = key(
@@ -329,9 +374,9 @@ class Init:
     )
     residual: str = key(
         "none",
-        one_of(RESIDUALS),
-        "resmlp: the residual rule (README, Residual networks): branch multiplier, branch "
-        "variances, learnable gate",
+        one_of(INIT_RESIDUALS),
+        "resmlp, transformer: the residual rule (docs/residual_mlp.md): branch "
+        "multiplier, branch variances, learnable gate; t_fixup: transformer only",
         TRACED,
     )
     readout: str = key(
@@ -340,12 +385,33 @@ class Init:
         "zero: read-out kernel and bias at 0 (loss ln(classes))",
         TRACED,
     )
+    parametrization: str = key(
+        "sp",
+        one_of(PARAMETRIZATIONS),
+        "per-layer init and learning-rate multipliers relative to model.base_width (and "
+        "base_depth): standard, muP, NTK, depth-muP (docs/mup.md)",
+        TRACED,
+    )
+    embedding_std: float = key(
+        1.0,
+        number(0.0, lo_open=False),
+        "transformer: std of the token and position tables (1: PyTorch's nn.Embedding; GPT-2's "
+        "0.02 stalls with He-scaled branches: docs/transformer.md)",
+        TRACED,
+    )
 
 
 @dataclass(frozen=True)
 class Train:
     optimizer: str = key("sgd", one_of(OPTIMIZERS), "the optimizer", STRUCTURAL)
     learning_rate: float = key(0.05, number(0.0), "step size", TRACED, row=True)
+    warmup_steps: int = key(
+        0,
+        int_in(0),
+        "linear learning-rate warmup: step k uses lr min(1, (k+1)/warmup_steps); 0 = off",
+        TRACED,
+        row=True,
+    )
     momentum: float = key(
         0.9, number(0.0, 1.0, lo_open=False, hi_open=True), "optimizer=momentum", TRACED, row=True
     )
@@ -531,7 +597,7 @@ RUN_KEYS = tuple(k for k in SCHEMA if k.split(".")[0] in RUN_SECTIONS)
 
 
 def describe(k: KeyInfo) -> str:
-    """``doc; default; allowed``: one key as ``keys`` and the README's table show it."""
+    """``doc; default; allowed``: one key as ``keys`` and the docs' config table show it."""
     default = "null" if k.default is None else k.default
     if isinstance(default, bool):
         default = str(default).lower()
@@ -539,7 +605,7 @@ def describe(k: KeyInfo) -> str:
 
 
 def markdown_table() -> str:
-    """The README's config table, one row per key, from the schema."""
+    """The config table of docs/configuration.md, one row per key, from the schema."""
     rows = ["| key | role | default | allowed | what it does |", "|---|---|---|---|---|"]
     for k in SCHEMA.values():
         default = "null" if k.default is None else k.default

@@ -3,12 +3,14 @@ I/O under here (``tests/test_layout.py`` checks it); the shell (config, engine, 
 reuse) imports the core, never the other way round.
 
 - ``activations``, ``initializers``: registries, formulas with their papers, sampling;
-- ``model``: the Flax MLP and CNN (scanned, depth-masked hidden stack);
+- ``model``: the Flax MLP, CNN and residual MLP (scanned, depth-masked hidden stack);
+- ``transformer``: the encoder on token sequences (attention scale, t_fixup, recall task);
 - ``net``: the model interface: any Flax module's parameter layout (roles, fans, stacks);
 - ``rules``: per-parameter init rules (``init.rules``): globs, overrides, scale formulas;
+- ``parametrization``: sp, μP, NTK, depth-μP as per-leaf init and learning-rate multipliers;
 - ``train``: ``make_train`` returns pure per-row ``init``/``chunk`` functions;
 - ``metrics``: metric definitions, the in-scan updates, summaries and the objective;
 - ``diagnostics``, ``lsuv``: per-layer probes and LSUV inside the compiled call;
-- ``theory``: mean-field signal propagation;
+- ``theory``: mean-field signal propagation, residual streams, attention logits;
 - ``data``: generated or bundled datasets.
 """

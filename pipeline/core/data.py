@@ -5,6 +5,18 @@ N(0, separation^2 / (2 features) I) and unit-variance noise around them, so two 
 about ``separation`` noise standard deviations apart. ``digits``: scikit-learn's bundled 8x8
 handwritten digits (1797 images, 64 features), split stratified into train and validation.
 Both are standardized with training statistics.
+
+``recall`` (associative recall, for ``model.kind=transformer``): integer token sequences
+``k_1 v_1 k_2 v_2 ... k_P v_P q`` of ``pairs`` = P key-value pairs, the keys distinct and drawn
+from ``key_vocab`` key tokens (ids ``0..key_vocab-1``), each value drawn from ``value_vocab``
+value tokens (ids ``key_vocab + 0..value_vocab-1``), then a query key ``q`` that is one of the
+P keys; the label is that key's value (a class of ``value_vocab``: chance accuracy
+1/value_vocab, chance loss ln(value_vocab)). Nothing says which value goes with the query but
+the value's position next to the matching key, so a bag of tokens (a sum of embeddings, any
+read-out) cannot do better than guessing among the values present (about 1/P): the network has
+to find the key's earlier occurrence and read its neighbour, which takes attention, and at
+least two layers of it (an induction-head-like circuit, Olsson et al. 2022; the associative
+recall task of Ba et al. 2016).
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ class Dataset(NamedTuple):
     x_val: np.ndarray
     y_val: np.ndarray
     n_classes: int  # the network's outputs: classes, or a regression's targets
+    n_tokens: int = 0  # token inputs (recall): the vocabulary; 0: float features
 
     @property
     def n_features(self) -> int:
@@ -62,6 +75,36 @@ def gaussian(
     return Dataset(x_train, y_train, x_val, y_val, classes)
 
 
+def recall(
+    pairs: int, key_vocab: int, value_vocab: int, samples: int, val_samples: int, seed: int
+) -> Dataset:
+    """Associative recall (module docstring): int32 tokens ``[n, 2 pairs + 1]``, labels the
+    queried key's value ``[n]``; vocabulary ``key_vocab + value_vocab``."""
+    if pairs > key_vocab:
+        raise ValueError(f"recall: {pairs} distinct keys need key_vocab >= {pairs}")
+    rng = np.random.default_rng(seed)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        # Distinct keys per sequence: the first P of a random permutation of the key tokens.
+        keys = np.argsort(rng.random((n, key_vocab)), axis=1)[:, :pairs]
+        values = rng.integers(0, value_vocab, (n, pairs))
+        asked = rng.integers(0, pairs, n)
+        x = np.empty((n, 2 * pairs + 1), np.int32)
+        x[:, 0:-1:2] = keys
+        x[:, 1:-1:2] = key_vocab + values
+        x[:, -1] = keys[np.arange(n), asked]
+        return x, values[np.arange(n), asked].astype(np.int32)
+
+    x_train, y_train = draw(samples)
+    x_val, y_val = draw(val_samples)
+    return Dataset(x_train, y_train, x_val, y_val, value_vocab, key_vocab + value_vocab)
+
+
+def token_vocab(cfg) -> int:
+    """The token vocabulary a ``data`` section's inputs use; 0 for float features."""
+    return cfg.key_vocab + cfg.value_vocab if cfg.name == "recall" else 0
+
+
 DIGITS_IMAGES, DIGITS_PIXELS, DIGITS_CLASSES = 1797, 64, 10  # scikit-learn's load_digits
 
 
@@ -78,6 +121,8 @@ def sizes(cfg) -> Sizes:
     if cfg.name == "digits":
         n_val = math.ceil(cfg.val_fraction * DIGITS_IMAGES)
         return Sizes(DIGITS_IMAGES - n_val, n_val, DIGITS_PIXELS, DIGITS_CLASSES)
+    if cfg.name == "recall":  # features: the sequence's positions
+        return Sizes(cfg.samples, cfg.val_samples, 2 * cfg.pairs + 1, cfg.value_vocab)
     return Sizes(cfg.samples, cfg.val_samples, cfg.features, cfg.classes)
 
 
@@ -135,6 +180,10 @@ def load_dataset(cfg) -> Dataset:
         )
     if cfg.name == "digits":
         return digits(cfg.val_fraction, cfg.seed)
+    if cfg.name == "recall":
+        return recall(
+            cfg.pairs, cfg.key_vocab, cfg.value_vocab, cfg.samples, cfg.val_samples, cfg.seed
+        )
     raise ValueError(f"unknown dataset {cfg.name!r}")
 
 

@@ -17,7 +17,9 @@ A residual MLP's layers are its input layer and its blocks: a block's pre-activa
 branch's hidden one (fc1), its output and ||dL/dh|| are the residual stream's after the block, its
 weight norms those of both branch kernels together, and ``stream_ms`` the stream's mean square
 (before a post-norm, as ``theory.residual_stream`` predicts it; the input layer's: the stream
-entering the first block).
+entering the first block). A transformer's layers are its embedding and its blocks, read the same
+way (``_transformer_probe``), plus each block's attention entropy and logit std, from the logits
+the model sows (nothing is sown in training: the collection is not mutable there).
 
 Why both gradients: in a bias-free ReLU network dL/dW_l = h_{l-1}^T dL/dpre_l, and a small gain
 shrinks h going forward exactly as much as dL/dpre grows going backward, so the per-layer weight
@@ -51,6 +53,8 @@ class Probe(NamedTuple):
     saturated_fraction: jax.Array  # [layers]
     unit_spread: jax.Array  # [layers] 0 = all units identical
     stream_ms: jax.Array | None = None  # [layers] residual MLP: the stream's mean square
+    attention_entropy: jax.Array | None = None  # [layers] transformer: rows' entropy / ln T
+    logit_std: jax.Array | None = None  # [layers] transformer: std of the attention logits
 
 
 PROBE_FIELDS = Probe._fields
@@ -69,19 +73,27 @@ def _layers(tree: dict, name: str) -> jax.Array:
 
 
 def _layer_norms(tree: dict, net: Net) -> jax.Array:
-    """||W_l|| per layer, read-out last; a residual block's two branch kernels count as one."""
-    if net.builtin.structure.kind != "resmlp":
+    """||W_l|| per layer, read-out last; a residual block's branch kernels count as one (a
+    transformer's six), a transformer's embedding is its two tables."""
+    kind = net.builtin.structure.kind
+    if kind not in ("resmlp", "transformer"):
         return kernel_norms(tree, net.layout)
     flat = flatten(tree)
 
     def squares(path: str) -> jax.Array:  # per layer of a stacked kernel
         return jnp.sum(flat[path].reshape(flat[path].shape[0], -1) ** 2, axis=1)
 
-    def norm(path: str) -> jax.Array:
-        return jnp.sqrt(jnp.sum(flat[path] ** 2))[None]
+    def norm(*paths: str) -> jax.Array:
+        return jnp.sqrt(sum(jnp.sum(flat[p] ** 2) for p in paths))[None]
 
-    blocks = jnp.sqrt(squares("blocks/fc1/kernel") + squares("blocks/fc2/kernel"))
-    return jnp.concatenate([norm("input/kernel"), blocks, norm("output/kernel")])
+    if kind == "transformer":
+        kernels = [f"blocks/attn/{n}/kernel" for n in ("query", "key", "value", "out")]
+        kernels += ["blocks/mlp/fc1/kernel", "blocks/mlp/fc2/kernel"]
+        first = norm("embed/embedding", "pos/embedding")
+    else:
+        kernels, first = ["blocks/fc1/kernel", "blocks/fc2/kernel"], norm("input/kernel")
+    blocks = jnp.sqrt(sum(squares(p) for p in kernels))
+    return jnp.concatenate([first, blocks, norm("output/kernel")])
 
 
 def measure(
@@ -92,11 +104,15 @@ def measure(
     depth: jax.Array,
     slope: jax.Array,
     residual: Residual | None = None,
+    attention_scale: jax.Array | None = None,
 ) -> Probe:
     """Diagnostics of one built-in network (``net.builtin``) on the probe batch ``(x, y)``
-    (``residual``: a residual MLP's forward constants)."""
+    (``residual``: a residual network's forward constants; ``attention_scale``: a
+    transformer's)."""
     model = net.builtin
     extra = {} if residual is None else {"residual": residual}
+    if attention_scale is not None:
+        extra["attention_scale"] = attention_scale
 
     def loss_fn(params, perturbations):
         variables = {"params": params, "perturbations": perturbations}
@@ -113,32 +129,76 @@ def measure(
     (_, inter), (grads, back) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
         params, zeros
     )
+    activation = ACTIVATIONS[model.structure.activation]
+    if model.structure.kind == "transformer":
+        return _transformer_probe(net, params, grads, inter, back, activation, slope)
     # [layers, samples, units]: a CNN's positions count as samples of its channels.
     pre = _layers(inter, "pre")
     pre = pre.reshape(pre.shape[0], -1, pre.shape[-1])
     back = _layers(back, "h").reshape(pre.shape)  # dL/dh_l
-    activation = ACTIVATIONS[model.structure.activation]
-    h = activation.fn(pre, slope)
+    return Probe(
+        **_unit_signal(pre, activation.fn(pre, slope), activation),
+        backprop_norm=jnp.sqrt(jnp.sum(back * back, axis=(1, 2))),
+        weight_grad_norm=_layer_norms(grads, net),
+        weight_norm=_layer_norms(params, net),
+        stream_ms=jnp.mean(_layers(inter, "stream") ** 2, axis=(1, 2))
+        if residual is not None
+        else None,
+    )
+
+
+def _unit_signal(pre: jax.Array, h: jax.Array, activation) -> dict[str, jax.Array]:
+    """``act_mean``, ``act_var``, ``pre_q``, ``dead_fraction``, ``saturated_fraction`` and
+    ``unit_spread`` per layer of ``pre`` and ``h = phi(pre)``, both [layers, samples, units]
+    (``activation=None``: a layer without a nonlinearity, neither dead nor saturated)."""
     zero = jnp.zeros(pre.shape[0])
-    dead = jnp.mean(jnp.all(pre <= 0, axis=1), axis=-1) if activation.rectifier else zero
-    if activation.bounds is not None:
+    rectifier = activation is not None and activation.rectifier
+    dead = jnp.mean(jnp.all(pre <= 0, axis=1), axis=-1) if rectifier else zero
+    if activation is not None and activation.bounds is not None:
         low, high = activation.bounds
         position = (h - low) / (high - low)
         saturated = jnp.mean((position < 0.01) | (position > 0.99), axis=(1, 2))
     else:
         saturated = zero
-    return Probe(
+    spread = jnp.mean(jnp.std(h, axis=2), axis=1) / (jnp.sqrt(jnp.mean(h * h, axis=(1, 2))) + 1e-30)
+    return dict(
         act_mean=jnp.mean(h, axis=(1, 2)),
         act_var=jnp.var(h, axis=(1, 2)),
         pre_q=jnp.mean(pre * pre, axis=(1, 2)),
+        dead_fraction=dead,
+        saturated_fraction=saturated,
+        unit_spread=spread,
+    )
+
+
+def _transformer_probe(net: Net, params, grads, inter, back, activation, slope) -> Probe:
+    """A transformer's layers: its embedding (x_0 = tokens + positions, no nonlinearity: its
+    "pre-activation" and activation are x_0 itself) and its blocks (the MLP's hidden layer,
+    fc1, as the block's pre-activation; ||dL/dh|| and the stream after the block). Attention,
+    per block: the entropy of each softmax row over ln T (1: uniform over the T positions, 0:
+    one-hot), averaged over samples, heads and rows, and the std of the logits over samples,
+    heads, queries and keys; the embedding's entries are NaN."""
+
+    def flat(a: jax.Array) -> jax.Array:  # [layers, samples x positions, units]
+        return a.reshape(a.shape[0], -1, a.shape[-1])
+
+    stream = _layers(inter, "stream")  # [1 + blocks, batch, T, width]
+    x0 = flat(stream[:1])
+    pre = flat(inter["blocks"]["mlp"]["pre"][0])
+    embedding = _unit_signal(x0, x0, None)
+    blocks = _unit_signal(pre, activation.fn(pre, slope), activation)
+    back = flat(_layers(back, "h"))
+    logits = inter["blocks"]["attn"]["logits"][0]  # [blocks, batch, heads, T, T]
+    t = logits.shape[-1]
+    p = jax.nn.softmax(logits, axis=-1)
+    entropy = -jnp.sum(p * jax.nn.log_softmax(logits, axis=-1), axis=-1) / jnp.log(t)
+    nan = jnp.full((1,), jnp.nan)
+    return Probe(
+        **{k: jnp.concatenate([embedding[k], blocks[k]]) for k in embedding},
         backprop_norm=jnp.sqrt(jnp.sum(back * back, axis=(1, 2))),
         weight_grad_norm=_layer_norms(grads, net),
         weight_norm=_layer_norms(params, net),
-        dead_fraction=dead,
-        saturated_fraction=saturated,
-        unit_spread=jnp.mean(jnp.std(h, axis=2), axis=1)
-        / (jnp.sqrt(jnp.mean(h * h, axis=(1, 2))) + 1e-30),
-        stream_ms=jnp.mean(_layers(inter, "stream") ** 2, axis=(1, 2))
-        if residual is not None
-        else None,
+        stream_ms=jnp.mean(stream * stream, axis=(1, 2, 3)),
+        attention_entropy=jnp.concatenate([nan, jnp.mean(entropy, axis=(1, 2, 3))]),
+        logit_std=jnp.concatenate([nan, jnp.std(logits, axis=(1, 2, 3, 4))]),
     )

@@ -20,7 +20,10 @@ Definitions (all medians over seeds unless said otherwise):
   ``saturated_fraction`` averaged over layers, and ``unit_spread`` (0 = every unit of a layer
   computes the same thing: a symmetry that training never breaks); a residual MLP also has
   ``stream_var_ratio``, the mean square of its residual stream after the last block (before a
-  post-norm) over that entering the first block (``theory.stream_var_ratio`` predicts it).
+  post-norm) over that entering the first block (``theory.stream_var_ratio`` predicts it); a
+  transformer also ``attention_entropy`` (each attention row's entropy over ln T, the mean over
+  blocks, heads, rows and probe samples: 1 is uniform attention) and ``logit_std`` (the std of
+  the attention logits, mean over blocks; ``theory.logit_std`` predicts it).
 - The objective Optuna minimizes (``objective`` below): ``steps_to_target`` when the target was
   reached; otherwise ``steps + 1 + steps * min(1, final_loss / initial_loss)``, so runs that made
   more progress rank higher; ``2 * steps + 2`` (the worst value) for a diverged run.
@@ -245,6 +248,9 @@ def diagnostic_scalars(table: dict, boundary: int) -> dict[str, float]:
     if "stream_ms" in table:  # a residual MLP: its stream after the last block over its input
         stream = table["stream_ms"][boundary]
         scalars["stream_var_ratio"] = _ratio(stream[-1], stream[0])
+    for name in ("attention_entropy", "logit_std"):  # a transformer: mean over its blocks
+        if name in table:  # (its layer 0, the embedding, has no attention)
+            scalars[name] = float(np.mean(table[name][boundary][1:]))
     return scalars
 
 

@@ -1,5 +1,6 @@
 """The network a trial trains: a Flax MLP, small CNN or residual MLP whose hidden layers (or
-blocks) are one scanned, stacked block.
+blocks) are one scanned, stacked block (the transformer, built the same way from this module's
+pieces: ``pipeline.core.transformer``).
 
 Stacking the hidden layers and scanning over them makes compile time independent of depth, and a
 traced ``depth`` masks the tail of the stack so trials of different depths share one executable:
@@ -33,11 +34,14 @@ class Structure(NamedTuple):
     kind: str = "mlp"  # mlp | cnn (3x3 same-padded convolutions on square images, then a
     # global average pool and a dense read-out) | custom (a user's module)
     factory: str | None = None  # custom: model.factory, the <module>:<function> that builds it
-    norm: str = "none"  # resmlp: model.norm (none | pre | rmsnorm | post)
+    norm: str = "none"  # resmlp, transformer: model.norm (none | pre | rmsnorm | post)
+    heads: int = 1  # transformer: model.heads (d_model = width, head dimension width / heads)
+    vocab: int = 0  # transformer: token vocabulary of the data (0: float features, n_in of them)
 
 
-KINDS = ("mlp", "cnn", "resmlp", "custom")  # custom: a user's module (model.factory)
-BUILTIN_KINDS = ("mlp", "cnn", "resmlp")
+KINDS = ("mlp", "cnn", "resmlp", "transformer", "custom")  # custom: a user's module
+BUILTIN_KINDS = ("mlp", "cnn", "resmlp", "transformer")
+RESIDUAL_KINDS = ("resmlp", "transformer")  # model.norm and init.residual shape their blocks
 KERNEL = (3, 3)  # the CNN's window: fans are 9 x channels (the receptive field)
 
 
@@ -122,6 +126,12 @@ GATED = ("skipinit", "rezero")  # alpha is each block's learnable scalar, 0 at i
 # per layer (blocks/0/fc1/kernel; blocks.0.fc1 in PyTorch) alike.
 BRANCH_IN, BRANCH_OUT = "blocks*/fc1/kernel", "blocks*/fc2/kernel"
 READOUT = ("output/kernel", "output/bias")
+# A transformer block has two branches, attention and MLP: the layers a residual rule scales as
+# a branch's first (value projection, fc1) and last (output projection, fc2), and the tables
+# init.embedding_std draws (``pipeline.core.transformer``).
+T_BRANCH_IN = ("blocks*/attn/value/kernel", "blocks*/mlp/fc1/kernel")
+T_BRANCH_OUT = ("blocks*/attn/out/kernel", "blocks*/mlp/fc2/kernel")
+EMBEDDINGS = ("embed/embedding", "pos/embedding")
 
 
 class Residual(NamedTuple):
@@ -195,35 +205,60 @@ class ResMLP(nn.Module):
 
 
 def model_class(structure: Structure) -> type[nn.Module]:
+    if structure.kind == "transformer":
+        from pipeline.core.transformer import Transformer  # it builds on this module's pieces
+
+        return Transformer
     return ResMLP if structure.kind == "resmlp" else MLP
 
 
 def probed_layers(kind: str, depth: int) -> int:
     """Layers the diagnostics read in a trial: an MLP's depth counts its input layer; a residual
-    MLP has its input layer and ``depth`` blocks."""
-    return depth + 1 if kind == "resmlp" else depth
+    MLP has its input layer and ``depth`` blocks, a transformer its embedding and ``depth``
+    blocks."""
+    return depth + 1 if kind in RESIDUAL_KINDS else depth
 
 
-def generated_rules(residual: str, readout: str, depth: int | None) -> list[dict]:
-    """The ``init.rules`` that ``init.residual`` and ``init.readout`` stand for: each branch
-    layer's variance factor from ``theory.residual_scales`` as a ``scale`` (its square root, a
-    std; 0 zeroes the layer, Fixup's last one), and a zero read-out, kernel and bias (logits 0:
-    the initial loss is exactly ln(classes))."""
+def generated_rules(
+    residual: str,
+    readout: str,
+    depth: int | None,
+    kind: str = "resmlp",
+    embedding_std: float | None = None,
+) -> list[dict]:
+    """The ``init.rules`` that ``init.residual``, ``init.readout`` and (transformer)
+    ``init.embedding_std`` stand for: each branch layer's variance factor from
+    ``theory.residual_scales`` as a ``scale`` (its square root, a std; 0 zeroes the layer,
+    Fixup's last one), a zero read-out, kernel and bias (logits 0: the initial loss is exactly
+    ln(classes)), and the embedding tables' std (their own draw is N(0, 1); T-Fixup scales it)."""
     rules = []
-    if residual != "none":
-        from pipeline.core.theory import residual_scales  # theory reads this module's shapes
+    from pipeline.core.theory import embedding_var, residual_scales  # theory reads this module
 
-        s = residual_scales(residual, depth)
-        layers = ((BRANCH_IN, s.w1_var), (BRANCH_OUT, s.w2_var))
+    s = residual_scales(residual, depth) if residual != "none" else None
+    if s is not None:
+        transformer = kind == "transformer"
+        first = T_BRANCH_IN if transformer else (BRANCH_IN,)
+        last = T_BRANCH_OUT if transformer else (BRANCH_OUT,)
+        layers = [(g, s.w1_var) for g in first] + [(g, s.w2_var) for g in last]
         rules += [{"match": g, "scale": math.sqrt(v)} for g, v in layers if v != 1.0]
+    if kind == "transformer" and embedding_std is not None:
+        std = embedding_std * math.sqrt(embedding_var(residual, depth))
+        rules += [{"match": glob, "scale": std} for glob in EMBEDDINGS]
     if readout == "zero":
         rules += [{"match": glob, "scale": 0.0} for glob in READOUT]
     return rules
 
 
-def rules_in_force(rules, residual: str, readout: str, depth: int | None) -> list[dict]:
+def rules_in_force(
+    rules,
+    residual: str,
+    readout: str,
+    depth: int | None,
+    kind: str = "resmlp",
+    embedding_std: float | None = None,
+) -> list[dict]:
     """A trial's ``init.rules`` followed by the generated ones, which therefore win."""
-    return [*(rules or []), *generated_rules(residual, readout, depth)]
+    return [*(rules or []), *generated_rules(residual, readout, depth, kind, embedding_std)]
 
 
 def layer_shapes(structure) -> dict[str, tuple[int, ...]]:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.extend.core import Literal
 
-from pipeline.core.model import MLP, ResMLP, Structure, model_class
+from pipeline.core.model import Structure, model_class
 
 KERNEL, BIAS, OTHER = "kernel", "bias", "other"
 
@@ -193,26 +193,40 @@ class Net(NamedTuple):
     layout: Layout
     apply: Callable
     own: Callable | None
-    builtin: MLP | ResMLP | None = None
+    builtin: nn.Module | None = None  # MLP, ResMLP or Transformer
     needs_key: bool = False  # training always passes a random key (a user's dropout)
 
 
+def forward_constants(hp) -> dict:
+    """The per-row forward constants a built-in module takes besides depth, slope and dropout:
+    a residual network's ``residual``, a transformer's ``attention_scale``."""
+    extra = {} if hp.residual is None else {"residual": hp.residual}
+    if getattr(hp, "attention_scale", None) is not None:
+        extra["attention_scale"] = hp.attention_scale
+    return extra
+
+
+def input_dtype(structure: Structure):
+    """A transformer reads token ids; every other built-in model float features."""
+    return jnp.int32 if structure.vocab else jnp.float32
+
+
 def builtin_net(structure: Structure, unroll: int = 1) -> Net:
-    """The built-in MLP, CNN or residual MLP of ``structure`` through the model interface (a
-    residual MLP also reads its row's forward constants, ``hp.residual``)."""
+    """The built-in MLP, CNN, residual MLP or transformer of ``structure`` through the model
+    interface (residual networks also read their row's forward constants, ``forward_constants``)."""
     model = model_class(structure)(structure, unroll=unroll)
-    x = jnp.zeros((1, structure.n_in), jnp.float32)
+    x = jnp.zeros((1, structure.n_in), input_dtype(structure))
 
     def apply(params, x, hp, key=None):
         slope = hp.values["model.negative_slope"]
-        extra = {} if hp.residual is None else {"residual": hp.residual}
+        extra = forward_constants(hp)
         if key is None:
             return model.apply({"params": params}, x, hp.depth, slope, **extra)
         rate = hp.values["model.dropout"]
         rngs = {"dropout": key}
         return model.apply({"params": params}, x, hp.depth, slope, rate, rngs=rngs, **extra)
 
-    def own(key):  # norm scales and offsets, the blocks' gates
+    def own(key):  # norm scales and offsets, the blocks' gates, embedding tables (N(0, 1))
         return model.init({"params": key}, x, structure.n_hidden, 0.0)["params"]
 
     layout = linen_layout(model, x, (structure.n_hidden, 0.0))

@@ -233,6 +233,8 @@ def trial_prediction(trial: dict) -> dict[str, float]:
         "theory.xi_c": p["xi_c"],
         "theory.max_trainable_depth": p["max_trainable_depth"],
     }
+    if trial.get("model.kind") == "transformer":
+        out.update(transformer_prediction(trial, sw2, sb2))
     if trial.get("model.kind") == "resmlp":  # the branch layers are drawn like hidden ones
         out["theory.stream_var_ratio"] = cached_stream_ratio(
             trial["model.depth"],
@@ -262,7 +264,8 @@ def cached_stream_ratio(
 #     x_{l+1} = u_{l+1}, or LayerNorm(u_{l+1}) with post-norm,
 # with W1, W2 ~ N(0, sigma_w2 s / n) (s the rule's factor below) and biases ~ N(0, sigma_b2).
 
-RESIDUALS = ("none", "scaled", "gpt2", "fixup", "skipinit", "rezero", "deepnorm")
+RESIDUALS = ("none", "scaled", "gpt2", "fixup", "skipinit", "rezero", "deepnorm")  # resmlp's
+INIT_RESIDUALS = (*RESIDUALS, "t_fixup")  # every init.residual: t_fixup is the transformer's
 NORMS = ("none", "pre", "rmsnorm", "post")
 
 
@@ -292,13 +295,24 @@ RESIDUAL_RULES = {
     # Wang et al. 2022 (DeepNet), encoder-only: skip a = (2L)^(1/4), branch weights scaled by
     # beta = (8L)^(-1/4) in std (the paper's FFN layers and value/output projections).
     "deepnorm": lambda L: ResidualScales(1.0, (2 * L) ** 0.25, (8 * L) ** -0.5, (8 * L) ** -0.5),
+    # Huang et al. 2020 (T-Fixup), transformer only, no LayerNorm: the encoder's value and output
+    # projections and MLP weights scaled by 0.67 N^(-1/4) in std (its input embeddings:
+    # ``embedding_var``; ``pipeline.core.transformer`` says what is uncertain in this reading).
+    "t_fixup": lambda L: ResidualScales(1.0, 1.0, 0.67**2 * L**-0.5, 0.67**2 * L**-0.5),
 }
+
+
+def embedding_var(residual: str, depth: int) -> float:
+    """The factor a rule puts on a transformer's embedding tables' variance: T-Fixup scales the
+    input embeddings by (9N)^(-1/4) in std (Huang et al. 2020, the decoder's constant, which the
+    paper applies to the encoder's input embedding too), so (9N)^(-1/2); 1 for every other."""
+    return (9 * int(depth)) ** -0.5 if residual == "t_fixup" else 1.0
 
 
 def residual_scales(residual: str, depth: int) -> ResidualScales:
     """The constants ``init.residual`` sets for ``depth`` blocks, one place for theory and model."""
     if residual not in RESIDUAL_RULES:
-        raise ValueError(f"init.residual={residual!r}: expected one of {', '.join(RESIDUALS)}")
+        raise ValueError(f"init.residual={residual!r}: expected one of {', '.join(INIT_RESIDUALS)}")
     if int(depth) < 1:
         raise ValueError(f"model.depth={depth!r}: a residual stack needs at least 1 block")
     return RESIDUAL_RULES[residual](int(depth))
@@ -336,6 +350,8 @@ def _check_residual_norm(residual: str, norm: str, activation: str) -> None:
         raise ValueError(
             f"model.activation={activation!r}: expected one of {', '.join(ACTIVATIONS)}"
         )
+    if residual == "t_fixup":  # its constants are the transformer's (transformer_prediction)
+        raise ValueError("init.residual='t_fixup' is a transformer rule, not a residual MLP's")
     if residual == "deepnorm" and norm != "post":
         # Without the LayerNorm after the sum, the up-weighted skip a = (2L)^(1/4) > 1 would grow
         # the stream like a^(2L); DeepNet is a post-LN rule (Wang et al. 2022, Sec. 2).
@@ -406,3 +422,73 @@ def residual_stream(
         identity_share=share,
         stream_var_ratio=sums[-1] / q0,
     )
+
+
+# --- The transformer at initialization (issue 13) ---------------------------------------------
+#
+# ``pipeline.core.transformer``: x_0 = E[tokens] + P[positions], each table N(0, s^2) per entry
+# (s = init.embedding_std, times T-Fixup's factor), then per block an attention and an MLP
+# branch, u = skip x + alpha B(N(x)). At infinite width distinct rows of the tables are
+# independent, so every position enters with mean square q_0 = 2 s^2.
+
+
+def attention_logit_std(
+    head_dim: int, scale: float, sigma_w2: float, sigma_b2: float = 0.0, q_in: float = 1.0
+) -> float:
+    """Std of the attention logits scale q.k at initialization, for inputs of mean square
+    ``q_in`` and query/key weights of variance sigma_w2 / fan_in, biases of variance sigma_b2.
+
+    Each coordinate of q = W_q x + b_q has variance v = sigma_w2 q_in + sigma_b2, likewise k's,
+    and q, k are independent (different weights), so E[(q.k)^2] = sum_a E[q_a^2] E[k_a^2] =
+    d v^2: q.k has std sqrt(d) v, the logit scale sqrt(d) v. Vaswani et al. 2017 (sec. 3.2.1,
+    footnote 4) make this argument for unit-variance q, k (variance d) to motivate 1/sqrt(d):
+    the logits then have std v whatever d; with 1/d (muP, Yang et al. 2022) v / sqrt(d) -> 0,
+    uniform attention at init; with no scale sqrt(d) v, nearly one-hot softmax rows. Exact for
+    zero-mean biases (a bias mean would shift the logits: this is then their root mean square).
+    """
+    return scale * math.sqrt(head_dim) * (sigma_w2 * q_in + sigma_b2)
+
+
+def transformer_prediction(trial, sigma_w2: float, sigma_b2: float) -> dict[str, float]:
+    """``theory.logit_std`` and ``theory.stream_var_ratio`` of a transformer trial, where the
+    infinite-width argument gives them without the data:
+
+    - logit std (``attention_logit_std``, mean over blocks) needs each block's input mean
+      square: 1 behind a ``pre``/``rmsnorm`` norm, 1 after the first block with ``post`` (the
+      first reads x_0: q_0), and q_0 for every block when the stream stays x_0 (a zero gate:
+      ``skipinit``/``rezero``) or there is one block. Not given otherwise (``none`` with
+      live branches): the stream then grows by the attention branch too, see below.
+    - stream_var_ratio (the sum entering the last post-norm, or the stream after the last block,
+      over q_0): with ``post`` the last branch is the MLP on a LayerNorm-ed input, so it is
+      (skip^2 + alpha^2 V(1)) / q_0 with V the residual MLP's branch variance
+      (``residual_stream``); a zero gate without post-norm keeps it exactly 1. Not given for
+      live branches with ``none``/``pre``/``rmsnorm``: the attention branch's variance is
+      sigma_v2 sigma_o2 E[|sum_j p_ij x_j|^2 / n], which depends on the attention weights and on
+      how correlated the tokens are (equal tokens share an embedding), that is on the data, and
+      is not the residual MLP's formula.
+    """
+    from pipeline.core.transformer import attention_scale
+
+    depth, residual, norm = int(trial["model.depth"]), trial["init.residual"], trial["model.norm"]
+    s = residual_scales(residual, depth) if residual != "none" else ResidualScales(1, 1, 1, 1)
+    gated = residual in ("skipinit", "rezero")
+    q0 = 2.0 * float(trial["init.embedding_std"]) ** 2 * embedding_var(residual, depth)
+    if norm in ("pre", "rmsnorm"):
+        q_in = [1.0] * depth
+    elif norm == "post":
+        q_in = [q0] + [1.0] * (depth - 1)
+    else:
+        q_in = [q0] * depth if gated or depth == 1 else None
+    out = {}
+    if q_in is not None:
+        d = int(trial["model.width"]) // int(trial["model.heads"])
+        scale = attention_scale(trial)
+        stds = [attention_logit_std(d, scale, sigma_w2, sigma_b2, q) for q in q_in]
+        out["theory.logit_std"] = float(np.mean(stds))
+    if q0 > 0 and norm == "post":
+        phi, _, _ = _derivatives(trial["model.activation"], float(trial["model.negative_slope"]))
+        v = _branch_var(phi, 1.0, s.w1_var * sigma_w2, s.w2_var * sigma_w2, sigma_b2)
+        out["theory.stream_var_ratio"] = (s.skip**2 + s.alpha**2 * v) / q0
+    elif gated:
+        out["theory.stream_var_ratio"] = 1.0
+    return out

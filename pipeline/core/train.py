@@ -5,10 +5,11 @@ row = one trial x one seed); the engine applies ``jax.jit(jax.vmap(...))`` and s
 runs ``settings.chunk_steps`` optimizer steps with ``lax.scan`` and returns the row's state and
 that chunk's curves; the host calls it once per chunk, which is where Optuna's pruner gets its
 intermediate values. Everything
-per row that is a number (initializer draw and scales, bias moments, learning rate, momentum,
-clipping, leaky slope, depth, seed) is a traced array, so one executable serves every trial of a
-structure. Metrics (steps to target, explosions, vanishing steps, divergence) are accumulated
-inside the compiled call; a NaN is a value like any other and never stops the batch.
+per row that is a number (initializer draw and scales, bias moments, learning rate and its
+per-layer multipliers and warmup, momentum, clipping, leaky slope, depth, seed) is a traced
+array, so one executable serves every trial of a structure. Metrics (steps to target,
+explosions, vanishing steps, divergence) are accumulated inside the compiled call; a NaN is a
+value like any other and never stops the batch.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class Hparams(NamedTuple):
     # model.negative_slope, model.dropout, train.learning_rate, train.momentum, ...
     values: dict[str, jax.Array]
     residual: Residual | None = None  # model.kind=resmlp: init.residual's forward constants
+    # model.kind=transformer: the attention logit scale (model.attention_scale as a number)
+    attention_scale: jax.Array | None = None
+    # f32[leaves], every leaf of the layout in its order: the learning-rate multiplier of
+    # init.parametrization (``pipeline.core.parametrization``); None = 1 for every leaf
+    lr_scale: jax.Array | None = None
 
 
 class Data(NamedTuple):
@@ -94,21 +100,73 @@ class ChunkOut(NamedTuple):
     val_accuracy: jax.Array | None  # None for a regression (``pipeline.core.losses``)
 
 
-def make_optimizer(kind: str, hp: Hparams, decay: bool = True) -> optax.GradientTransformation:
+class LeafRateState(NamedTuple):
+    count: jax.Array  # int32 updates so far: the warmup's step
+
+
+def warmup_factor(count: jax.Array, warmup_steps: jax.Array | None) -> jax.Array:
+    """Linear warmup (Goyal et al. 2017, "Accurate, Large Minibatch SGD", section 2.2): update
+    k (from 0) uses min(1, (k+1) / warmup_steps) of the learning rate; 0 steps = off."""
+    if warmup_steps is None:
+        return jnp.ones((), jnp.float32)
+    ramp = (count + 1).astype(jnp.float32) / jnp.maximum(warmup_steps, 1.0)
+    return jnp.where(warmup_steps > 0, jnp.minimum(1.0, ramp), 1.0)
+
+
+def scale_by_leaf_rate(
+    learning_rate: jax.Array, warmup_steps: jax.Array | None, leaf_scale: dict | None
+) -> optax.GradientTransformation:
+    """Multiply each leaf's update by -(learning rate x warmup factor x the leaf's multiplier):
+    ``optax.scale_by_learning_rate`` with a schedule, per leaf, in one pass. ``leaf_scale``: a
+    tree of scalars shaped like the parameters (None: 1 everywhere). SGD, momentum and Adam are
+    linear in their rate after their direction, so this is a per-layer learning rate for each."""
+
+    def init_fn(params):
+        del params
+        return LeafRateState(jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        del params
+        rate = -learning_rate * warmup_factor(state.count, warmup_steps)
+        if leaf_scale is None:
+            updates = jax.tree.map(lambda u: (rate * u).astype(u.dtype), updates)
+        else:
+            updates = jax.tree.map(lambda u, m: (rate * m * u).astype(u.dtype), updates, leaf_scale)
+        return updates, LeafRateState(optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def leaf_tree(values: jax.Array, layout: Layout) -> dict:
+    """A per-leaf vector (layout order) as a tree of scalars shaped like the parameters."""
+    return unflatten({leaf.path: values[i] for i, leaf in enumerate(layout.leaves)})
+
+
+def make_optimizer(
+    kind: str, hp: Hparams, decay: bool = True, layout: Layout | None = None
+) -> optax.GradientTransformation:
     """Optax chain, traced numbers: clipping by global norm (inf = off), L2 weight decay added
-    to the gradient (0 = off; for Adam this is L2 regularization, not AdamW), the optimizer."""
+    to the gradient (0 = off; for Adam this is L2 regularization, not AdamW), the optimizer's
+    direction (plain, momentum, Adam), then its learning rate: train.learning_rate times the
+    warmup factor (train.warmup_steps) times each leaf's multiplier (``hp.lr_scale`` over
+    ``layout``: init.parametrization's per-layer rates)."""
     if kind == "sgd":
-        opt = optax.sgd(hp.values["train.learning_rate"])
-    elif kind == "momentum":
-        opt = optax.sgd(hp.values["train.learning_rate"], momentum=hp.values["train.momentum"])
-    elif kind == "adam":
-        opt = optax.adam(hp.values["train.learning_rate"])
+        direction = optax.identity()
+    elif kind == "momentum":  # optax.sgd's own chain: trace, then the learning rate
+        direction = optax.trace(decay=hp.values["train.momentum"])
+    elif kind == "adam":  # optax.adam's: scale_by_adam, then the learning rate
+        direction = optax.scale_by_adam()
     else:
         raise ValueError(f"unknown optimizer {kind!r}; allowed: {', '.join(OPTIMIZERS)}")
+    per_leaf = None if hp.lr_scale is None or layout is None else leaf_tree(hp.lr_scale, layout)
+    rate = scale_by_leaf_rate(
+        hp.values["train.learning_rate"], hp.values.get("train.warmup_steps"), per_leaf
+    )
     clip = optax.clip_by_global_norm(hp.clip_norm)
     if not decay:  # no row of the call decays: skip a pass over every parameter per step
-        return optax.chain(clip, opt)
-    return optax.chain(clip, optax.add_decayed_weights(hp.values["train.weight_decay"]), opt)
+        return optax.chain(clip, direction, rate)
+    decayed = optax.add_decayed_weights(hp.values["train.weight_decay"])
+    return optax.chain(clip, decayed, direction, rate)
 
 
 class UnitSampler(NamedTuple):
@@ -238,7 +296,8 @@ def init_row(net: Net, settings: Settings, hp: Hparams, units: dict, data: Data)
         activation = net.builtin.structure.activation
         rescaled = lsuv(params, x, hp.depth, slope, activation, hp.gain)
         params = jax.tree.map(lambda a, b: jnp.where(hp.lsuv, a, b), rescaled, params)
-    opt_state = make_optimizer(settings.optimizer, hp, settings.weight_decay).init(params)
+    tx = make_optimizer(settings.optimizer, hp, settings.weight_decay, net.layout)
+    opt_state = tx.init(params)
     return RowState(params, opt_state, jnp.zeros((), jnp.int32), metrics.start_running())
 
 
@@ -256,7 +315,7 @@ def train_step(
     grad_fn = jax.value_and_grad(functools.partial(loss_fn, net), has_aux=True)
     (loss, _), grads = grad_fn(state.params, hp, x, y, key)
     grad_norm = optax.tree.norm(grads)
-    tx = make_optimizer(settings.optimizer, hp, settings.weight_decay)
+    tx = make_optimizer(settings.optimizer, hp, settings.weight_decay, net.layout)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     running = metrics.update_running(
         state.running, state.step, loss, grad_norm, kernel_norms(grads, net.layout)[0], settings
@@ -277,7 +336,9 @@ def chunk_row(
         if not settings.diagnostics:
             return None
         slope = hp.values["model.negative_slope"]
-        return measure(net, params, x_probe, y_probe, hp.depth, slope, hp.residual)
+        return measure(
+            net, params, x_probe, y_probe, hp.depth, slope, hp.residual, hp.attention_scale
+        )
 
     def step(state: RowState, _):
         return train_step(net, settings, hp, active, data, state)

@@ -180,6 +180,7 @@ def check_model(cfg, space, n_features: int, n_classes: int) -> None:
     """Build the network of the config's base structure (a user's factory is imported and
     called here, so each of its errors is one line before anything is written) and refuse a
     rule whose glob matches none of its parameters (a typo would silently do nothing)."""
+    from pipeline.core.data import token_vocab
     from pipeline.core.rules import unmatched
 
     m = cfg.model
@@ -187,6 +188,7 @@ def check_model(cfg, space, n_features: int, n_classes: int) -> None:
     structure = Structure(
         m.activation, m.depth, m.width, n_features, n_classes, kind,
         m.factory if kind not in BUILTIN_KINDS else None, m.norm,
+        m.heads if kind == "transformer" else 1, token_vocab(cfg.data),
     )  # fmt: skip
     paths = [leaf.path for leaf in net_for(structure, cfg.engine.unroll).layout.leaves]
     from pipeline.engine.plan import rule_sets

@@ -104,8 +104,10 @@ def row_bytes(net: Net, structure: Structure, settings: Settings, n_val: int) ->
     state = (4 + opt_copies) * n_params  # params, grads, updates, donated copy, optimizer
     features = 0
     for leaf in net.layout.kernels:
-        positions = s.n_in if len(leaf.fan_shape) > 2 else 1
+        positions = s.n_in if len(leaf.fan_shape) > 2 or s.kind == "transformer" else 1
         features += leaf.layers * leaf.fan_shape[-1] * positions
+    if s.kind == "transformer":  # each block's attention logits and weights: heads x T x T
+        features += 2 * s.n_hidden * s.heads * s.n_in * s.n_in
     activations = 4 * max(settings.batch_size, n_val) * features
     curves = settings.chunk_steps * (sum(leaf.layers for leaf in net.layout.kernels) + 4)
     return 4 * (state + activations + curves)
@@ -126,13 +128,19 @@ def check_fits(cfg, space: Space) -> None:
     depth = space.largest("model.depth", cfg.model.depth)
     width = space.largest("model.width", cfg.model.width)
     kinds = space.values("model.kind", cfg.model.kind)
-    kind = next((k for k in ("custom", "cnn") if k in kinds), "mlp")
+    kind = next((k for k in ("custom", "cnn", "transformer") if k in kinds), "mlp")
     if kind == "custom":  # the factory is called here: its errors come before anything is written
         factory = max(space.values("model.factory", cfg.model.factory) or [None], key=str)
         structure = Structure(cfg.model.activation, depth, width, n_in, n_classes, kind, factory)
     else:
+        from pipeline.core.data import token_vocab
+
         n_hidden = bucket_depth(depth, depth_buckets(cfg, space))
-        structure = Structure("relu", n_hidden, width, n_in, n_classes, kind)
+        heads = max(space.values("model.heads", cfg.model.heads)) if kind == "transformer" else 1
+        structure = Structure(
+            "relu", n_hidden, width, n_in, n_classes, kind, None, "none", heads,
+            token_vocab(cfg.data),
+        )  # fmt: skip
     from pipeline.engine.factory import check_model, net_for
 
     check_model(cfg, space, n_in, n_classes)

@@ -16,11 +16,20 @@ from pipeline.core.initializers import (
     resolve_gain,
     weight_scale,
 )
-from pipeline.core.model import GATED, Residual, Structure, rules_in_force
+from pipeline.core.model import GATED, RESIDUAL_KINDS, Residual, Structure, rules_in_force
 from pipeline.core.net import Layout
+from pipeline.core.parametrization import (
+    LeafScaling,
+    Multipliers,
+    branch_multiplier,
+    multipliers,
+    roles_by_fans,
+    roles_by_shapes,
+)
 from pipeline.core.rules import BIAS_KEYS, WEIGHT_KEYS, evaluate, resolve
 from pipeline.core.theory import residual_scales
 from pipeline.core.train import Hparams
+from pipeline.core.transformer import attention_scale
 
 
 def structure_values(trial: TrialSpec, structure: Structure) -> dict[str, float]:
@@ -34,9 +43,15 @@ def structure_values(trial: TrialSpec, structure: Structure) -> dict[str, float]
 
 
 def trial_rules(trial: TrialSpec) -> list[dict]:
-    """A trial's ``init.rules`` and those its ``init.residual`` and ``init.readout`` generate."""
+    """A trial's ``init.rules`` and those its ``init.residual``, ``init.readout`` and (for a
+    transformer) ``init.embedding_std`` generate."""
     return rules_in_force(
-        trial["init.rules"], trial["init.residual"], trial["init.readout"], trial["model.depth"]
+        trial["init.rules"],
+        trial["init.residual"],
+        trial["init.readout"],
+        trial["model.depth"],
+        trial["model.kind"],
+        trial["init.embedding_std"],
     )
 
 
@@ -46,12 +61,58 @@ def leaf_inits(trial: TrialSpec, layout: Layout, structure: Structure) -> dict[s
     base = {k: trial[f"init.{k}"] for k in (*WEIGHT_KEYS, *BIAS_KEYS)}
     values = structure_values(trial, structure)
     rules = trial_rules(trial)
+    scaled = leaf_multipliers(trial, layout, structure)
     out = {}
-    for leaf in layout.leaves:
+    for leaf, m in zip(layout.leaves, scaled):
         r = resolve(base, rules, leaf.path)
-        r["scale"] = evaluate(r["scale"], values)
+        # init.parametrization's std multiplier applies on top of the rules (μP's read-out).
+        r["scale"] = evaluate(r["scale"], values) * m.init
         out[leaf.path] = r
     return out
+
+
+def base_size(trial: TrialSpec) -> tuple[int, int]:
+    """(model.base_width, model.base_depth), null meaning the trial's own width and depth."""
+    width, depth = trial["model.width"], trial["model.depth"]
+    return trial["model.base_width"] or width, trial["model.base_depth"] or depth
+
+
+def leaf_multipliers(trial: TrialSpec, layout: Layout, structure: Structure) -> tuple:
+    """Per leaf (layout order), init.parametrization's ``Multipliers`` of the initial std and
+    the learning rate (``pipeline.core.parametrization``); all 1 for ``sp``."""
+    name = trial["init.parametrization"]
+    if name == "sp":
+        return (Multipliers(1.0, 1.0),) * len(layout.leaves)
+    base_width, base_depth = base_size(trial)
+    scalings = leaf_scalings(layout, structure, trial["model.width"], base_width)
+    adam = trial["train.optimizer"] == "adam"
+    depth_ratio = trial["model.depth"] / base_depth
+    return tuple(multipliers(name, s, adam, depth_ratio) for s in scalings)
+
+
+@functools.cache
+def leaf_scalings(
+    layout: Layout, structure: Structure, width: int, base_width: int
+) -> tuple[LeafScaling, ...]:
+    """Each leaf's role and its ratios to the base model, from the module built at the base
+    width and at twice the width (the mup library's base and delta shapes); a user's module
+    whose factory does not take ``width`` is read by its fans (``roles_by_fans``)."""
+    from pipeline.config import ConfigError
+    from pipeline.engine.factory import net_for
+
+    if structure.width == 0:  # a factory without ``width``: the engine blanked it
+        return roles_by_fans(layout.leaves, structure.n_in, structure.n_classes, width / base_width)
+    try:
+        base = net_for(structure._replace(width=base_width)).layout
+    except ConfigError as e:
+        raise ConfigError(f"model.base_width={base_width}: the base model: {e}") from None
+    except Exception as e:  # e.g. a width the transformer's heads do not divide
+        raise ConfigError(
+            f"model.base_width={base_width}: the model cannot be built at that width "
+            f"({type(e).__name__}: {e})"
+        ) from None
+    delta = net_for(structure._replace(width=2 * structure.width)).layout
+    return roles_by_shapes(layout.leaves, base.leaves, delta.leaves, structure.norm)
 
 
 @functools.cache
@@ -73,19 +134,32 @@ def kernel_scale(r: dict, fan_shape: tuple[int, ...], activation: str, slope: fl
 
 
 def residual_row(trial: TrialSpec) -> Residual | None:
-    """A residual MLP's forward constants (``theory.residual_scales``); None for other kinds."""
-    if trial["model.kind"] != "resmlp":
+    """A residual network's forward constants (``theory.residual_scales``); None for other
+    kinds."""
+    if trial["model.kind"] not in RESIDUAL_KINDS:
         return None
     s = residual_scales(trial["init.residual"], trial["model.depth"])
     gated = trial["init.residual"] in GATED
-    return Residual(np.float32(s.alpha), np.float32(s.skip), np.bool_(gated))
+    # depth_mup: each branch x 1/sqrt(depth / base_depth), on top of init.residual's multiplier.
+    depth_ratio = trial["model.depth"] / base_size(trial)[1]
+    alpha = s.alpha * branch_multiplier(trial["init.parametrization"], depth_ratio)
+    return Residual(np.float32(alpha), np.float32(s.skip), np.bool_(gated))
+
+
+def attention_row(trial: TrialSpec) -> np.float32 | None:
+    """A transformer's attention logit scale as a traced number (``transformer.attention_scale``:
+    the one function that turns model.attention_scale into it); None for other kinds."""
+    if trial["model.kind"] != "transformer":
+        return None
+    return np.float32(attention_scale(trial))
 
 
 def row_hparams(
     trial: TrialSpec, layout: Layout, structure: Structure, draws: tuple[str, ...], seed: int
 ) -> Hparams:
     """The traced numbers of one row, computed on the host from a trial's spec: the schema's
-    ``row`` keys as they are, and per parameter leaf its draw, scale and bias moments."""
+    ``row`` keys as they are, and per parameter leaf its draw, scale, bias moments and
+    learning-rate multiplier."""
     activation, slope = trial["model.activation"], trial["model.negative_slope"]
     inits = leaf_inits(trial, layout, structure)
     draw, scale = [], []
@@ -116,6 +190,8 @@ def row_hparams(
         seed=np.int32(seed),
         values={k: np.float32(trial[k]) for k in ROW_KEYS},
         residual=residual_row(trial),
+        attention_scale=attention_row(trial),
+        lr_scale=np.asarray([m.lr for m in leaf_multipliers(trial, layout, structure)], np.float32),
     )
 
 

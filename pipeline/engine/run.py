@@ -136,6 +136,8 @@ class Engine:
             kind=kind,
             factory=trial["model.factory"] if kind not in BUILTIN_KINDS else None,
             norm=trial["model.norm"],
+            heads=trial["model.heads"] if kind == "transformer" else 1,
+            vocab=self.dataset.n_tokens,
         )
         if structure.factory is None:
             return structure
@@ -386,6 +388,6 @@ class Engine:
 def _work(call: Call) -> float:
     """A call's work in proportion to its time: rows x layers x steps x width^2 (x positions)."""
     s = call.structure
-    positions = s.n_in if s.kind == "cnn" else 1
+    positions = s.n_in if s.kind in ("cnn", "transformer") else 1  # pixels, tokens
     steps = call.settings.chunk_steps + 2 * call.settings.diagnostics  # probes: 2 passes
     return call.n_rows * (s.n_hidden + 1) * steps * s.width**2 * positions

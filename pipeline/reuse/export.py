@@ -36,7 +36,7 @@ from pipeline.core.initializers import (
     resolve_bias,
     resolve_gain,
 )
-from pipeline.core.model import GATED, rules_in_force
+from pipeline.core.model import EMBEDDINGS, GATED, rules_in_force
 from pipeline.reuse.best import read_best  # noqa: F401 (documented here: to_flax(read_best(...)))
 
 FORMATS = ("flax", "keras", "torch")
@@ -108,8 +108,85 @@ def _sections(cfg) -> tuple[dict, dict, dict]:
         init, model = {**defaults["init"], **init}, {**defaults["model"], **model}
     structure = {"depth": model.get("depth"), "width": model.get("width")}
     residual, readout = init.get("residual", "none"), init.get("readout", "default")
-    init["rules"] = rules_in_force(init.get("rules"), residual, readout, model.get("depth"))
+    init["rules"] = rules_in_force(
+        init.get("rules"),
+        residual,
+        readout,
+        model.get("depth"),
+        model.get("kind", "mlp"),
+        init.get("embedding_std"),
+    ) + parametrization_rules(init, model)
     return init, model, {**structure, **(cfg.get("structure") or {})}
+
+
+def _width_ratio(model: dict) -> float:
+    """model.width / model.base_width (null: the width itself): muP's r for the built-ins."""
+    width = model.get("width") or 1
+    return width / (model.get("base_width") or width)
+
+
+def parametrization_rules(init: dict, model: dict) -> list[dict]:
+    """The initial-std multipliers of ``init.parametrization`` as rules, for the built-in
+    networks whose read-out path is known: under mup and depth_mup the read-out kernel's std
+    x r^-1/2, r = width / base width (``pipeline.core.parametrization.multipliers``: its variance
+    1/fan_in^2, Tensor Programs V Table 3); every other multiplier of the initialization is 1.
+    A user's module (model.kind=custom) gets no rule: ``parametrization_note`` says so."""
+    if init.get("parametrization", "sp") not in ("mup", "depth_mup"):
+        return []
+    if model.get("kind", "mlp") == "custom":
+        return []
+    from pipeline.core.model import READOUT
+
+    return [{"match": READOUT[0], "scale": _width_ratio(model) ** -0.5}]
+
+
+def parametrization_note(cfg) -> str:
+    """What ``init.parametrization`` sets beyond the initialization, as comments: the learning
+    rate's multiplier per layer role (``pipeline.core.parametrization``, SGD or Adam by
+    train.optimizer) for the built-in networks, depth_mup's branch multiplier. Optimizer code
+    that applies them (an optax transformation, torch parameter groups) is not generated yet."""
+    init, model, _ = _sections(cfg)
+    name = init.get("parametrization", "sp")
+    if name == "sp":
+        return ""
+    from pipeline.core.parametrization import LeafScaling, branch_multiplier, multipliers
+
+    train = (cfg.get("train") if isinstance(cfg, dict) else None) or {}
+    adam = train.get("optimizer") == "adam"
+    if model.get("kind", "mlp") == "custom":
+        return (
+            f"# init.parametrization={name}: the per-layer multipliers of your module are not "
+            "exported (docs/mup.md); train it with the engine, or apply them by hand\n"
+        )
+    r = _width_ratio(model)
+    depth = model.get("depth") or 1
+    d = depth / (model.get("base_depth") or depth)
+    roles = {
+        "input layer": LeafScaling("input", 1.0, r),
+        "hidden layers": LeafScaling("hidden", r, r, branch=True),
+        "read-out": LeafScaling("readout", r, 1.0),
+        "biases and norms of width size": LeafScaling("vector", 1.0, r),
+    }
+    rates = ", ".join(
+        f"{role} x{multipliers(name, leaf, adam, d).lr:.4g}" for role, leaf in roles.items()
+    )
+    lines = [
+        f"# init.parametrization={name}, width {model.get('width')} over base "
+        f"{model.get('base_width') or model.get('width')} (docs/mup.md): the read-out's std "
+        "multiplier is in the initializers below;",
+        f"#   learning rate per layer ({'Adam' if adam else 'SGD'}): train.learning_rate times "
+        f"{rates}",
+    ]
+    if name == "depth_mup":
+        lines.append(
+            f"#   each residual branch's output x {branch_multiplier(name, d):.4g} (forward)"
+        )
+    if model.get("kind") == "transformer":
+        from pipeline.core.transformer import attention_scale
+
+        flat = {f"model.{k}": v for k, v in model.items()} | {"init.parametrization": name}
+        lines.append(f"#   attention logits x {attention_scale(flat):.4g} (muP's 1/d)")
+    return "\n".join(lines) + "\n"
 
 
 def init_spec(cfg, layer: str | None = None) -> InitSpec:
@@ -172,6 +249,8 @@ def rule_layers(cfg) -> list[str]:
     init, _, _ = _sections(cfg)
     layers = []
     for rule in init.get("rules") or []:
+        if rule["match"] in EMBEDDINGS:  # a transformer's tables: its note says how to draw them
+            continue
         layer = rule["match"].removesuffix("/kernel").removesuffix("/bias")
         if layer not in layers:
             layers.append(layer)
@@ -509,6 +588,7 @@ def snippet(cfg, framework: str, title: str = "") -> str:
     s = init_spec(cfg)
     fan_in = hidden_fan_in(cfg) if framework != "torch" else None
     head = (f"# {title}\n" if title else "") + residual_note(cfg, framework)
+    head += parametrization_note(cfg)
     layers = rule_layers(cfg)
     specs = [(layer, init_spec(cfg, layer)) for layer in layers]
     if framework == "flax":
@@ -597,21 +677,24 @@ _GATES = {
 
 
 def residual_note(cfg, framework: str) -> str:
-    """What a residual MLP's ``init.residual`` sets in the forward pass, which no initializer
+    """What a residual network's ``init.residual`` sets in the forward pass, which no initializer
     can (the branch layers' own factors are rules, exported with the others): its block, and
     alpha and skip as numbers, or the code of SkipInit / ReZero's learnable gate."""
     init, model, _ = _sections(cfg)
-    if model.get("kind") != "resmlp":
+    if model.get("kind") not in ("resmlp", "transformer"):
         return ""
-    from pipeline.core.theory import residual_scales
+    from pipeline.core.theory import embedding_var, residual_scales
 
     residual, depth = init.get("residual", "none"), int(model["depth"])
     s = residual_scales(residual, depth)
-    lines = [
-        f"# model.kind=resmlp: x = LayerNorm(act(input(x))), {depth} blocks, then output(x);",
-        "# block i (layers blocks.<i>.fc1 and blocks.<i>.fc2: the paths the rules match):",
-        f"#   {_BLOCKS[model.get('norm', 'none')]}",
-    ]
+    if model["kind"] == "transformer":
+        lines = _transformer_lines(init, model, framework, embedding_var(residual, depth))
+    else:
+        lines = [
+            f"# model.kind=resmlp: x = LayerNorm(act(input(x))), {depth} blocks, then output(x);",
+            "# block i (layers blocks.<i>.fc1 and blocks.<i>.fc2: the paths the rules match):",
+            f"#   {_BLOCKS[model.get('norm', 'none')]}",
+        ]
     if residual in GATED:
         gate = f"# init.residual={residual}: alpha is a learnable scalar per block, 0 at init:"
         lines += [gate, f"#   {_GATES[framework]}"]
@@ -621,6 +704,45 @@ def residual_note(cfg, framework: str) -> str:
             "of your forward pass"
         )
     return "\n".join(lines) + "\n"
+
+
+# A transformer's blocks as model.norm builds them (pipeline.core.transformer), and its
+# embedding tables' draw in each framework's own code.
+_T_BLOCKS = {
+    "none": "x = skip * x + alpha * attn(x); x = skip * x + alpha * mlp(x)",
+    "pre": "x = skip * x + alpha * attn(LayerNorm(x)); x = skip * x + alpha * mlp(LayerNorm(x))",
+    "rmsnorm": "x = skip * x + alpha * attn(RMSNorm(x)); x = skip * x + alpha * mlp(RMSNorm(x))",
+    "post": "x = LayerNorm(skip * x + alpha * attn(x)); x = LayerNorm(skip * x + alpha * mlp(x))",
+}
+_TABLES = {
+    "flax": "nn.Embed(n, width, embedding_init=jax.nn.initializers.normal({std}))",
+    "keras": "keras.layers.Embedding(n, width, "
+    "embeddings_initializer=keras.initializers.RandomNormal(stddev={std}))",
+    "torch": "torch.nn.init.normal_(embedding.weight, mean=0.0, std={std})",
+}
+
+
+def _transformer_lines(init: dict, model: dict, framework: str, embed_var: float) -> list[str]:
+    """The transformer's forward pass and what no kernel initializer sets: the attention logit
+    scale and the embedding tables' std (init.embedding_std, times T-Fixup's factor)."""
+    from pipeline.core.transformer import logit_scale
+
+    width, heads, depth = int(model["width"]), int(model.get("heads", 1)), int(model["depth"])
+    name = model.get("attention_scale", "1/sqrt(d)")
+    scale = logit_scale(name, width // heads)
+    std = float(init.get("embedding_std", 1.0)) * math.sqrt(embed_var)
+    norm = model.get("norm", "none")
+    final = "LayerNorm(x)" if norm == "pre" else "RMSNorm(x)" if norm == "rmsnorm" else "x"
+    return [
+        f"# model.kind=transformer: x = embed(tokens) + pos(positions), {depth} blocks, then "
+        f"output({final}[last position]);",
+        "# block i (blocks.<i>.attn.{query,key,value,out}, blocks.<i>.mlp.{fc1,fc2}: the paths "
+        "the rules match), mlp(x) = fc2(act(fc1(x))), fc1 to 4 x width:",
+        f"#   {_T_BLOCKS[norm]}",
+        f"# attention: {heads} heads of d = {width // heads}, logits = {scale:.6g} * q.k "
+        f"(model.attention_scale={name}), bidirectional",
+        f"# embed and pos tables: N(0, {std:.6g}^2): {_TABLES[framework].format(std=f'{std:.6g}')}",
+    ]
 
 
 def _bias_note(s: InitSpec, fan_in: float | None, build: str) -> str:

@@ -1,5 +1,7 @@
 """Tracking: every MLflow write (``tracker``), the parent run's artifacts and figures
-(``artifacts``, ``plots``), and what a study prints or renders (``report``, ``html_report``)."""
+(``artifacts``, ``plots``), what a study prints or renders (``report``, ``html_report``), and
+the coordinate check (``coord_check``: width sweeps of a few training steps, their slopes and
+figure)."""
 
 from pipeline.tracking.tracker import (
     LOGGING_RETRIES,

@@ -22,8 +22,12 @@ import optuna  # noqa: E402
 from pipeline import theory  # noqa: E402
 from pipeline.config import TrialSpec  # noqa: E402
 from pipeline.search.study import trial_spec  # noqa: E402
+from pipeline.tracking.recommend import CELL_KEYS, group_name, network_label  # noqa: E402
 
 NEVER = "never reached"
+# Panels per figure when a figure draws one panel per network; beyond it, the networks with the
+# most trials (the HTML report's filters reach every network).
+MAX_PANELS = 9
 
 
 class Row(NamedTuple):
@@ -40,6 +44,71 @@ def study_rows(study: optuna.Study) -> list[Row]:
         for t in study.get_trials(deepcopy=False)
         if t.state.is_finished() and "metrics" in t.user_attrs
     ]
+
+
+def network_keys(specs) -> tuple[str, ...]:
+    """The keys that name a network, as the recommendations name it (``recommend``): kind,
+    activation and depth, plus width where the trials differ in it."""
+    widths = {s["model.width"] for s in specs}
+    return (*CELL_KEYS, "model.width") if len(widths) > 1 else CELL_KEYS
+
+
+def networks(rows: list[Row], keys: tuple[str, ...] | None = None) -> dict[str, list[Row]]:
+    """Rows per network, labelled like a recommendation row (``mlp·relu·d16``), in key order;
+    ``keys`` defaults to ``network_keys`` of the rows."""
+    keys = keys or network_keys([r.config for r in rows])
+    groups: dict[str, list[Row]] = {}
+    for r in sorted(rows, key=lambda r: [r.config[k] for k in keys]):
+        groups.setdefault(network_label({k: r.config[k] for k in keys}), []).append(r)
+    return groups
+
+
+def _network_panels(rows: list[Row]) -> tuple[dict[str, list[Row]], str]:
+    """At most ``MAX_PANELS`` networks (those with the most trials) and a title suffix saying
+    how many were left out."""
+    nets = networks(rows)
+    if len(nets) <= MAX_PANELS:
+        return nets, ""
+    kept = set(sorted(nets, key=lambda n: -len(nets[n]))[:MAX_PANELS])
+    shown = {n: members for n, members in nets.items() if n in kept}
+    return shown, f" ({MAX_PANELS} of {len(nets)} networks; the HTML report filters show all)"
+
+
+class Profile(NamedTuple):
+    """A per-layer trace of one initializer's trials on one network."""
+
+    median: np.ndarray  # per layer, over the trials (each trial's trace is its seeds' median)
+    low: np.ndarray  # 25th percentile
+    high: np.ndarray  # 75th percentile
+    trials: int
+    zero: bool  # every value exactly zero: nothing a log axis can draw
+
+
+def layer_profiles(rows: list[Row], key: str) -> dict[str, Profile]:
+    """Per initializer (``recommend.group_name``): median and interquartile band of the trace
+    ``key`` (e.g. ``init_backprop_norm``) over the rows' trials, layer by layer. A value that is
+    not positive is NaN in the result: a log axis has no place for it."""
+    traces: dict[str, list[np.ndarray]] = {}
+    for r in rows:
+        if key in r.trace:
+            traces.setdefault(group_name(r.config.init.weights), []).append(
+                np.asarray(r.trace[key], float)
+            )
+    profiles = {}
+    for name, arrays in sorted(traces.items()):
+        table = np.full((len(arrays), max(len(a) for a in arrays)), np.nan)
+        for i, a in enumerate(arrays):
+            table[i, : len(a)] = np.where(np.isfinite(a), a, np.nan)
+        finite = table[np.isfinite(table)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a layer no trial has
+            low, median, high = np.nanpercentile(table, [25, 50, 75], axis=0)
+        profiles[name] = Profile(
+            *(np.where(v > 0, v, np.nan) for v in (median, low, high)),
+            len(arrays),
+            bool(finite.size) and not finite.any(),
+        )
+    return profiles
 
 
 def _save(fig, path: Path) -> Path:
@@ -59,7 +128,7 @@ def _colors(names) -> dict:
 def _grid(n: int, width: float = 4.2, height: float = 3.2, sharey: bool = False):
     if n == 1:  # a lone panel gets room for the figure's title
         width, height = width * 1.5, height * 1.4
-    cols = min(n, 3)
+    cols = 2 if n == 4 else min(n, 3)  # four panels read best as a square
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(
         rows,
@@ -75,31 +144,36 @@ def _grid(n: int, width: float = 4.2, height: float = 3.2, sharey: bool = False)
 
 
 def loss_curves(rows: list[Row], title: str, path: Path) -> Path | None:
-    """Training-loss curves, one panel per initializer, median curve in black."""
+    """Training-loss curves, one panel per network, one colour per initializer: each trial
+    faint, the median curve of each initializer's trials bold."""
     rows = [r for r in rows if "loss" in r.trace]
-    inits = sorted({r.config["init.weights"] for r in rows})
-    if not inits:
+    if not rows:
         return None
-    fig, axes = _grid(len(inits), sharey=True)
+    panels, note = _network_panels(rows)
+    colors = _colors(group_name(r.config.init.weights) for r in rows)
+    fig, axes = _grid(len(panels), sharey=True)
     start = np.nanmedian([r.trace["loss"][0] for r in rows])
     values = np.concatenate([np.asarray(r.trace["loss"], float) for r in rows])
     values = values[np.isfinite(values) & (values > 0)]
     low = 0.8 * values.min() if values.size else None
-    for ax, name in zip(axes, inits):
-        curves = [r.trace for r in rows if r.config["init.weights"] == name]
-        for c in curves:
-            ax.plot(c["loss_steps"], c["loss"], color="tab:blue", alpha=0.25, lw=0.8)
-        if len(curves) > 1 and len({len(c["loss"]) for c in curves}) == 1:
-            median = np.nanmedian(np.asarray([c["loss"] for c in curves], float), axis=0)
-            ax.plot(curves[0]["loss_steps"], median, color="k", lw=1.5, label="median")
-            ax.legend(fontsize=7)
-        ax.set_title(f"{name} ({len(curves)} trials)", fontsize=9)
+    for ax, (label, members) in zip(axes, panels.items()):
+        for name, color in colors.items():
+            curves = [r.trace for r in members if group_name(r.config.init.weights) == name]
+            for c in curves:
+                ax.plot(c["loss_steps"], c["loss"], color=color, alpha=0.15, lw=0.7)
+            if curves and len({len(c["loss"]) for c in curves}) == 1:
+                median = np.nanmedian(np.asarray([c["loss"] for c in curves], float), axis=0)
+                ax.plot(curves[0]["loss_steps"], median, color=color, lw=1.8, label=name)
+        ax.set_title(f"{label} ({len(members)} trials)", fontsize=9)
         ax.set_yscale("log")
         if np.isfinite(start) and low is not None and low < 4 * start:
             ax.set_ylim(low, 4 * start)  # a few exploding curves must not flatten the others
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (log)")
-    fig.suptitle(f"{title}: training loss by initializer (exploding runs leave the top)")
+        ax.legend(fontsize=7, title="median of", title_fontsize=7)
+    fig.suptitle(
+        f"{title}: training loss per network, by initializer (exploding runs leave the top)" + note
+    )
     return _save(fig, path)
 
 
@@ -156,65 +230,77 @@ def depth_gain_heatmaps(rows: list[Row], title: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _panels(rows: list[Row]) -> dict[str, list[Row]]:
-    """Rows grouped by initializer, and by activation too when that still fits nine panels."""
-    pairs = sorted({(r.config["init.weights"], r.config["model.activation"]) for r in rows})
-    by_pair = len(pairs) <= 9 and len({a for _, a in pairs}) > 1
-    groups: dict[str, list[Row]] = {}
-    for r in rows:
-        name = r.config["init.weights"]
-        key = f"{name} · {r.config['model.activation']}" if by_pair else name
-        groups.setdefault(key, []).append(r)
-    return dict(sorted(groups.items()))
-
-
-def _per_layer(rows, title, path, lines: dict[str, str], ylabel: str, what: str):
-    """One line per trial and trace key (``lines``: key -> line style) against layer, one
-    panel per initializer (and activation), coloured by gain, log scale."""
-    rows = [r for r in rows if all(k in r.trace for k in lines)]
+def _per_layer(rows, title, path, key: str, ylabel: str, what: str):
+    """The trace ``key`` against layer, one panel per network, log scale. With one initializer
+    in the study, one line per trial coloured by gain; with several, one line per initializer
+    (the median over its trials) with its interquartile band. What is exactly zero has no place
+    on a log axis: the panel says so in words instead."""
+    rows = [r for r in rows if key in r.trace]
     if not rows:
         return None
-    panels = _panels(rows)
+    panels, note = _network_panels(rows)
+    colors = _colors(group_name(r.config.init.weights) for r in rows)
+    by_gain = len(colors) == 1
     gains = [g for r in rows if isinstance(g := r.config["init.gain"], int | float) and g > 0]
     low, high = min(gains, default=1.0), max(gains, default=1.0)
-    varied = high > low  # colour by gain only when the gain varies
-    norm = matplotlib.colors.LogNorm(low, high if varied else low * 1.01)
+    by_gain &= high > low  # colour by gain only when the gain varies
+    norm = matplotlib.colors.LogNorm(low, high if by_gain else low * 1.01)
     cmap = plt.get_cmap("coolwarm")
     fig, axes = _grid(len(panels))
-    for ax, (name, members) in zip(axes, panels.items()):
+    for ax, (label, members) in zip(axes, panels.items()):
+        profiles = layer_profiles(members, key)
+        zero = [f"{name} ({p.trials})" for name, p in profiles.items() if p.zero]
         drawn = False
-        for r in members:
-            g = r.config["init.gain"]
-            color = cmap(norm(g)) if varied and isinstance(g, (int, float)) else "tab:blue"
-            for key, style in lines.items():
-                y = np.asarray(r.trace[key], float)
-                y = np.where(y > 0, y, np.nan)  # a zero has no place on a log axis
-                drawn |= bool(np.isfinite(y).any())
-                ax.plot(np.arange(1, len(y) + 1), y, color=color, lw=0.9, ls=style, alpha=0.75)
+        for name, p in profiles.items():
+            if p.zero:
+                continue
+            layers = np.arange(1, len(p.median) + 1)
+            drawn |= bool(np.isfinite(p.median).any())
+            if by_gain:
+                for r in members:
+                    y = np.asarray(r.trace[key], float)
+                    color = cmap(norm(r.config["init.gain"]))
+                    ax.plot(layers[: len(y)], np.where(y > 0, y, np.nan), color=color, lw=0.9)
+                continue
+            ax.fill_between(layers, p.low, p.high, color=colors[name], alpha=0.2, lw=0)
+            ax.plot(layers, p.median, color=colors[name], lw=1.5, label=f"{name} ({p.trials})")
         if drawn:
             ax.set_yscale("log")
+            if not by_gain:
+                ax.legend(fontsize=7, title="initializer (trials)", title_fontsize=7)
         else:
-            ax.text(0.5, 0.5, "all zero: no signal", ha="center", transform=ax.transAxes)
-        ax.set_title(name, fontsize=9)
+            ax.set_yticks([])  # nothing to scale: no axis to read
+        if zero:
+            ax.text(
+                0.5,
+                0.06 if drawn else 0.5,
+                "exactly zero at every layer:\n" + ", ".join(zero),
+                ha="center",
+                va="bottom" if drawn else "center",
+                transform=ax.transAxes,
+                fontsize=8,
+                bbox={"facecolor": "white", "edgecolor": "#999", "alpha": 0.9},
+            )
+        ax.set_title(f"{label} ({len(members)} trials)", fontsize=9)
         ax.set_xlabel("layer (1 = input layer)")
         ax.set_ylabel(ylabel)
-    if varied:
+    if by_gain:
         mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(mappable, ax=axes, label="init.gain (log)")
-    fig.suptitle(f"{title}: {what}", fontsize=10)
+    fig.suptitle(f"{title}: {what}{note}", fontsize=10)
     return _save(fig, path)
 
 
 def layer_gradients(rows: list[Row], title: str, path: Path) -> Path | None:
-    """||dL/dh_l|| (solid) and ||dL/dW_l|| (dotted) at initialization against layer."""
+    """||dL/dh_l||, the back-propagated signal, at initialization against layer."""
     return _per_layer(
         rows,
         title,
         path,
-        {"init_backprop_norm": "-", "init_grad_norm": ":"},
-        "norm at init (log)",
-        "back-propagated signal ||dL/dh|| (solid) and weight gradient ||dL/dW|| (dotted) at "
-        "initialization",
+        "init_backprop_norm",
+        "||dL/dh|| at init (log)",
+        "back-propagated signal ||dL/dh|| per layer at initialization (median over trials, "
+        "band: 25-75%)",
     )
 
 
@@ -224,7 +310,7 @@ def layer_variances(rows: list[Row], title: str, path: Path) -> Path | None:
         rows,
         title,
         path,
-        {"init_act_var": "-"},
+        "init_act_var",
         "activation variance at init (log)",
         "forward signal, variance of each layer's activations at initialization",
     )
@@ -264,24 +350,32 @@ def depth_curves(rows: list[Row], title: str, path: Path) -> Path | None:
 
 
 def explosions_vs_gain(rows: list[Row], title: str, path: Path) -> Path | None:
+    """Exploding steps against init.gain, one panel per network, one colour per initializer."""
     rows = [r for r in rows if isinstance(r.config["init.gain"], int | float)]
     if not rows:
         return None
-    colors = _colors(r.config["model.activation"] for r in rows)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    panels, note = _network_panels(rows)
+    colors = _colors(group_name(r.config.init.weights) for r in rows)
     steps = max(r.config.train.steps for r in rows)
-    for act, color in colors.items():
-        mine = [r for r in rows if r.config["model.activation"] == act]
-        g = [r.config["init.gain"] for r in mine]
-        e = [r.metrics["explosion_count"] for r in mine]
-        ax.scatter(g, e, s=16, color=color, label=act, alpha=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1)
-    ax.set_ylim(-0.5, steps * 1.5)
-    ax.set_xlabel("init.gain (log)")
-    ax.set_ylabel(f"explosion_count (steps of {steps}; symlog)")
-    ax.set_title(f"{title}: exploding gradients against gain")
-    ax.legend(fontsize=7, ncol=2)
+    fig, axes = _grid(len(panels), sharey=True)
+    for ax, (label, members) in zip(axes, panels.items()):
+        for name, color in colors.items():
+            mine = [r for r in members if group_name(r.config.init.weights) == name]
+            g = [r.config["init.gain"] for r in mine]
+            e = [r.metrics["explosion_count"] for r in mine]
+            if mine:
+                ax.scatter(g, e, s=16, color=color, label=name, alpha=0.8)
+        ax.set_xscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 0.6, not 6 x 10^-1
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(-0.5, steps * 1.5)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("init.gain (log)")
+        ax.set_ylabel(f"explosion_count (steps of {steps}; symlog)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: exploding gradients against gain{note}")
     return _save(fig, path)
 
 
@@ -317,6 +411,76 @@ def theory_vs_measurement(rows: list[Row], title: str, path: Path) -> Path | Non
     return _save(fig, path)
 
 
+def attention_scales(rows: list[Row], title: str, path: Path) -> Path | None:
+    """A transformer study by ``model.attention_scale``: the attention logits' std and the
+    attention entropy at initialization (each trial a point, theory's std a bar), steps to
+    target against the learning rate, and the median loss curve at each scale's best rate."""
+    rows = [r for r in rows if r.config["model.kind"] == "transformer"]
+    rows = [r for r in rows if "diag.init.logit_std" in r.metrics]
+    if not rows:
+        return None
+    scales = [s for s in ("none", "1/sqrt(d)", "1/d") if any(_scale(r) == s for r in rows)]
+    colors = dict(zip(scales, ("tab:red", "tab:blue", "tab:green")))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), layout="constrained")
+    steps = max(int(r.config["train.steps"]) for r in rows)
+    for i, scale in enumerate(scales):
+        mine = [r for r in rows if _scale(r) == scale]
+        jitter = np.linspace(-0.15, 0.15, len(mine)) if len(mine) > 1 else [0.0]
+        for ax, key in zip(axes[:2], ("diag.init.logit_std", "diag.init.attention_entropy")):
+            ax.scatter(i + np.asarray(jitter), [r.metrics[key] for r in mine], s=16,
+                       color=colors[scale], alpha=0.8)  # fmt: skip
+        predicted = [theory.trial_prediction(r.config).get("theory.logit_std") for r in mine]
+        predicted = [p for p in predicted if p is not None]
+        if predicted:
+            axes[0].hlines(np.median(predicted), i - 0.3, i + 0.3, color="k", lw=1.5,
+                           label="theory" if i == 0 else None)  # fmt: skip
+        rates = sorted({r.config["train.learning_rate"] for r in mine})
+        medians = [
+            np.median([r.metrics["steps_to_target"] for r in mine
+                       if r.config["train.learning_rate"] == lr])
+            for lr in rates
+        ]  # fmt: skip
+        axes[2].plot(rates, medians, "o-", color=colors[scale], label=scale)
+        objective = [  # steps to target, or how far the loss got: ranks rates that never reach it
+            np.median([r.metrics["objective"] for r in mine
+                       if r.config["train.learning_rate"] == lr])
+            for lr in rates
+        ]  # fmt: skip
+        best = rates[int(np.argmin(objective))]
+        curves = [r.trace for r in mine if r.config["train.learning_rate"] == best]
+        curves = [c for c in curves if "loss" in c]
+        if curves and len({len(c["loss"]) for c in curves}) == 1:
+            median = np.nanmedian(np.asarray([c["loss"] for c in curves], float), axis=0)
+            axes[3].plot(curves[0]["loss_steps"], median, color=colors[scale],
+                         label=f"{scale} (lr {best:g})")  # fmt: skip
+    for ax, label in zip(axes[:2], ("logit std at init (log)", "attention entropy / ln T")):
+        ax.set_xticks(range(len(scales)), scales)
+        ax.set_xlabel("model.attention_scale")
+        ax.set_ylabel(label)
+    axes[0].set_yscale("log")
+    if axes[0].get_legend_handles_labels()[0]:  # theory is not given for every norm
+        axes[0].legend(fontsize=7)
+    axes[1].set_ylim(0, 1.05)
+    axes[2].set_xscale("log")
+    rates = sorted({r.config["train.learning_rate"] for r in rows})
+    axes[2].set_xticks(rates, [f"{lr:g}" for lr in rates])
+    axes[2].minorticks_off()
+    axes[2].axhline(steps + 1, color="gray", lw=0.8, ls=":")
+    axes[2].set_xlabel("train.learning_rate (log)")
+    axes[2].set_ylabel(f"median steps_to_target ({steps + 1}: {NEVER})")
+    axes[2].legend(fontsize=7)
+    axes[3].set_yscale("log")
+    axes[3].set_xlabel("step")
+    axes[3].set_ylabel("median training loss (log), best rate")
+    axes[3].legend(fontsize=7)
+    fig.suptitle(f"{title}: attention logit scale at initialization and in training")
+    return _save(fig, path)
+
+
+def _scale(row: Row) -> str:
+    return row.config["model.attention_scale"]
+
+
 def _optuna_figure(draw: Callable, study: optuna.Study, path: Path, **kw) -> Path | None:
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if len(done) < 2 or len(study.directions) > 1:
@@ -332,6 +496,157 @@ def _optuna_figure(draw: Callable, study: optuna.Study, path: Path, **kw) -> Pat
     return _save(fig, path)
 
 
+# --- Residual rules (issue 13; the presets residual_without_norm, residual_branch_scale and
+# preln_vs_postln, docs/residual.md) --------------------------------------------------------------
+RESIDUAL_KEYS = ("init.residual", "model.norm")  # what the initial state depends on: the colour
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a measured stream beyond it is inf: overflow
+
+
+def _residual_variants(rows: list[Row]) -> tuple[list[str], list[str]]:
+    """The residual keys and the other keys the trials differ in (the line style, e.g.
+    ``train.warmup_steps``), leaving out depth (the x axis), the learning rate (each variant
+    at its best) and the rules (generated from init.residual)."""
+    flat = [r.config.flat() for r in rows]
+    skip = {*RESIDUAL_KEYS, "model.depth", "train.learning_rate", "init.rules"}
+    others = [k for k in flat[0] if k not in skip and len({repr(f[k]) for f in flat}) > 1]
+    return list(RESIDUAL_KEYS), others
+
+
+NORM_NAMES = {"none": "no norm", "pre": "pre-norm", "post": "post-norm", "rmsnorm": "RMSNorm"}
+
+
+def _label(r: Row, keys: list[str]) -> str:
+    """``gpt2 · pre-norm · warmup_steps 100``: the residual rule, the norm, other values."""
+    names = {"init.residual": str, "model.norm": lambda v: NORM_NAMES.get(v, v)}
+    return " · ".join(
+        names[k](r.config[k]) if k in names else f"{k.split('.')[-1]} {r.config[k]}" for k in keys
+    )
+
+
+def _by_depth(members: list[Row]) -> dict[int, list[Row]]:
+    out: dict[int, list[Row]] = {}
+    for r in sorted(members, key=lambda r: r.config["model.depth"]):
+        out.setdefault(int(r.config["model.depth"]), []).append(r)
+    return out
+
+
+def _init_stream(r: Row) -> float:
+    return r.metrics.get("diag.init.stream_var_ratio", np.nan)
+
+
+def _predicted_stream(r: Row) -> float:
+    return theory.trial_prediction(r.config).get("theory.stream_var_ratio", np.nan)
+
+
+def _stream_panel(ax, groups: dict[str, list[Row]], colors: dict) -> None:
+    """Measured stream variance ratio at init (dots; x at the top edge: float32 overflow)
+    beside ``theory.residual_stream`` (dashed)."""
+    top, overflow = 1.0, False
+    for name, members in groups.items():
+        per_depth = _by_depth(members)
+        ds = list(per_depth)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # every seed overflowed: NaN
+            measured = np.asarray(
+                [np.nanmedian([_init_stream(r) for r in m]) for m in per_depth.values()]
+            )
+        predicted = np.asarray([_predicted_stream(m[0]) for m in per_depth.values()])
+        top = max(top, np.nanmax(np.concatenate([measured, predicted, [1.0]])))
+        ax.plot(ds, predicted, "--", color=colors[name], lw=1)
+        ax.plot(ds, measured, "o", color=colors[name], label=name)
+        pairs = zip(ds, measured, predicted)
+        over = [d for d, m, p in pairs if not np.isfinite(m) and p >= FLOAT32_MAX]
+        ax.plot(over, [FLOAT32_MAX] * len(over), "x", color=colors[name], ms=9)
+        overflow |= bool(over)
+    ax.set_yscale("log")
+    ax.set_ylim(top=FLOAT32_MAX * 1e3 if overflow else top * 10)
+    ax.set_title("stream variance at init: measured (dots), theory (dashed)", fontsize=9)
+    ax.set_ylabel("last block / stream input (log; x: float32 overflow)")
+
+
+def _gradient_panel(ax, groups: dict[str, list[Row]], colors: dict) -> None:
+    """||dL/dW|| per layer at init, median over the deepest trials of each variant."""
+    for name, members in groups.items():
+        depth, deepest = max(_by_depth(members).items())
+        traces = [r.trace["init_grad_norm"] for r in deepest if "init_grad_norm" in r.trace]
+        if not traces or len({len(t) for t in traces}) > 1:
+            continue
+        table = np.asarray(traces, float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            norm = np.nanmedian(np.where(np.isfinite(table), table, np.nan), axis=0)
+        norm = np.where(norm > 0, norm, np.nan)  # a zero gradient has no place on a log axis
+        if np.isfinite(norm).any():
+            x = np.arange(len(norm))
+            ax.plot(x, norm, ".-", color=colors[name], lw=0.9, label=f"{name} (depth {depth})")
+    if ax.lines:
+        ax.set_yscale("log")
+    ax.set_title("||dL/dW|| per layer at init (zero or non-finite: not drawn)", fontsize=9)
+    ax.set_xlabel("layer (0 = input layer, 1..L = blocks, L+1 = read-out)")
+    ax.set_ylabel("weight-gradient norm (log)")
+
+
+def _median_steps(rows: list[Row], learning_rate: float) -> float:
+    mine = [r for r in rows if r.config["train.learning_rate"] == learning_rate]
+    return float(np.median([r.metrics["steps_to_target"] for r in mine]))
+
+
+def residual_rules(rows: list[Row], title: str, path: Path) -> Path | None:
+    """A residual MLP study against depth, one colour per ``init.residual`` x ``model.norm``
+    and one line style per value of any other key the trials differ in (``train.warmup_steps``):
+    (a) the stream variance ratio at init on the probe batch beside ``theory.residual_stream``
+    (Hanin & Rolnick 2018: a branch uncorrelated with the stream adds its variance); (b) the
+    median steps to target at each variant's best learning rate; (c) the share of runs (trials
+    x seeds, every learning rate) that reached the target; (d) ||dL/dW|| per layer at init at
+    the deepest depth (Xiong et al. 2020, Fig. 3: rising toward the output for post-norm)."""
+    rows = [r for r in rows if r.config["model.kind"] == "resmlp"]
+    if not rows:
+        return None
+    residual_keys, other_keys = _residual_variants(rows)
+    at_init: dict[str, list[Row]] = {}
+    trained: dict[str, list[Row]] = {}
+    for r in rows:
+        at_init.setdefault(_label(r, residual_keys), []).append(r)
+        trained.setdefault(_label(r, residual_keys + other_keys), []).append(r)
+    colors = _colors(at_init)
+    styles = {}  # the colour of its residual variant, a line style per other setting
+    for name in sorted(trained):
+        color = colors[_label(trained[name][0], residual_keys)]
+        taken = sum(1 for c, _ in styles.values() if c == color)
+        styles[name] = (color, ("-", "--", ":", "-.")[taken % 4])
+    steps = max(r.config.train.steps for r in rows)
+    depths = sorted({int(r.config["model.depth"]) for r in rows})
+    fig, (stream, speed, reach, grads) = _grid(4, 5.2, 3.7)
+    _stream_panel(stream, at_init, colors)
+    _gradient_panel(grads, at_init, colors)
+    for name, members in trained.items():
+        color, style = styles[name]
+        per_depth = _by_depth(members)
+        best = []
+        for m in per_depth.values():
+            rates = {r.config["train.learning_rate"] for r in m}
+            best.append(min(_median_steps(m, lr) for lr in rates))
+        shares = [np.mean([r.metrics["reached_target"] for r in m]) for m in per_depth.values()]
+        speed.plot(list(per_depth), best, "o", ls=style, color=color, label=name)
+        reach.plot(list(per_depth), shares, "o", ls=style, color=color, label=name)
+    speed.axhline(steps + 1, color="gray", lw=0.8, ls=":")
+    speed.set_title("steps to target at the best learning rate (median over seeds)", fontsize=9)
+    speed.set_ylabel(f"steps to target ({steps + 1} = {NEVER})")
+    reach.set_ylim(-0.05, 1.05)
+    reach.set_title("share of runs that reached the target (every learning rate)", fontsize=9)
+    reach.set_ylabel("reached (trials x seeds)")
+    for ax in (stream, speed, reach):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("residual blocks (log)")
+    for ax in (stream, speed, reach, grads):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{title}: residual rules against depth", fontsize=10)
+    return _save(fig, path)
+
+
 FIGURES: dict[str, Callable[[list[Row], str, Path], Path | None]] = {
     "loss_curves_by_init.png": loss_curves,
     "depth_x_sigma_w2.png": depth_gain_heatmaps,
@@ -340,6 +655,8 @@ FIGURES: dict[str, Callable[[list[Row], str, Path], Path | None]] = {
     "steps_vs_depth.png": depth_curves,
     "explosions_vs_gain.png": explosions_vs_gain,
     "theory_vs_measurement.png": theory_vs_measurement,
+    "attention_scales.png": attention_scales,
+    "residual_rules.png": residual_rules,
 }
 
 

@@ -15,10 +15,17 @@ from a fixed seed, level ``LEVEL``. ``significant``: the interval excludes 0. Wi
 (``enough_evidence`` false); otherwise, when the interval still covers 0, the number of further
 trials per group that would make it exclude the observed difference assumes the interval's
 half-width shrinks as 1/sqrt(trials).
+
+An initializer's verdict at one learning rate is a verdict on the pair (a ReLU network from
+Glorot recovers its smaller scale under a larger learning rate, by homogeneity), so each row also
+says where the learning rate was: trials are binned by learning rate (``LR_BINS_PER_DECADE`` bins
+per decade of log10) and the row reports the best initializer at its own best bin and the best
+one at a single bin shared by every initializer (``learning_rates``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Iterable
@@ -39,6 +46,7 @@ MIN_TRIALS = 3  # per group, for the winner and the runner-up
 # be worth settling: the note says "equally fast" instead of asking for thousands of trials.
 PRACTICAL_TRIALS = 10
 CELL_KEYS = ("model.kind", "model.activation", "model.depth")
+LR_BINS_PER_DECADE = 2  # learning-rate bins: [10^(k/2), 10^((k+1)/2)), about 3.2x wide
 
 
 class Trial(NamedTuple):
@@ -141,22 +149,88 @@ def _span(values: Iterable[float]) -> list[float]:
     return [values[0], values[-1]]
 
 
-def _theory(trials: list[Trial]) -> dict[str, float | None]:
-    """The gain at which mean-field theory puts the winner's best trial at the edge of chaos
-    (chi1 = 1, Poole et al. 2016; Schoenholz et al. 2017) for its own sigma_b^2; sigma_w^2 is
-    proportional to gain^2, so that gain is gain * sqrt(sigma_w2* / sigma_w2)."""
+@functools.cache
+def _critical_sigma_w2(activation: str, sigma_b2: float, slope: float) -> float | None:
     from pipeline.core.theory import critical_sigma_w2
 
-    best = min(trials, key=lambda t: t.median)
-    if not best.sigma_w2:
-        return {"theory_gain": None, "theory_sigma_w2": None}
     try:
-        critical = critical_sigma_w2(best.activation, best.sigma_b2, best.negative_slope)
+        return critical_sigma_w2(activation, sigma_b2, slope)
     except ValueError:  # no chi1 = 1 in the bracket (e.g. identity with a bias)
+        return None
+
+
+def critical_gain(trial: Trial) -> float | None:
+    """The gain at which mean-field theory puts this trial's initializer at the edge of chaos
+    (chi1 = 1; Poole et al. 2016, Schoenholz et al. 2017) for its own sigma_b^2: sigma_w^2 is
+    proportional to gain^2, so gain * sqrt(sigma_w2* / sigma_w2). Root-finding costs about a
+    second: once per (activation, sigma_b^2 at 4 significant digits, slope)."""
+    if not trial.sigma_w2:
+        return None
+    critical = _critical_sigma_w2(
+        trial.activation, float(f"{trial.sigma_b2:.4g}"), trial.negative_slope
+    )
+    return None if critical is None else trial.gain * math.sqrt(critical / trial.sigma_w2)
+
+
+def _theory(trials: list[Trial]) -> dict[str, float | None]:
+    """Theory's critical gain and sigma_w^2 for the winner's best trial (``critical_gain``)."""
+    best = min(trials, key=lambda t: t.median)
+    gain = critical_gain(best)
+    if gain is None:
         return {"theory_gain": None, "theory_sigma_w2": None}
+    return {"theory_gain": gain, "theory_sigma_w2": best.sigma_w2 * (gain / best.gain) ** 2}
+
+
+def lr_bin(learning_rate: float) -> int:
+    """The learning-rate bin: ``k`` for rates in [10^(k/b), 10^((k+1)/b)), b bins per decade."""
+    return math.floor(LR_BINS_PER_DECADE * math.log10(learning_rate) + 1e-9)
+
+
+def _bin_span(k: int) -> list[float]:
+    return [10 ** (k / LR_BINS_PER_DECADE), 10 ** ((k + 1) / LR_BINS_PER_DECADE)]
+
+
+def learning_rates(groups: dict[str, list[Trial]]) -> dict[str, Any]:
+    """Where the learning rate was, per network: ``own``, the initializer whose median is lowest
+    at its own best learning-rate bin; ``shared``, the bin in which every initializer was measured
+    and the pooled median over all of them is lowest, with the winner there and each
+    initializer's median in it. ``shared`` is None when no bin holds every initializer; with one
+    learning rate throughout both name the same bin."""
+    per_group: dict[str, dict[int, list[Trial]]] = {}
+    for name, trials in groups.items():
+        for t in trials:
+            per_group.setdefault(name, {}).setdefault(lr_bin(t.learning_rate), []).append(t)
+
+    def best_bin(bins: dict[int, list[Trial]]) -> int:  # ties: the bin with more trials
+        return min(bins, key=lambda k: (pooled_median(bins[k]), -len(bins[k])))
+
+    own = {name: best_bin(bins) for name, bins in per_group.items()}
+    lead = min(own, key=lambda g: pooled_median(per_group[g][own[g]]))
+    at_own = per_group[lead][own[lead]]
+    shared_bins = set.intersection(*(set(bins) for bins in per_group.values()))
+    shared = None
+    if shared_bins:
+        k = min(
+            shared_bins, key=lambda k: pooled_median(t for b in per_group.values() for t in b[k])
+        )
+        medians = {g: pooled_median(bins[k]) for g, bins in per_group.items()}
+        winner = min(medians, key=medians.get)
+        shared = {
+            "learning_rate": _bin_span(k),
+            "init": winner,
+            "steps_to_target": medians[winner],
+            "by_init": medians,
+            "trials": sum(len(b[k]) for b in per_group.values()),
+        }
     return {
-        "theory_gain": best.gain * math.sqrt(critical / best.sigma_w2),
-        "theory_sigma_w2": critical,
+        "bins_per_decade": LR_BINS_PER_DECADE,
+        "own": {
+            "init": lead,
+            "learning_rate": _bin_span(own[lead]),
+            "steps_to_target": pooled_median(at_own),
+            "trials": len(at_own),
+        },
+        "shared": shared,
     }
 
 
@@ -203,6 +277,7 @@ def recommend_cell(cell: tuple, trials: list[Trial], baseline: str) -> dict[str,
         "ci": None,
         "significant": False,
         "baseline": _baseline(groups, baseline, median),
+        "learning_rates": learning_rates(groups),
         **_theory(winners),
     }
     if runner is None:
@@ -290,11 +365,27 @@ def row_cells(row: dict) -> list[str]:
         _steps(row["steps_to_target"]) + f" ({row['reach_rate']:.0%})",
         against,
         _range(row["learning_rate"]),
+        _at_learning_rates(row["learning_rates"]),
         "-" if row["theory_gain"] is None else f"{row['theory_gain']:.3g}",
         f"{_steps(base['steps_to_target'])} ({base['speedup']:.2g}x)"
         if base["speedup"]
         else "not measured",
     ]
+
+
+def _at_learning_rates(view: dict) -> str:
+    """``he @0.1-0.32 41 | shared 0.1-0.32: he 41``: the best initializer at its own best
+    learning-rate bin, and the best at the one bin shared by all (``learning_rates``)."""
+    own, shared = view["own"], view["shared"]
+    text = f"{own['init']} @{_range(own['learning_rate'])}: {_steps(own['steps_to_target'])}"
+    if shared is None:
+        return text + "; no bin shared by all"
+    if shared["learning_rate"] == own["learning_rate"] and shared["init"] == own["init"]:
+        return text + " (the shared bin too)"
+    return (
+        text + f"; shared @{_range(shared['learning_rate'])}: {shared['init']} "
+        f"{_steps(shared['steps_to_target'])}"
+    )
 
 
 COLUMNS = (
@@ -303,6 +394,7 @@ COLUMNS = (
     "median steps (reached)",
     f"runner-up, {LEVEL:.0%} CI of the difference",
     "learning rate",
+    "best at own / shared LR",
     "theory gain",
     "baseline (speed-up)",
 )
