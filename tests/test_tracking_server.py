@@ -61,8 +61,9 @@ def test_a_server_that_never_answers_fails_in_seconds(tmp_path):
 def test_a_server_that_goes_away_mid_sweep_loses_no_result(tmp_path):
     store = tmp_path / "server"
     store.mkdir()
-    n = 16
-    args = [*SMALL_SWEEP, f"study.n_trials={n}", "train.steps=600", "train.eval_every_steps=100"]
+    n = 16  # in 8 calls of 2: the server goes after the first, 7 calls of training still to go
+    args = [*SMALL_SWEEP, f"study.n_trials={n}", "study.batch_size=2", "train.steps=600"]
+    args += ["train.eval_every_steps=100"]
     with mlflow_server(store) as (url, port):
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "sweep", *args, f"tracking.uri={url}"]
