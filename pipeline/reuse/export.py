@@ -136,8 +136,12 @@ def parametrization_rules(init: dict, model: dict) -> list[dict]:
     if model.get("kind", "mlp") == "custom":
         return []
     from pipeline.core.model import READOUT
+    from pipeline.core.parametrization import LeafScaling, multipliers
 
-    return [{"match": READOUT[0], "scale": _width_ratio(model) ** -0.5}]
+    readout = LeafScaling("readout", _width_ratio(model), 1.0)  # fan_in scales, fan_out fixed
+    return [
+        {"match": READOUT[0], "scale": multipliers(init["parametrization"], readout, False).init}
+    ]
 
 
 def parametrization_note(cfg) -> str:
