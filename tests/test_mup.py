@@ -8,14 +8,13 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from conftest import TINY
 
 from pipeline.config import ConfigError, TrialSpec, load_config
 from pipeline.core.data import gaussian
 from pipeline.core.model import Structure
-from pipeline.core.net import Leaf, builtin_net, flatten
+from pipeline.core.net import Leaf, builtin_net, flatten, unflatten
 from pipeline.core.parametrization import (
     LeafScaling,
     multipliers,
@@ -188,36 +187,7 @@ def test_warmup_scales_the_learning_rate_of_step_k_by_min_1_k_plus_1_over_w():
             np.testing.assert_allclose(updates["a"], expected, rtol=3e-5, err_msg=f"{kind} {k}")
 
 
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam"])
-def test_with_every_multiplier_1_the_update_is_optax_own_bit_for_bit(kind):
-    # What the engine ran before per-layer rates existed: optax.sgd / optax.adam after clipping
-    # and decay. An SP trial (all multipliers 1, no warmup) must not change by one bit.
-    lr, momentum, decay = jnp.float32(0.0731), jnp.float32(0.9), jnp.float32(1e-3)
-    values = {"train.learning_rate": lr, "train.momentum": momentum, "train.weight_decay": decay,
-              "train.warmup_steps": jnp.float32(0)}  # fmt: skip
-    net, _ = _net_and_units()
-    hp = Hparams(*([None] * 6), jnp.float32(jnp.inf), *([None] * 3), values=values,
-                 lr_scale=jnp.ones(len(net.layout.leaves)))  # fmt: skip
-    old = {"sgd": optax.sgd(lr), "momentum": optax.sgd(lr, momentum=momentum),
-           "adam": optax.adam(lr)}[kind]  # fmt: skip
-    old = optax.chain(optax.clip_by_global_norm(jnp.inf), optax.add_decayed_weights(decay), old)
-    new = make_optimizer(kind, hp, True, net.layout)
-    params = _initial(_trial())[1]
-    grads = jax.tree.map(lambda p: jnp.sin(3 * p), params)
-
-    @jax.jit
-    def three_steps(params):
-        out = []
-        for tx in (old, new):
-            p, state = params, tx.init(params)
-            for _ in range(3):
-                updates, state = tx.update(grads, state, p)
-                p = optax.apply_updates(p, updates)
-            out.append(p)
-        return out
-
-    for a, b in zip(*(jax.tree.leaves(p) for p in three_steps(params))):
-        np.testing.assert_array_equal(a, b)
+# An SP row's update is optax's own chain bit for bit: tests/test_export_mup.py.
 
 
 # Calibrated on a 3-layer ReLU MLP (gaussian data, Adam, lr 0.01, batch 64, 2 seeds, widths 64,
@@ -300,6 +270,24 @@ def test_depth_mup_scales_each_branch_and_its_adam_rate_by_the_depth_ratio():
     # base_width = width: only the depth rule acts, on the branches' leaves (pre-norm included).
     assert rates["blocks/fc1/kernel"].lr == rates["blocks/norm/scale"].lr == pytest.approx(0.5)
     assert rates["input/kernel"].lr == rates["output/kernel"].lr == 1.0
+    # A gated branch (ReZero) is gate x 1/sqrt(d): with every gate at g, depth_mup's network is
+    # SP's with every gate at g / 2.
+    net = builtin_net(structure)
+    rezero = trial.with_values({"init.residual": "rezero"})
+    sp = rezero.with_values({"init.parametrization": "sp"})
+    rng = np.random.default_rng(0)
+    params = {
+        leaf.path: jnp.asarray(rng.standard_normal(leaf.shape) * 0.3, jnp.float32)
+        for leaf in layout.leaves
+    }
+    x = jnp.asarray(rng.standard_normal((8, 16)), jnp.float32)
+
+    def logits(t: TrialSpec, gate: float):
+        hp = row_hparams(t, layout, structure, DRAWS, 0)
+        return net.apply(unflatten(params | {"blocks/gate": jnp.full((8,), gate)}), x, hp)
+
+    np.testing.assert_allclose(logits(rezero, 0.6), logits(sp, 0.3), rtol=1e-5, atol=1e-6)
+    assert np.abs(logits(rezero, 0.6) - logits(sp, 0.6)).max() > 1e-2
 
 
 @pytest.mark.parametrize(
@@ -322,7 +310,8 @@ def test_bad_values_of_the_new_keys_are_one_line_naming_what_is_allowed(override
 def test_the_export_carries_the_parametrizations_initial_scales(parametrization):
     """Every layer's exported std (`pipeline.export.init_spec` per layer path, the rules the
     snippets and to_flax/to_keras/to_torch apply) is the engine's initial std of that layer:
-    μP's read-out x (base/width)^(1/2) included; the snippet names the per-layer rates."""
+    μP's read-out x (base/width)^(1/2) included; the snippet's optimizer has the per-layer
+    rates (tests/test_export_mup.py runs it)."""
     from pipeline.core.initializers import compute_fans, weight_scale
     from pipeline.reuse import export
 
@@ -342,4 +331,4 @@ def test_the_export_carries_the_parametrizations_initial_scales(parametrization)
     else:
         # Adam, width 32 over 8: μP's hidden and read-out rates / 4, NTK's / 2 (1/sqrt(r)).
         rate = {"mup": 0.25, "ntk": 0.5}[parametrization]
-        assert f"hidden layers x{rate:g}" in text and "Adam" in text
+        assert f'("hidden/*kernel", {rate!r}' in text and "torch.optim.Adam" in text

@@ -182,3 +182,102 @@ def test_recommend_end_to_end(tmp_path):
         assert base["name"] == "torch_default" and base["steps_to_target"] is not None
         if row["leader"] == "he":
             assert math.isclose(base["speedup"], base["steps_to_target"] / row["steps_to_target"])
+
+
+# --- Arms: the init choice that varied (a residual study fixes the initializer) ---------------
+
+# Planted medians per (model.norm, init.residual): without a norm the unscaled stream explodes
+# (never: train.steps + 1) and Fixup wins; with pre-norm the plain residual wins. One initializer
+# throughout, so only the residual rule can decide.
+RESIDUAL_SPEED = {
+    ("none", "none"): 61,
+    ("none", "fixup"): 20,
+    ("none", "rezero"): 35,
+    ("pre", "none"): 15,
+    ("pre", "fixup"): 30,
+    ("pre", "rezero"): 32,
+}
+
+
+def residual_study() -> optuna.Study:
+    """An in-memory study of a residual MLP (depth 16, he_normal fixed) with ``RESIDUAL_SPEED``
+    planted as 4 trials of 3 seeds per (norm, rule), and a depth-4 network where only the plain
+    rule was measured."""
+    from optuna.distributions import CategoricalDistribution
+
+    from pipeline.config import TrialSpec, load_config
+
+    base = TrialSpec.of_config(
+        load_config([*TINY, "model.kind=resmlp", "init.weights=he_normal", "train.steps=60"])
+    )
+    space = {"model.norm": ("none", "pre"), "init.residual": ("none", "fixup", "rezero")}
+    space["model.depth"] = (4, 16)
+    distributions = {k: CategoricalDistribution(v) for k, v in space.items()}
+    study = optuna.create_study(study_name="residual")
+    rng = np.random.default_rng(0)
+    cells = [(16, norm, rule) for norm, rule in RESIDUAL_SPEED] + [(4, "none", "none")]
+    for depth, norm, rule in cells:
+        for _ in range(4):
+            params = {"model.norm": norm, "init.residual": rule, "model.depth": depth}
+            mean = RESIDUAL_SPEED[norm, rule] if depth == 16 else 25
+            seeds = [float(min(61, v)) for v in np.round(mean + 3 * rng.standard_normal(3))]
+            median = float(np.median(seeds))
+            metrics = {"steps_to_target": median, "objective": median}
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=distributions,
+                    value=median,
+                    user_attrs={
+                        "spec": base.with_values(params).flat(),
+                        "metrics": metrics,
+                        SEED_STEPS_ATTR: seeds,
+                    },
+                )
+            )
+    return study
+
+
+def test_the_residual_rule_is_the_arm_where_the_initializer_is_fixed():
+    rows = {
+        recommend.network_label(r["network"]): r
+        for r in recommend.recommendations(residual_study())
+    }
+    # model.norm varies, so it names the network; the rule is the arm.
+    assert set(rows) == {
+        "resmlp·relu·d4·norm=none",
+        "resmlp·relu·d16·norm=none",
+        "resmlp·relu·d16·norm=pre",
+    }
+    plain, pre = rows["resmlp·relu·d16·norm=none"], rows["resmlp·relu·d16·norm=pre"]
+    for row, winner, runner in ((plain, "fixup", "rezero"), (pre, "none", "fixup")):
+        assert row["arm_keys"] == ["init.weights", "init.residual"]
+        assert row["leader"] == f"he·residual={winner}" and row["significant"]
+        assert row["leader_arm"] == {"init.weights": "he", "init.residual": winner}
+        assert row["recommended"]["init"] == row["leader"]
+        assert row["runner_up"]["arm"] == {"init.weights": "he", "init.residual": runner}
+        assert row["baseline"]["steps_to_target"] is None  # torch_default never ran
+    assert plain["steps_to_target"] == pytest.approx(20, abs=3)
+    assert pre["ci"]["low"] > 0 and pre["ci"]["high"] < 30  # fixup (30) - none (15)
+    # Pooling the rules as before would have called one initializer and nothing to compare.
+    alone = rows["resmlp·relu·d4·norm=none"]
+    assert alone["arm_keys"] == ["init.weights"] and alone["leader"] == "he"
+    assert alone["runner_up"] is None and not alone["enough_evidence"]
+    assert "only one initializer measured here" in alone["note"]
+    cells = recommend.row_cells(plain)
+    assert cells[1].startswith("he·residual=fixup g ") and "he·residual=rezero" in cells[3]
+
+
+def test_the_baseline_is_the_framework_default_at_the_default_rule():
+    none = [
+        t._replace(choices=(("init.residual", "none"),)) for t in planted("torch_default", 50, 4)
+    ]
+    fixup = [
+        t._replace(choices=(("init.residual", "fixup"),))
+        for t in planted("torch_default", 20, 4, seed=1)
+    ]
+    row = recommend_cell(CELL, none + fixup, "torch_default")
+    assert row["leader"] == "torch_default·residual=fixup"
+    assert row["baseline"]["steps_to_target"] == pytest.approx(50, abs=3)  # residual=none's
+    only_fixup = recommend_cell(CELL, fixup + planted("he", 30, 4, seed=2), "torch_default")
+    assert only_fixup["baseline"]["steps_to_target"] is not None  # the rule did not vary here

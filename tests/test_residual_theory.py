@@ -1,4 +1,5 @@
-"""Residual-stream variance theory (issue 13) against closed forms and wide random networks."""
+"""Residual-stream variance theory (issue 13) against closed forms and wide random networks
+(depth-muP's branch multiplier included)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY
 
+from pipeline.config import TrialSpec, load_config
 from pipeline.core.activations import ACTIVATIONS
 from pipeline.core.theory import (
     NORMS,
@@ -18,7 +21,10 @@ from pipeline.core.theory import (
     ResidualScales,
     residual_scales,
     residual_stream,
+    trial_branch_multiplier,
+    trial_prediction,
 )
+from pipeline.engine.rows import residual_row
 
 COMBOS = [(r, n) for n in NORMS for r in RESIDUALS if r != "deepnorm" or n == "post"]
 NORM_CODE = {n: i for i, n in enumerate(NORMS)}
@@ -76,23 +82,29 @@ def _simulate(key_x, keys_w, scales, norm, sigma_w2, sigma_b2, activation):
 
 
 @cache
-def _monte_carlo(activation: str, depth: int) -> dict[tuple[str, str], Measured]:
-    """Mean squares per block for every (residual, norm), one network per seed."""
+def _measure(activation: str, depth: int, rows: tuple[tuple[ResidualScales, str], ...]) -> list:
+    """Mean squares per block of each (constants, norm) row, one network per seed."""
     sigma_w2, sigma_b2 = VARIANCES[activation]
-    rules = [residual_scales(r, depth) for r, _ in COMBOS]
-    scales = ResidualScales(*(jnp.asarray(v, jnp.float32) for v in zip(*rules)))
-    norm = jnp.asarray([NORM_CODE[n] for _, n in COMBOS])
+    scales = ResidualScales(*(jnp.asarray(v, jnp.float32) for v in zip(*(s for s, _ in rows))))
+    norm = jnp.asarray([NORM_CODE[n] for _, n in rows])
     runs = []
     for seed in SEEDS:
         key_x, key_w = jax.random.split(jax.random.key(seed))
         out = _simulate(
             key_x, jax.random.split(key_w, depth), scales, norm, sigma_w2, sigma_b2, activation
         )
-        runs.append([np.asarray(o, np.float64).T for o in out])  # each (combos, L)
-    return {
-        combo: Measured(*(np.stack([run[k][i] for run in runs]) for k in range(3)))
-        for i, combo in enumerate(COMBOS)
-    }
+        runs.append([np.asarray(o, np.float64).T for o in out])  # each (rows, L)
+    return [
+        Measured(*(np.stack([run[k][i] for run in runs]) for k in range(3)))
+        for i in range(len(rows))
+    ]
+
+
+@cache
+def _monte_carlo(activation: str, depth: int) -> dict[tuple[str, str], Measured]:
+    """Mean squares per block for every (residual, norm), one network per seed."""
+    rows = tuple((residual_scales(r, depth), n) for r, n in COMBOS)
+    return dict(zip(COMBOS, _measure(activation, depth, rows)))
 
 
 @cache
@@ -112,7 +124,9 @@ def _gaussian_moments(activation: str, pre_var: float, corr: float) -> tuple[flo
 
 
 @cache
-def _noise(residual: str, norm: str, activation: str, depth: int) -> tuple[np.ndarray, ...]:
+def _noise(
+    residual: str, norm: str, activation: str, depth: int, branch: float = 1.0
+) -> tuple[np.ndarray, ...]:
     """Relative standard deviation, per block and for one seed, of the batch-mean sum_var and
     branch ratio: finite-width theory to first order in 1/n (the delta method).
 
@@ -125,12 +139,13 @@ def _noise(residual: str, norm: str, activation: str, depth: int) -> tuple[np.nd
     2017). Earlier blocks' noise carries over with slope dT/dq (a^2 + alpha^2 dV/dq without a
     norm on the branch input, a^2 with one) and a post-LayerNorm resets it. The batch of B
     inputs then has Var(mean) = (var + (B - 1) cov) / B. Shared biases add 2 V_b^2 / n.
+    ``branch``: depth_mup's multiplier on alpha.
     """
     sigma_w2, sigma_b2 = VARIANCES[activation]
     s = residual_scales(residual, depth)
     s1, s2 = s.w1_var * sigma_w2, s.w2_var * sigma_w2
-    a2, alpha2 = s.skip**2, s.alpha**2
-    p = residual_stream(depth, residual, norm, activation, sigma_w2, sigma_b2)
+    a2, alpha2 = s.skip**2, (s.alpha * branch) ** 2
+    p = residual_stream(depth, residual, norm, activation, sigma_w2, sigma_b2, branch=branch)
     var_q = cov_q = corr = 0.0  # x_0: mean square normalized exactly, inputs ~ orthogonal
     sums, ratios = [], []
     for q, total in zip(p.stream_var[:-1], p.sum_var):
@@ -193,6 +208,52 @@ def test_stream_variance_matches_a_wide_random_network(residual, norm, activatio
     # The stream itself: the sum, or 1 after a post-LayerNorm (up to its epsilon).
     stream_error = _relative_error(measured.stream_var, p.stream_var[1:])
     assert np.all(stream_error <= _tolerance(0.0 if norm == "post" else sum_sd))
+
+
+# --- depth-muP: each branch x 1/sqrt(L / L_base) (Yang et al. 2023; Bordelon et al. 2023) -------
+
+DEPTH_MUP = (("none", "none"), ("none", "pre"), ("scaled", "none"))  # (init.residual, model.norm)
+
+
+def _depth_mup_trial(residual: str, norm: str) -> TrialSpec:
+    """A resmlp trial of 16 blocks at init.parametrization=depth_mup, base depth 4 (ReLU, He)."""
+    args = ["model.kind=resmlp", "model.depth=16", "model.base_depth=4", "model.activation=relu"]
+    args += ["init.parametrization=depth_mup", "init.weights=he_normal", "init.gain=1.0"]
+    args += [f"model.norm={norm}", f"init.residual={residual}"]
+    return TrialSpec.of_config(load_config([*TINY, *args]))
+
+
+def test_depth_mup_branch_multiplier_matches_a_wide_random_network():
+    """The engine's own forward constants for depth_mup (``rows.residual_row``: alpha x 1/2 at
+    L / L_base = 4) in the simulation: theory (``trial_prediction``, the recursion block by
+    block) within the finite-width tolerance, the formula without the multiplier rejected."""
+    depth, trials = 16, [_depth_mup_trial(*c) for c in DEPTH_MUP]
+    rows = []
+    for trial, (residual, norm) in zip(trials, DEPTH_MUP):
+        engine = residual_row(trial)
+        w1_var, w2_var = residual_scales(residual, depth)[2:]
+        rows.append((ResidualScales(float(engine.alpha), float(engine.skip), w1_var, w2_var), norm))
+    for trial, (residual, norm), measured in zip(
+        trials, DEPTH_MUP, _measure("relu", 16, tuple(rows))
+    ):
+        branch = trial_branch_multiplier(trial)
+        assert branch == 0.5
+        p = residual_stream(depth, residual, norm, "relu", 2.0, branch=branch)
+        assert trial_prediction(trial)["theory.stream_var_ratio"] == pytest.approx(
+            p.stream_var_ratio, rel=1e-9
+        )
+        tol = _tolerance(_noise(residual, norm, "relu", depth, branch)[0])
+        error = _relative_error(measured.sum_var, p.sum_var)
+        assert np.all(error <= tol), (residual, norm, error, tol)
+        sp = residual_stream(depth, residual, norm, "relu", 2.0)  # the multiplier left out
+        assert _relative_error(measured.sum_var, sp.sum_var)[-1] > 2 * tol[-1]
+    # Closed forms, alpha^2 = L_base / L: pre-norm 1 + 2 L_base = 9 whatever L; none
+    # (1 + 2 L_base / L)^L = 1.5^16 here, e^(2 L_base) as L grows.
+    assert residual_stream(64, "none", "pre", "relu", 2.0, branch=0.25).stream_var_ratio == (
+        pytest.approx(9.0, rel=1e-9)
+    )
+    none = residual_stream(16, "none", "none", "relu", 2.0, branch=0.5).stream_var_ratio
+    assert none == pytest.approx(1.5**16, rel=1e-9)
 
 
 # --- Planted failures: the tolerance is tight enough to reject a wrong formula -----------------

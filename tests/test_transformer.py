@@ -21,7 +21,7 @@ from pipeline.core.data import recall
 from pipeline.core.diagnostics import measure
 from pipeline.core.model import Structure
 from pipeline.core.net import builtin_net, flatten, unflatten
-from pipeline.core.theory import trial_prediction
+from pipeline.core.theory import trial_prediction, trial_transformer_stream
 from pipeline.core.train import init_params
 from pipeline.engine import Engine, draws_for
 from pipeline.engine.datasets import load_dataset, sizes
@@ -233,6 +233,111 @@ def test_logit_std_at_init_matches_theory_and_scales_exactly(norm):
         predicted = trial_prediction(trial)["theory.stream_var_ratio"]
         assert predicted == pytest.approx(3.0 / 2.0)  # q_0 = 2 embedding_std^2 = 2
         assert stream[-1] / stream[0] == pytest.approx(predicted, rel=0.10)
+
+
+# Live attention branches without post-norm (theory.transformer_stream): width 256, 4 heads of
+# d = 64, ReLU at He, zero biases, the 64 probe sequences of recall with 4 pairs (T = 9), 3 draws
+# of the weights; pre-norm on the 2 blocks of the logit-std test above (its executable: no
+# compile of its own), no norm on 4. The pre-norm stream grows by the attention branch as much
+# as by the MLP (alpha^2 (A + V(1)) per block, A rising with the correlation between positions
+# that the attention itself creates), so the MLP-only growth 1 + 2 l alpha^2 / q_0 is far below.
+LIVE_RULE = {"pre": "none", "none": "t_fixup"}  # T-Fixup: the rule for a transformer without norm
+LIVE_DEPTH = {"pre": 2, "none": L}
+LIVE_VARIANTS = (
+    {"model.attention_scale": "1/sqrt(d)"},
+    {"model.attention_scale": "1/d"},  # near-uniform attention
+    {"model.attention_scale": "none"},  # nearly one-hot rows
+    {"init.parametrization": "depth_mup", "model.base_depth": 1},  # both branches x 1/2
+)
+LIVE_SEEDS = (0, 1, 2)
+# Measured over 6 draws (docs/transformer.md): the seed-to-seed spread of a block's ratio is at
+# most 4% (3-draw standard error 2.3%), the error of the 6-draw mean at most 2.4%, of the 3-draw
+# mean 1.5%: 6% is 2.6 standard errors of the noisiest block, and the wrong formulas of the next
+# test miss by more than twice that.
+LIVE_TOLERANCE = 0.06
+
+
+@functools.cache
+def _live_ratios(norm: str, values: tuple) -> tuple[TrialSpec, np.ndarray, np.ndarray]:
+    """(trial, measured stream mean square after each block over x_0's, one row per seed, and
+    the attention logit std averaged over blocks, one per seed) of the trial with ``values``
+    (dotted key, value pairs)."""
+    cfg, structure, net, _, batch = _setup(256, 4, LIVE_DEPTH[norm], norm)
+    changed = {"init.residual": LIVE_RULE[norm], **dict(values)}
+    trial = TrialSpec.of_config(cfg).with_values(changed)
+    hp = row_hparams(trial, net.layout, structure, DRAWS, 0)
+    ratios, logit_stds = [], []
+    for seed in LIVE_SEEDS:
+        params = init_params(_units(net, seed), hp, net.layout)
+        probe = _probe_fn(net)(params, hp, *batch)[0]
+        stream = np.asarray(probe.stream_ms, np.float64)
+        ratios.append(stream[1:] / stream[0])
+        logit_stds.append(float(np.mean(np.asarray(probe.logit_std)[1:])))
+    return trial, np.asarray(ratios), np.asarray(logit_stds)
+
+
+@pytest.mark.parametrize("norm", ["pre", "none"])
+def test_stream_through_live_attention_matches_theory(norm):
+    """Every block's stream ratio, mean of 3 draws, within LIVE_TOLERANCE of theory's, for the
+    three logit scales (near-uniform to nearly one-hot attention) and depth_mup's branch
+    multiplier. The tolerance covers the finite width (4 heads: each head's attention pattern is
+    one random draw) and the exchangeable-positions approximation (recall's pairs of positions
+    are correlated 1/2 or 0 at x_0, theory uses their mean)."""
+    for values in LIVE_VARIANTS:
+        trial, ratios, logit_stds = _live_ratios(norm, tuple(values.items()))
+        stream = trial_transformer_stream(trial)
+        predicted = stream.stream_var[1:] / stream.stream_var[0]
+        error = np.abs(ratios.mean(axis=0) / predicted - 1)
+        assert np.all(error <= LIVE_TOLERANCE), (values, ratios.mean(axis=0), predicted)
+        theory = trial_prediction(trial)
+        assert theory["theory.stream_var_ratio"] == predicted[-1]
+        # Without a norm each block's logits see the grown stream (attention_in): the same 10%
+        # as the logit-std test above.
+        assert logit_stds.mean() == pytest.approx(theory["theory.logit_std"], rel=0.10), values
+
+
+def test_live_attention_theory_rejects_the_mlp_only_and_uniform_attention_formulas():
+    """Pre-norm: ignoring the attention branch (the residual MLP's 1 + 2 l alpha^2 / q_0) and,
+    for the unscaled logits, taking the attention as uniform both miss the measurement by
+    more than twice the tolerance."""
+    from pipeline.core.theory import residual_stream, transformer_stream
+
+    trial, ratios, _ = _live_ratios("pre", (("model.attention_scale", "none"),))
+    measured = ratios.mean(axis=0)
+    depth = LIVE_DEPTH["pre"]
+    # q_0 = 2 (two unit tables), one MLP branch per block: 1 + l
+    mlp_only = residual_stream(depth, "none", "pre", "relu", 2.0, q0=2.0).stream_var[1:] / 2.0
+    assert np.all(np.abs(measured / mlp_only - 1) > 2 * LIVE_TOLERANCE)
+    exact = trial_transformer_stream(trial)
+    uniform = transformer_stream(
+        depth, "none", "pre", "relu", 2.0, tokens=9, head_dim=64, scale=0.0, q0=2.0,
+        c0=exact.stream_corr[0],
+    )  # fmt: skip
+    assert np.all(np.abs(measured / (uniform.stream_var[1:] / 2.0) - 1) > 2 * LIVE_TOLERANCE)
+
+
+def test_theory_vs_measurement_draws_a_transformers_own_theory(tmp_path):
+    """chi1 is one layer's gradient gain: the figure keeps it for plain networks and puts a
+    transformer's stream ratio and logit std theory beside their measurement instead."""
+    from pipeline.tracking import plots
+
+    cfg = _setup(16, 2, L, "pre")[0]
+    transformer = TrialSpec.of_config(cfg)
+    mlp = TrialSpec.of_config(load_config([*BASE, "model.depth=4"]))
+    measured = {"diag.init.stream_var_ratio": 9.0, "diag.init.logit_std": 2.1}
+    rows = [
+        plots.Row(transformer, {**measured, "diag.init.backprop_ratio": 3.0}, {}),
+        plots.Row(mlp, {"diag.init.backprop_ratio": 1.2}, {}),
+    ]
+    assert [r.config["model.kind"] for *_, r in plots._chi1_points(rows)] == ["mlp"]
+    predicted = trial_prediction(transformer)
+    pairs = {(p, m) for p, m, *_ in plots._residual_points(rows)}
+    assert pairs == {
+        (predicted["theory.stream_var_ratio"], 9.0),
+        (predicted["theory.logit_std"], 2.1),
+    }
+    assert plots.theory_vs_measurement(rows, "t", tmp_path / "f.png").stat().st_size > 0
+    assert plots.theory_vs_measurement(rows[:1], "t", tmp_path / "g.png").exists()
 
 
 # Each rule's factor on a branch layer's std (Radford et al. 2019; Wang et al. 2022; Huang et al.

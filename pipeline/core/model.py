@@ -137,9 +137,9 @@ EMBEDDINGS = ("embed/embedding", "pos/embedding")
 class Residual(NamedTuple):
     """A residual MLP's forward constants per row (``init.residual``): u = skip x + alpha B(x)."""
 
-    alpha: jax.Array  # the branch multiplier (``theory.residual_scales``)
+    alpha: jax.Array  # the branch multiplier (``theory.residual_scales``, depth-muP's factor)
     skip: jax.Array  # the identity path's multiplier (DeepNet's alpha, Wang et al. 2022)
-    gated: jax.Array  # bool: each block's learnable gate is the branch multiplier instead
+    gated: jax.Array  # bool: each block's learnable gate times alpha is the multiplier instead
 
 
 def _norm(kind: str) -> nn.Module:
@@ -160,9 +160,13 @@ class _Block(nn.Module):
         h = _dropout(self, ACTIVATIONS[self.activation].fn(pre, slope), dropout)
         branch = nn.Dense(self.width, name="fc2")(h)
         # SkipInit (De & Smith 2020) and ReZero (Bachlechner et al. 2020): a learnable scalar
-        # that starts at 0; every other rule multiplies by its constant and leaves it unused.
+        # that starts at 0 (times alpha, depth-muP's branch multiplier, else 1); every other
+        # rule multiplies by its constant alpha and leaves the gate unused.
         gate = self.param("gate", nn.initializers.zeros, ())
-        u = residual.skip * x + jnp.where(residual.gated, gate, residual.alpha) * branch
+        u = (
+            residual.skip * x
+            + jnp.where(residual.gated, gate * residual.alpha, residual.alpha) * branch
+        )
         self.sow("intermediates", "stream", u)  # before a post-norm: what theory predicts
         y = self.perturb("h", _norm(self.norm)(u) if self.norm == "post" else u)
         # Block `index` is real while index < depth; a masked one passes the stream through.

@@ -42,6 +42,8 @@ _NORMS = (
 _DENSE = (nn.Dense, nnx.Linear)
 _CONV = (nn.Conv, nn.ConvTranspose, nnx.Conv, nnx.ConvTranspose)
 _EMBED = (nn.Embed, nnx.Embed)
+# The layers whose outputs ``Net.capture`` records: those whose kernel shape the engine knows.
+_LAYERS = _DENSE + _CONV + (nn.DenseGeneral, nnx.LinearGeneral)
 
 
 class Leaf(NamedTuple):
@@ -187,7 +189,9 @@ class Net(NamedTuple):
     evaluation), ``hp`` is the row's ``Hparams`` (the built-in MLP reads its traced depth, slope
     and dropout from it). ``own(key)`` gives the module's own initial parameters (for the
     ``other`` leaves; None when there are none). ``builtin`` is the built-in module, whose
-    layer-by-layer diagnostics (and, for the MLP, LSUV) the engine can run.
+    layer-by-layer diagnostics (and, for the MLP, LSUV) the engine can run. ``capture(params,
+    x)`` (a user's module) gives ``(logits, {module path: (output, ...)})``: the output of each
+    dense and convolution layer (each call's), in evaluation mode, the module unchanged.
     """
 
     layout: Layout
@@ -195,6 +199,7 @@ class Net(NamedTuple):
     own: Callable | None
     builtin: nn.Module | None = None  # MLP, ResMLP or Transformer
     needs_key: bool = False  # training always passes a random key (a user's dropout)
+    capture: Callable | None = None
 
 
 def forward_constants(hp) -> dict:
@@ -289,8 +294,29 @@ def linen_net(module: nn.Module, x: jax.Array) -> Net:
         rngs = {"params": key, "dropout": key}
         return module.init(rngs, x[:1], train=False)["params"]
 
+    def capture(params, x):  # Flax's interceptor sows each layer's output (linen.Module.apply)
+        def chosen(module, method):
+            return method == "__call__" and isinstance(module, _LAYERS)
+
+        logits, state = module.apply(
+            {"params": params}, x, train=False, capture_intermediates=chosen,
+            mutable=["intermediates"],
+        )  # fmt: skip
+        return logits, _call_outputs(state.get("intermediates", {}))
+
     layout = by_first_use(layout, apply, x)
-    return Net(layout, apply, own if layout.others else None, needs_key=True)
+    return Net(layout, apply, own if layout.others else None, needs_key=True, capture=capture)
+
+
+def _call_outputs(sown: dict) -> dict[str, tuple]:
+    """``{"a/b": (output, ...)}`` from Flax's ``{"a": {"b": {"__call__": (output, ...)}}}``:
+    what each module's ``__call__`` returned, once per call."""
+    out = {}
+    for path, v in flatten(sown).items():
+        module, _, method = path.rpartition("/")
+        if method == "__call__":
+            out[module] = v
+    return out
 
 
 def nnx_net(module: nnx.Module, x: jax.Array) -> Net:
@@ -306,10 +332,13 @@ def nnx_net(module: nnx.Module, x: jax.Array) -> Net:
     shapes = {p: tuple(a.shape) for p, a in flatten(values).items()}
     layout = _ordered(shapes, owners, order)
 
-    def apply(p, x, hp, key=None):
+    def merged(p):  # a fresh module holding the parameters ``p``
         state = jax.tree.map(lambda a: a, params)
         nnx.replace_by_pure_dict(state, p)
-        module = nnx.merge(graphdef, state, jax.tree.map(lambda a: a, rest))
+        return nnx.merge(graphdef, state, jax.tree.map(lambda a: a, rest))
+
+    def apply(p, x, hp, key=None):
+        module = merged(p)
         if key is not None:  # training: the module's dropout stream starts from this step's key
             nnx.reseed(module, dropout=key)
         return module(x, train=key is not None)
@@ -317,8 +346,18 @@ def nnx_net(module: nnx.Module, x: jax.Array) -> Net:
     def own(key):  # an NNX module is built initialized: its values, whatever the key
         return values
 
+    def capture(p, x):  # nnx.capture sows the outputs of every module's methods: keep the layers'
+        module = merged(p)
+        layers = {"/".join(map(str, path)) for path, m in nnx.iter_modules(module)
+                  if isinstance(m, _LAYERS)}  # fmt: skip
+        logits, state = nnx.capture(module, nnx.Intermediate, method_outputs=nnx.Intermediate)(
+            x, train=False
+        )
+        found = _call_outputs(nnx.to_pure_dict(state))
+        return logits, {path: v for path, v in found.items() if path in layers}
+
     layout = by_first_use(layout, apply, x)
-    return Net(layout, apply, own if layout.others else None, needs_key=True)
+    return Net(layout, apply, own if layout.others else None, needs_key=True, capture=capture)
 
 
 def as_net(module: Any, x: jax.Array) -> Net:

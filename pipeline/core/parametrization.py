@@ -7,7 +7,8 @@ and expresses the others as two multipliers per parameter leaf, relative to the 
 
 - ``init``: multiplies the std of the trial's initializer (its variance by ``init**2``);
 - ``lr``: multiplies the trial's learning rate (a per-leaf number traced per row, applied in
-  ``pipeline.core.train.make_optimizer``), for SGD (and momentum) or for Adam.
+  ``pipeline.core.train.make_optimizer``), for SGD (and momentum) or for Adam;
+- ``decay``: multiplies the trial's L2 weight decay, traced per row the same way (below).
 
 So at the base size every parametrization *is* SP, and what was tuned in SP at the base size
 carries over; the mup library's base shapes (``set_base_shapes``) work the same way. The
@@ -64,6 +65,24 @@ a kernel whose fan_in is the number of features as the input layer, one whose fa
 number of outputs as the read-out, every other kernel as hidden, and scales the infinite
 dimensions by model.width / model.base_width.
 
+Weight decay (``train.weight_decay``: L2 added to the gradient before the optimizer's direction,
+"coupled", as torch.optim's ``weight_decay``). The mup library rescales coupled decay with the
+learning rate (microsoft/mup ``mup/optim.py``: ``MuAdam`` multiplies a matrix-like group's
+``weight_decay`` by the width multiplier its rate is divided by; ``MuSGD`` divides a vector-like
+group's by the multiplier its rate is multiplied by and multiplies a matrix's by the fan-in/fan-out
+ratio its rate is divided by; ``decoupled_wd=True``, for AdamW-style decay, skips this). So under
+mup and depth_mup each leaf's decay multiplier is 1 / its width learning-rate multiplier (the
+decay's shrink lr x decay x w per SGD step is as at the base), with one exception that follows
+from the library's read-out form: its ``MuReadout`` weight is r_in times ours (it divides its
+input by the width multiplier) and is vector-like (Adam rate and decay unchanged), and Adam is
+invariant to the scale of its input (epsilon aside), so Adam(g / r_in + decay x r_in w) moves our
+weight as our rate 1/r_in on g + decay x r_in^2 w: the read-out's decay multiplier under Adam is
+r_in^2 (under SGD the same change of variable gives r_in = 1 / lr). Not rescaled: depth_mup's
+depth factor (the library has no depth rule, and from memory neither depth paper treats coupled
+decay) and ntk (the engine's ntk is SP's variable with NTK's rates, Tensor Programs IV; decay on
+NTK's own variable would be a different model, not a rescaling the library or the NTK paper
+prescribes).
+
 Attention (the transformer, ``model.attention_scale``): μP scales attention logits by 1/d_head
 instead of 1/sqrt(d_head) (Tensor Programs V, its attention rule); the projections are hidden
 weights above. That attention rule lives in ``pipeline.core.transformer.attention_scale``.
@@ -99,6 +118,7 @@ class LeafScaling(NamedTuple):
 class Multipliers(NamedTuple):
     init: float  # multiplies the std of the trial's initializer
     lr: float  # multiplies the learning rate
+    decay: float = 1.0  # multiplies the coupled L2 weight decay (train.weight_decay)
 
 
 def multipliers(
@@ -112,7 +132,7 @@ def multipliers(
             + ", ".join(PARAMETRIZATIONS)
         )
     r_in, r_out = leaf.fan_in_ratio, leaf.fan_out_ratio
-    init, lr = 1.0, 1.0
+    init, lr, decay = 1.0, 1.0, 1.0
     if parametrization == "sp" or leaf.role == "fixed":
         pass
     elif parametrization == "ntk":  # Jacot et al. 2018 on SP's variable (Tensor Programs IV)
@@ -120,12 +140,16 @@ def multipliers(
             lr = r_in**-0.5 if adam else 1.0 / r_in
     elif leaf.role == "vector":  # mup, depth_mup: Tensor Programs V, Table 3, relative to base
         lr = 1.0 if adam else r_out
+        decay = 1.0 / lr  # MuSGD: a vector-like group's weight_decay / width_mult
     else:
         init = r_in**-0.5 if leaf.role == "readout" else 1.0  # variance 1/fan_in^2
         lr = 1.0 / r_in if adam else r_out / r_in
+        # MuAdam, MuSGD: a matrix's weight_decay x the factor its rate is divided by; the read-out
+        # with Adam: x r_in^2, the library's decay on MuReadout's r_in-times-larger weight
+        decay = r_in**2 if adam and leaf.role == "readout" else 1.0 / lr
     if parametrization == "depth_mup" and leaf.branch and adam:
         lr /= math.sqrt(depth_ratio)  # Tensor Programs VI: Adam's rate ~ 1/sqrt(L)
-    return Multipliers(init, lr)
+    return Multipliers(init, lr, decay)
 
 
 def branch_multiplier(parametrization: str, depth_ratio: float) -> float:

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.parametrization import branch_multiplier
 
 N_NODES = 80  # even: no node at 0, where ReLU-like derivatives jump
 EPS_Q = 1e-12
@@ -189,7 +190,7 @@ def trial_variances(trial: dict) -> tuple[float, float] | None:
     mean field). A constant bias enters as sigma_b2 = value^2: it is shared by every input
     like a random bias is, though it also shifts the mean, which the mean field ignores.
     """
-    from pipeline.core.initializers import INITIALIZERS, bias_moments, expected_std, resolve_gain
+    from pipeline.core.initializers import INITIALIZERS, bias_moments
 
     weights = trial["init.weights"]
     if INITIALIZERS[weights].draw == "constant" or INITIALIZERS[weights].data_dependent:
@@ -199,16 +200,25 @@ def trial_variances(trial: dict) -> tuple[float, float] | None:
     width = int(trial["model.width"])
     kind = trial.get("model.kind", "mlp")
     shape = layer_shapes(_Shapes(width, kind))["hidden"]  # (w, w), or (3, 3, w, w) for a CNN
+    mean, bias_std = bias_moments(
+        trial["init.bias"], trial["init.bias_value"], trial["init.bias_std"]
+    )
+    return kernel_sigma_w2(trial, shape), bias_std * bias_std + mean * mean
+
+
+def kernel_sigma_w2(trial, shape: tuple[int, ...]) -> float:
+    """fan_in x Var(W) of a kernel of ``shape`` drawn by the trial's ``init.weights`` and gain:
+    the same for every shape with a fan-in rule (He, LeCun), not with fan_avg (Glorot) or
+    orthogonal ones, e.g. a transformer's (w, 4w) ``fc1`` and (4w, w) ``fc2``."""
+    from pipeline.core.initializers import expected_std, resolve_gain
+
+    weights = trial["init.weights"]
     gain = resolve_gain(
         weights, trial["init.gain"], trial["model.activation"], trial["model.negative_slope"]
     )
     params = {k: trial[f"init.{k}"] for k in ("mode", "std", "limit", "value")}
     std = expected_std(weights, shape, gain, params)
-    fan_in = math.prod(shape[:-1])
-    mean, bias_std = bias_moments(
-        trial["init.bias"], trial["init.bias_value"], trial["init.bias_std"]
-    )
-    return fan_in * std * std, bias_std * bias_std + mean * mean
+    return math.prod(shape[:-1]) * std * std
 
 
 @cache
@@ -244,17 +254,39 @@ def trial_prediction(trial: dict) -> dict[str, float]:
             sw2,
             sb2,
             float(trial["model.negative_slope"]),
+            trial_branch_multiplier(trial),
         )
     return out
 
 
+def trial_branch_multiplier(trial) -> float:
+    """``init.parametrization``'s factor on every residual branch: depth_mup's
+    1/sqrt(depth / base_depth) (Yang et al. 2023, Tensor Programs VI; Bordelon et al. 2023),
+    ``parametrization.branch_multiplier``, the factor the engine multiplies alpha by
+    (``engine.rows.residual_row``); 1 otherwise. It scales alpha, so the branch's variance
+    contribution by its square."""
+    depth = int(trial["model.depth"])
+    base_depth = trial.get("model.base_depth") or depth
+    name = trial.get("init.parametrization") or "sp"
+    return branch_multiplier(name, depth / int(base_depth))
+
+
 @cache
 def cached_stream_ratio(
-    depth: int, residual: str, norm: str, activation: str, sw2: float, sb2: float, slope: float
+    depth: int,
+    residual: str,
+    norm: str,
+    activation: str,
+    sw2: float,
+    sb2: float,
+    slope: float,
+    branch: float = 1.0,
 ) -> float:
     """``residual_stream(...).stream_var_ratio``: q_0 = 1, as the built-in stream enters its
     first block normalized (``pipeline.core.model``)."""
-    return residual_stream(depth, residual, norm, activation, sw2, sb2, slope).stream_var_ratio
+    return residual_stream(
+        depth, residual, norm, activation, sw2, sb2, slope, branch=branch
+    ).stream_var_ratio
 
 
 # --- Residual streams (issue 13) ------------------------------------------------------------
@@ -367,6 +399,7 @@ def residual_stream(
     sigma_b2: float = 0.0,
     slope: float = 0.01,
     q0: float = 1.0,
+    branch: float = 1.0,
 ) -> ResidualPrediction:
     """Variance of a residual stream, block by block, at initialization and infinite width.
 
@@ -396,6 +429,11 @@ def residual_stream(
       ``deepnorm``: a^2 + V = sqrt(2L) + 2 beta^4 = sqrt(2L) + 1/(4L) for ReLU+He
       (Wang et al. 2022), branch/skip ratio 1 / (4L sqrt(2L)).
 
+    ``branch`` multiplies alpha: ``init.parametrization=depth_mup``'s 1/sqrt(L / L_base)
+    (``trial_branch_multiplier``), so alpha^2 above becomes alpha^2 L_base / L; e.g. pre-norm
+    ReLU+He at L_base = 4 gives q_L = q_0 + 2 L_base whatever L, and ``none`` (1 + 2 L_base/L)^L
+    -> e^(2 L_base) (Tensor Programs VI's 1/sqrt(L) branches keep the stream bounded in depth).
+
     ``stream_var_ratio`` is sum_var[-1] / q_0: q_L / q_0 without post-norm; with it, the
     variance entering the last LayerNorm over the input's (the normalized stream is 1 by
     construction). ``identity_share`` = prod_l a^2 q_l / T_{l+1}, which is q_0 / q_L without
@@ -405,14 +443,15 @@ def residual_stream(
     scales = residual_scales(residual, depth)
     phi, _, _ = _derivatives(activation, slope)
     s1, s2 = scales.w1_var * sigma_w2, scales.w2_var * sigma_w2
+    alpha2 = (scales.alpha * branch) ** 2
     q = [float(q0)]
     sums, ratios, share = [], [], 1.0
     for _ in range(int(depth)):
         q_in = q[-1] if norm in ("none", "post") else 1.0
-        branch = scales.alpha**2 * _branch_var(phi, q_in, s1, s2, sigma_b2)
+        branch_var = alpha2 * _branch_var(phi, q_in, s1, s2, sigma_b2)
         skip = scales.skip**2 * q[-1]
-        sums.append(skip + branch)
-        ratios.append(branch / skip if skip > 0 else math.inf)
+        sums.append(skip + branch_var)
+        ratios.append(branch_var / skip if skip > 0 else math.inf)
         share *= skip / sums[-1] if sums[-1] > 0 else 1.0
         q.append(1.0 if norm == "post" else sums[-1])
     return ResidualPrediction(
@@ -449,46 +488,292 @@ def attention_logit_std(
     return scale * math.sqrt(head_dim) * (sigma_w2 * q_in + sigma_b2)
 
 
-def transformer_prediction(trial, sigma_w2: float, sigma_b2: float) -> dict[str, float]:
-    """``theory.logit_std`` and ``theory.stream_var_ratio`` of a transformer trial, where the
-    infinite-width argument gives them without the data:
+def token_match_rate(trial) -> float | None:
+    """The probability that two distinct positions of one sequence hold the same token, from
+    the trial's data keys; None where the data's token statistics are not known here.
 
-    - logit std (``attention_logit_std``, mean over blocks) needs each block's input mean
-      square: 1 behind a ``pre``/``rmsnorm`` norm, 1 after the first block with ``post`` (the
-      first reads x_0: q_0), and q_0 for every block when the stream stays x_0 (a zero gate:
-      ``skipinit``/``rezero``) or there is one block. Not given otherwise (``none`` with
-      live branches): the stream then grows by the attention branch too, see below.
+    ``data.name=recall`` (``pipeline.core.data.recall``): T = 2P + 1 positions, P distinct keys,
+    P values drawn uniformly with replacement from V = ``data.value_vocab``, a query equal to one
+    of the keys, keys and values from disjoint tokens. Equal pairs per sequence: the query and
+    its key (1) and each pair of equal values (C(P, 2) / V expected), out of C(T, 2) pairs."""
+    if trial.get("data.name") != "recall":
+        return None
+    pairs, values = int(trial["data.pairs"]), int(trial["data.value_vocab"])
+    tokens = 2 * pairs + 1
+    return (1.0 + pairs * (pairs - 1) / 2 / values) / (tokens * (tokens - 1) / 2)
+
+
+ATTENTION_ROWS = 8192  # softmax rows drawn per expectation in ``attention_overlaps``
+ATTENTION_SEED = 0
+
+
+@cache
+def attention_overlaps(
+    tokens: int, head_dim: int, scale: float, var: float, cov: float
+) -> tuple[float, float]:
+    """(E[sum_j p_ij^2], E[sum_j p_ij p_kj] for i != k) of one head's attention weights at init.
+
+    Given the branch input's Gram (mean square ``var`` / correlation-carrying ``cov`` per
+    coordinate of q and k: sigma_w2 q_in + sigma_b2 and sigma_w2 r_in + sigma_b2), each of the
+    d coordinates of q = W_q h + b_q is, at infinite width, Gaussian across the T positions with
+    that covariance, i.i.d. over coordinates, and k likewise and independently (its own weights);
+    the logits are scale q_i.k_j and p_i = softmax_j. The first number is 1/T for uniform
+    attention and 1 for one-hot rows; the second is 1/T for uniform attention and the chance
+    that two queries pick the same key for one-hot rows. The softmax of correlated Gaussians has
+    no closed form, so both are Monte Carlo means over ``ATTENTION_ROWS`` rows from a fixed seed
+    (reproducible; relative error about 1% where the rows are neither uniform nor one-hot).
+    Logits that vary by less than 1e-4 within a row give exactly 1/T (the O(sigma^2) correction
+    is below 1e-8)."""
+    own, cov = max(var - cov, 0.0), max(cov, 0.0)
+    if scale * math.sqrt(head_dim * own * var) < 1e-4:
+        return 1.0 / tokens, 1.0 / tokens
+    n = math.ceil(ATTENTION_ROWS / tokens)
+    rng = np.random.default_rng(ATTENTION_SEED)
+
+    def draw() -> np.ndarray:  # (n, T, d): own part per position, common part per coordinate
+        common = rng.standard_normal((n, 1, head_dim))
+        return math.sqrt(own) * rng.standard_normal((n, tokens, head_dim)) + math.sqrt(cov) * common
+
+    logits = scale * np.einsum("nid,njd->nij", draw(), draw())
+    p = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    overlap = np.einsum("nij,nkj->nik", p, p)  # sum_j p_ij p_kj per pair of rows
+    diagonal = np.trace(overlap, axis1=1, axis2=2)
+    same = float(np.mean(diagonal) / tokens)
+    other = float(np.mean(overlap.sum(axis=(1, 2)) - diagonal) / (tokens * (tokens - 1)))
+    return same, other
+
+
+class TransformerStream(NamedTuple):
+    """A transformer's residual stream at initialization, positions exchangeable."""
+
+    stream_var: np.ndarray  # (L+1,) q_l, mean square of a position of x_l (x_0: the embedding)
+    stream_corr: np.ndarray  # (L+1,) mean correlation between two positions of x_l
+    attention_in: np.ndarray  # (L,) mean square of each attention branch's input
+    concentration: np.ndarray  # (L,) E[sum_j p_ij^2]: 1/T uniform attention, 1 one-hot
+    stream_var_ratio: float  # q_L / q_0
+
+
+TRANSFORMER_STREAM_NORMS = ("none", "pre", "rmsnorm")
+
+
+def transformer_stream(
+    depth: int,
+    residual: str,
+    norm: str,
+    activation: str,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    slope: float = 0.01,
+    *,
+    tokens: int,
+    head_dim: int,
+    scale: float,
+    q0: float,
+    c0: float,
+    fc1_sigma_w2: float | None = None,
+    fc2_sigma_w2: float | None = None,
+    branch: float = 1.0,
+) -> TransformerStream:
+    """The stream's variance through live attention and MLP branches without post-norm
+    (``model.norm`` none, pre, rmsnorm), at initialization and infinite width.
+
+    State per block: q, the mean square of one position of x, and r, the mean inner product
+    x_i.x_k / n of two distinct positions (correlation c = r / q). Approximation, the one
+    assumption beyond the infinite width: *positions are exchangeable*, every pair of positions
+    carries the mean correlation c (on the recall task c_0 is set by which positions share a
+    token, ``token_match_rate``: pairs differ, 1/2 or 0, and the MLP's correlation map is not
+    linear, so this is the Gram matrix's mean, not its exact evolution). The branch sees
+    (q_in, r_in) = (1, c) behind a pre-norm or RMSNorm (each position rescaled to unit mean
+    square; the coordinate mean a LayerNorm removes is O(1/sqrt(n)) at init), (q, r) without.
+
+    - Attention (Vaswani et al. 2017), per head: v_j = W_v h_j + b_v, m_i = sum_j p_ij v_j,
+      output W_o m_i + b_o. W_v, W_o are independent of the attention weights p (which come from
+      W_q, W_k) and of the stream, so the output's mean square is
+          A = s_o sigma_w2 E[|m_i|^2 / n] + sigma_b2,
+          E[|m_i|^2 / n] = sum_jl E[p_ij p_il] (s_v sigma_w2 G_jl + sigma_b2)
+                         = (V_d - V_o) E[sum_j p_ij^2] + V_o        (rows of p sum to 1),
+      V_d = s_v sigma_w2 q_in + sigma_b2, V_o = s_v sigma_w2 r_in + sigma_b2, and for two
+      positions i != k the same with E[sum_j p_ij p_kj] (``attention_overlaps``). s_v, s_o are
+      the rule's factors on the value and output projections (``residual_scales`` w1_var, w2_var).
+      Near-uniform attention (the logit std scale sqrt(d) (sigma_w2 q_in + sigma_b2) small, e.g.
+      1/d at large d) gives both overlaps 1/T: every position receives the same average of the
+      value vectors, A's diagonal s_o sigma_w2 (V_o + (V_d - V_o) / T) + sigma_b2; this common
+      vector raises the correlation between positions block after block, the rank collapse of
+      Noci et al. 2022 ("Signal propagation in transformers", arXiv 2206.03126; Dong et al.
+      2021). One-hot rows (large logits) give E[sum p^2] = 1 and A = s_o sigma_w2 V_d +
+      sigma_b2: each position receives one value vector whole.
+    - MLP, position by position: M_d = V(q_in) as the residual MLP's branch (``_branch_var``,
+      with fc1's and fc2's own sigma_w2: a (w, 4w) and a (4w, w) kernel), and between positions
+      M_o = s2 sigma_w2 E[phi(u_1) phi(u_2)] + sigma_b2 with (u_1, u_2) the fc1 pre-activations,
+      Gaussian with covariance s1 sigma_w2 (q_in, r_in) + sigma_b2 (the correlation map of Poole
+      et al. 2016 / Schoenholz et al. 2017).
+    - Each sum adds its branch's Gram (the branch's last layer is zero-mean and independent of
+      the stream, as in ``residual_stream``): q <- a^2 q + alpha^2 A_d then + alpha^2 M_d, and
+      r likewise with A_o, M_o; alpha includes depth_mup's ``branch`` multiplier.
+
+    With pre-norm the growth is additive as for the residual MLP (Xiong et al. 2020), but each
+    block adds alpha^2 (A_d + M_d) where A_d grows with the correlation between positions, so
+    q_L / q_0 lies between the uncorrelated and the fully correlated sums. How much the
+    exchangeable approximation costs, checked on recall (4 pairs, 4 pre-norm blocks, uniform
+    attention, ReLU at He): the exact recursion of each probe sequence's T x T Gram matrix gives
+    q_L / q_0 = 8.525, this one 8.538 (0.15%). Biases are taken zero-mean; the finite width adds
+    O(1/sqrt(n)) noise per block, and with few heads the attention part fluctuates from one draw
+    to the next (each head's p is one random draw): this is the expectation.
+    """
+    if norm not in TRANSFORMER_STREAM_NORMS:
+        raise ValueError(
+            f"model.norm={norm!r}: transformer_stream covers "
+            f"{', '.join(TRANSFORMER_STREAM_NORMS)} (post-norm: transformer_prediction)"
+        )
+    s = residual_scales(residual, depth)
+    phi, _, _ = _derivatives(activation, slope)
+    fc1 = sigma_w2 if fc1_sigma_w2 is None else fc1_sigma_w2
+    fc2 = sigma_w2 if fc2_sigma_w2 is None else fc2_sigma_w2
+    a2, alpha2 = s.skip**2, (s.alpha * branch) ** 2
+    normalized = norm in ("pre", "rmsnorm")
+    q, r = float(q0), float(c0) * float(q0)
+    qs, cs, ins, conc = [q], [c0], [], []
+
+    def branch_input(q: float, r: float) -> tuple[float, float]:
+        return (1.0, r / q) if normalized else (q, r)
+
+    for _ in range(int(depth)):
+        q_in, r_in = branch_input(q, r)
+        ins.append(q_in)
+        same, other = attention_overlaps(
+            int(tokens),
+            int(head_dim),
+            float(scale),
+            sigma_w2 * q_in + sigma_b2,
+            sigma_w2 * r_in + sigma_b2,
+        )
+        conc.append(same)
+        v_d, v_o = s.w1_var * sigma_w2 * q_in + sigma_b2, s.w1_var * sigma_w2 * r_in + sigma_b2
+        out = s.w2_var * sigma_w2
+        q = a2 * q + alpha2 * (out * ((v_d - v_o) * same + v_o) + sigma_b2)
+        r = a2 * r + alpha2 * (out * ((v_d - v_o) * other + v_o) + sigma_b2)
+        q_in, r_in = branch_input(q, r)
+        pre_d, pre_o = s.w1_var * fc1 * q_in + sigma_b2, s.w1_var * fc1 * r_in + sigma_b2
+        m_o = _pair_mean(phi, phi, pre_d, min(pre_o / pre_d, 1.0)) if pre_d > 0 else 0.0
+        q = a2 * q + alpha2 * _branch_var(phi, q_in, s.w1_var * fc1, s.w2_var * fc2, sigma_b2)
+        r = a2 * r + alpha2 * (s.w2_var * fc2 * m_o + sigma_b2)
+        qs.append(q)
+        cs.append(r / q if q > 0 else 0.0)
+    return TransformerStream(
+        stream_var=np.array(qs),
+        stream_corr=np.array(cs),
+        attention_in=np.array(ins),
+        concentration=np.array(conc),
+        stream_var_ratio=qs[-1] / q0,
+    )
+
+
+@cache
+def _cached_transformer_stream(*args, **kwargs) -> TransformerStream:
+    return transformer_stream(*args, **kwargs)
+
+
+def _fc_sigma_w2(trial) -> tuple[float, float]:
+    """fc1's and fc2's sigma_w2 (a (w, 4w) and a (4w, w) kernel), 4 significant digits."""
+    from pipeline.core.transformer import MLP_RATIO
+
+    width = int(trial["model.width"])
+    shapes = ((width, MLP_RATIO * width), (MLP_RATIO * width, width))
+    fc1, fc2 = (float(f"{kernel_sigma_w2(trial, shape):.4g}") for shape in shapes)
+    return fc1, fc2
+
+
+def _trial_stream(trial, sigma_w2: float, sigma_b2: float) -> TransformerStream | None:
+    """``transformer_stream`` of a transformer trial whose branches are live (no zero gate) and
+    not post-normed, on data whose token statistics are known (``token_match_rate``)."""
+    from pipeline.core.transformer import attention_scale
+
+    depth, residual, norm = int(trial["model.depth"]), trial["init.residual"], trial["model.norm"]
+    match = token_match_rate(trial)
+    q0 = 2.0 * float(trial["init.embedding_std"]) ** 2 * embedding_var(residual, depth)
+    if norm == "post" or residual in ("skipinit", "rezero") or q0 <= 0 or match is None:
+        return None
+    fc1, fc2 = _fc_sigma_w2(trial)
+    return _cached_transformer_stream(
+        depth,
+        residual,
+        norm,
+        trial["model.activation"],
+        sigma_w2,
+        sigma_b2,
+        float(trial["model.negative_slope"]),
+        tokens=2 * int(trial["data.pairs"]) + 1,
+        head_dim=int(trial["model.width"]) // int(trial["model.heads"]),
+        scale=float(attention_scale(trial)),
+        q0=q0,
+        c0=match / 2.0,  # equal tokens share one of the two equal-variance tables
+        fc1_sigma_w2=fc1,
+        fc2_sigma_w2=fc2,
+        branch=trial_branch_multiplier(trial),
+    )
+
+
+def trial_transformer_stream(trial) -> TransformerStream | None:
+    """The stream of a transformer trial block by block (``transformer_stream``) where it is
+    given: live branches, ``model.norm`` none, pre or rmsnorm, recall data; None otherwise."""
+    variances = trial_variances(trial)
+    if variances is None or trial.get("model.kind") != "transformer":
+        return None
+    sw2, sb2 = (float(f"{v:.4g}") for v in variances)
+    return _trial_stream(trial, sw2, sb2)
+
+
+def transformer_prediction(trial, sigma_w2: float, sigma_b2: float) -> dict[str, float]:
+    """``theory.logit_std`` and ``theory.stream_var_ratio`` of a transformer trial:
+
+    - logit std (``attention_logit_std``, mean over blocks) from each block's attention input
+      mean square: 1 behind a ``pre``/``rmsnorm`` norm, 1 after the first block with ``post``
+      (the first reads x_0: q_0), q_0 for every block when the stream stays x_0 (a zero gate:
+      ``skipinit``/``rezero``) or there is one block, and otherwise (``none`` with live
+      branches) ``transformer_stream``'s, where the data's token statistics are known.
     - stream_var_ratio (the sum entering the last post-norm, or the stream after the last block,
       over q_0): with ``post`` the last branch is the MLP on a LayerNorm-ed input, so it is
       (skip^2 + alpha^2 V(1)) / q_0 with V the residual MLP's branch variance
-      (``residual_stream``); a zero gate without post-norm keeps it exactly 1. Not given for
-      live branches with ``none``/``pre``/``rmsnorm``: the attention branch's variance is
-      sigma_v2 sigma_o2 E[|sum_j p_ij x_j|^2 / n], which depends on the attention weights and on
-      how correlated the tokens are (equal tokens share an embedding), that is on the data, and
-      is not the residual MLP's formula.
+      (``residual_stream``), whatever the data; a zero gate without post-norm keeps it exactly
+      1; live branches with ``none``/``pre``/``rmsnorm``: ``transformer_stream``, whose input is
+      the data's chance that two positions share a token (``token_match_rate``: the recall task;
+      not given for data without known token statistics: the attention branch's variance
+      depends on how correlated the positions are).
+
+    alpha includes ``init.parametrization=depth_mup``'s branch multiplier, the attention scale
+    is ``transformer.attention_scale``'s (mup and depth_mup set it), and fc1 and fc2 take their
+    own sigma_w2 (``kernel_sigma_w2``: they differ from a square kernel's under fan_avg or
+    orthogonal draws).
     """
     from pipeline.core.transformer import attention_scale
 
     depth, residual, norm = int(trial["model.depth"]), trial["init.residual"], trial["model.norm"]
-    s = residual_scales(residual, depth) if residual != "none" else ResidualScales(1, 1, 1, 1)
+    s = residual_scales(residual, depth)
+    alpha = s.alpha * trial_branch_multiplier(trial)
     gated = residual in ("skipinit", "rezero")
     q0 = 2.0 * float(trial["init.embedding_std"]) ** 2 * embedding_var(residual, depth)
+    d, scale = int(trial["model.width"]) // int(trial["model.heads"]), attention_scale(trial)
+    stream = _trial_stream(trial, sigma_w2, sigma_b2)
     if norm in ("pre", "rmsnorm"):
         q_in = [1.0] * depth
     elif norm == "post":
         q_in = [q0] + [1.0] * (depth - 1)
+    elif gated or depth == 1:
+        q_in = [q0] * depth
     else:
-        q_in = [q0] * depth if gated or depth == 1 else None
+        q_in = None if stream is None else list(stream.attention_in)
     out = {}
     if q_in is not None:
-        d = int(trial["model.width"]) // int(trial["model.heads"])
-        scale = attention_scale(trial)
         stds = [attention_logit_std(d, scale, sigma_w2, sigma_b2, q) for q in q_in]
         out["theory.logit_std"] = float(np.mean(stds))
     if q0 > 0 and norm == "post":
         phi, _, _ = _derivatives(trial["model.activation"], float(trial["model.negative_slope"]))
-        v = _branch_var(phi, 1.0, s.w1_var * sigma_w2, s.w2_var * sigma_w2, sigma_b2)
-        out["theory.stream_var_ratio"] = (s.skip**2 + s.alpha**2 * v) / q0
+        fc1, fc2 = _fc_sigma_w2(trial)
+        v = _branch_var(phi, 1.0, s.w1_var * fc1, s.w2_var * fc2, sigma_b2)
+        out["theory.stream_var_ratio"] = (s.skip**2 + alpha**2 * v) / q0
     elif gated:
         out["theory.stream_var_ratio"] = 1.0
+    elif stream is not None:
+        out["theory.stream_var_ratio"] = float(stream.stream_var_ratio)
     return out

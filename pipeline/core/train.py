@@ -74,6 +74,9 @@ class Hparams(NamedTuple):
     # f32[leaves], every leaf of the layout in its order: the learning-rate multiplier of
     # init.parametrization (``pipeline.core.parametrization``); None = 1 for every leaf
     lr_scale: jax.Array | None = None
+    # f32[leaves], likewise: the multiplier of train.weight_decay (μP rescales coupled decay with
+    # the learning rate, as the mup library does); None = 1 for every leaf
+    decay_scale: jax.Array | None = None
 
 
 class Data(NamedTuple):
@@ -137,6 +140,24 @@ def scale_by_leaf_rate(
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def add_leaf_decayed_weights(
+    weight_decay: jax.Array, leaf_scale: dict | None
+) -> optax.GradientTransformation:
+    """L2 weight decay added to the gradient, g + weight_decay x the leaf's multiplier x w:
+    ``optax.add_decayed_weights`` per leaf (``leaf_scale`` a tree of scalars; None: itself)."""
+    if leaf_scale is None:
+        return optax.add_decayed_weights(weight_decay)
+
+    def update_fn(updates, state, params):
+        # (decay x 1) x w is decay x w bit for bit: an SP row decays exactly as optax's own
+        updates = jax.tree.map(
+            lambda g, p, m: g + (weight_decay * m) * p, updates, params, leaf_scale
+        )
+        return updates, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def leaf_tree(values: jax.Array, layout: Layout) -> dict:
     """A per-leaf vector (layout order) as a tree of scalars shaped like the parameters."""
     return unflatten({leaf.path: values[i] for i, leaf in enumerate(layout.leaves)})
@@ -149,7 +170,7 @@ def make_optimizer(
     to the gradient (0 = off; for Adam this is L2 regularization, not AdamW), the optimizer's
     direction (plain, momentum, Adam), then its learning rate: train.learning_rate times the
     warmup factor (train.warmup_steps) times each leaf's multiplier (``hp.lr_scale`` over
-    ``layout``: init.parametrization's per-layer rates)."""
+    ``layout``: init.parametrization's per-layer rates; the decay times ``hp.decay_scale``)."""
     if kind == "sgd":
         direction = optax.identity()
     elif kind == "momentum":  # optax.sgd's own chain: trace, then the learning rate
@@ -165,7 +186,8 @@ def make_optimizer(
     clip = optax.clip_by_global_norm(hp.clip_norm)
     if not decay:  # no row of the call decays: skip a pass over every parameter per step
         return optax.chain(clip, direction, rate)
-    decayed = optax.add_decayed_weights(hp.values["train.weight_decay"])
+    scale = None if hp.decay_scale is None or layout is None else leaf_tree(hp.decay_scale, layout)
+    decayed = add_leaf_decayed_weights(hp.values["train.weight_decay"], scale)
     return optax.chain(clip, decayed, direction, rate)
 
 

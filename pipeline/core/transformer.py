@@ -135,9 +135,10 @@ class _Block(nn.Module):
     @nn.compact
     def __call__(self, carry, depth, slope, dropout, residual: Residual, scale):
         x, index = carry
-        # SkipInit / ReZero: a learnable scalar at 0; other rules leave it unused (model.py).
+        # SkipInit / ReZero: a learnable scalar at 0 (times alpha, depth-muP's branch
+        # multiplier); other rules leave it unused (model.py).
         gate = self.param("gate", nn.initializers.zeros, ())
-        alpha = jnp.where(residual.gated, gate, residual.alpha)
+        alpha = jnp.where(residual.gated, gate * residual.alpha, residual.alpha)
         pre_norm = self.norm in ("pre", "rmsnorm")
 
         def add(x, branch, name):

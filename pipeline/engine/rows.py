@@ -79,7 +79,8 @@ def base_size(trial: TrialSpec) -> tuple[int, int]:
 
 def leaf_multipliers(trial: TrialSpec, layout: Layout, structure: Structure) -> tuple:
     """Per leaf (layout order), init.parametrization's ``Multipliers`` of the initial std and
-    the learning rate (``pipeline.core.parametrization``); all 1 for ``sp``."""
+    the learning rate and the weight decay (``pipeline.core.parametrization``); all 1 for
+    ``sp``."""
     name = trial["init.parametrization"]
     if name == "sp":
         return (Multipliers(1.0, 1.0),) * len(layout.leaves)
@@ -140,9 +141,11 @@ def residual_row(trial: TrialSpec) -> Residual | None:
         return None
     s = residual_scales(trial["init.residual"], trial["model.depth"])
     gated = trial["init.residual"] in GATED
-    # depth_mup: each branch x 1/sqrt(depth / base_depth), on top of init.residual's multiplier.
+    # depth_mup: each branch x 1/sqrt(depth / base_depth), on top of init.residual's multiplier;
+    # a gated branch (SkipInit, ReZero) is gate x that multiplier (the models read alpha so).
     depth_ratio = trial["model.depth"] / base_size(trial)[1]
-    alpha = s.alpha * branch_multiplier(trial["init.parametrization"], depth_ratio)
+    multiplier = branch_multiplier(trial["init.parametrization"], depth_ratio)
+    alpha = multiplier if gated else s.alpha * multiplier
     return Residual(np.float32(alpha), np.float32(s.skip), np.bool_(gated))
 
 
@@ -159,7 +162,7 @@ def row_hparams(
 ) -> Hparams:
     """The traced numbers of one row, computed on the host from a trial's spec: the schema's
     ``row`` keys as they are, and per parameter leaf its draw, scale, bias moments and
-    learning-rate multiplier."""
+    learning-rate and weight-decay multipliers."""
     activation, slope = trial["model.activation"], trial["model.negative_slope"]
     inits = leaf_inits(trial, layout, structure)
     draw, scale = [], []
@@ -177,6 +180,7 @@ def row_hparams(
         moments.append((mean * r["scale"], std * abs(r["scale"])))
     weights = trial["init.weights"]
     clip = trial["train.clip_norm"]
+    scaled = leaf_multipliers(trial, layout, structure)
     return Hparams(
         draw=np.asarray(draw, np.int32),
         scale=np.asarray(scale, np.float32),
@@ -191,7 +195,8 @@ def row_hparams(
         values={k: np.float32(trial[k]) for k in ROW_KEYS},
         residual=residual_row(trial),
         attention_scale=attention_row(trial),
-        lr_scale=np.asarray([m.lr for m in leaf_multipliers(trial, layout, structure)], np.float32),
+        lr_scale=np.asarray([m.lr for m in scaled], np.float32),
+        decay_scale=np.asarray([m.decay for m in scaled], np.float32),
     )
 
 

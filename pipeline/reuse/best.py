@@ -3,7 +3,9 @@ back as initializers (``load_initializer``) or as the configuration ``train --co
 
 A best-config file holds, per rank, the trial's whole spec (every ``data``, ``model``, ``init``,
 ``train`` and ``metrics`` key, so ``python -m pipeline train --config`` reproduces the trial), the
-measured metrics and where they came from (study, trial number, MLflow run ids).
+measured metrics and where they came from (study, trial number, MLflow run ids); under an
+``init.parametrization`` other than sp also its per-layer learning-rate and weight-decay
+multipliers (``lr_multipliers``, ``weight_decay_multipliers``: parameter-path glob -> number).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def best_document(
                 "rank": rank,
                 **nested,
                 "structure": _data_structure(nested["data"]),
+                **parametrization_entry(nested),
                 "measured": trial_metrics(trial),
                 "provenance": {
                     "study": study.study_name,
@@ -54,6 +57,20 @@ def best_document(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "configs": configs,
     }
+
+
+def parametrization_entry(nested: dict) -> dict:
+    """What a reader of the best file needs to apply ``init.parametrization`` without running
+    code (its name, ``model.base_width`` and ``model.base_depth`` are in the spec itself): per
+    parameter-path glob of the built-in network, the multipliers of train.learning_rate and
+    train.weight_decay (``pipeline.reuse.export.rate_table``, the engine's own rule). Empty for
+    sp and for a user's module (its multipliers need the module: docs/mup.md)."""
+    if nested["init"]["parametrization"] == "sp" or nested["model"]["kind"] == "custom":
+        return {}
+    from pipeline.reuse.export import lr_multipliers
+
+    rates = lr_multipliers(nested)
+    return {"lr_multipliers": rates["lr"], "weight_decay_multipliers": rates["weight_decay"]}
 
 
 def _data_structure(data: dict) -> dict[str, int]:

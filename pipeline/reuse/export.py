@@ -19,10 +19,18 @@ The framework defaults map to each framework's own call: ``torch_default`` is to
 g/sqrt(fan_in)), ``keras_default`` ``GlorotUniform``. PyTorch's default bias U(+-1/sqrt(fan_in))
 is drawn exactly in every framework; in Flax and Keras, whose bias initializers see only the
 bias's shape, for the ``fan_in`` passed (default: a hidden layer's, ``hidden_fan_in``).
+
+``init.parametrization`` (muP, NTK, depth-muP: ``pipeline.core.parametrization``) also sets a
+learning-rate and weight-decay multiplier per parameter. ``rate_table`` reads them from the
+engine (``pipeline.engine.rows.leaf_multipliers`` on the built-in network) as parameter-path
+globs; ``optax_for`` builds the config's optimizer with them (``optax.multi_transform``),
+``torch_param_groups`` gives ``torch.optim`` parameter groups, and the Flax and PyTorch snippets
+print the same as code (``optimizer_code``); Keras gets them as a comment (docs/mup.md).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import json
 import math
@@ -144,43 +152,38 @@ def parametrization_rules(init: dict, model: dict) -> list[dict]:
     ]
 
 
-def parametrization_note(cfg) -> str:
-    """What ``init.parametrization`` sets beyond the initialization, as comments: the learning
-    rate's multiplier per layer role (``pipeline.core.parametrization``, SGD or Adam by
-    train.optimizer) for the built-in networks, depth_mup's branch multiplier. Optimizer code
-    that applies them (an optax transformation, torch parameter groups) is not generated yet."""
+def parametrization_note(cfg, framework: str) -> str:
+    """What ``init.parametrization`` sets that no initializer can, as comments: the read-out's
+    std (in the initializers), depth_mup's branch multiplier and muP's attention scale (forward
+    pass); for Keras also the per-layer learning-rate and weight-decay multipliers, which the
+    Flax and PyTorch snippets give as optimizer code instead (``optimizer_code``)."""
     init, model, _ = _sections(cfg)
     name = init.get("parametrization", "sp")
     if name == "sp":
         return ""
-    from pipeline.core.parametrization import LeafScaling, branch_multiplier, multipliers
+    from pipeline.core.parametrization import branch_multiplier
 
-    train = (cfg.get("train") if isinstance(cfg, dict) else None) or {}
-    adam = train.get("optimizer") == "adam"
     if model.get("kind", "mlp") == "custom":
         return (
             f"# init.parametrization={name}: the per-layer multipliers of your module are not "
             "exported (docs/mup.md); train it with the engine, or apply them by hand\n"
         )
-    r = _width_ratio(model)
     depth = model.get("depth") or 1
     d = depth / (model.get("base_depth") or depth)
-    roles = {
-        "input layer": LeafScaling("input", 1.0, r),
-        "hidden layers": LeafScaling("hidden", r, r, branch=True),
-        "read-out": LeafScaling("readout", r, 1.0),
-        "biases and norms of width size": LeafScaling("vector", 1.0, r),
-    }
-    rates = ", ".join(
-        f"{role} x{multipliers(name, leaf, adam, d).lr:.4g}" for role, leaf in roles.items()
-    )
     lines = [
         f"# init.parametrization={name}, width {model.get('width')} over base "
         f"{model.get('base_width') or model.get('width')} (docs/mup.md): the read-out's std "
         "multiplier is in the initializers below;",
-        f"#   learning rate per layer ({'Adam' if adam else 'SGD'}): train.learning_rate times "
-        f"{rates}",
     ]
+    if framework == "keras":  # no coupled per-variable decay in Keras' optimizers: docs/mup.md
+        rows = ", ".join(f"{r.glob} x{r.lr:.4g}" for r in rate_table(cfg))
+        adam = _trial_of(cfg)["train.optimizer"] == "adam"
+        lines.append(
+            f"#   learning rate per parameter ({'Adam' if adam else 'SGD'}; not generated for "
+            f"Keras): train.learning_rate times {rows}"
+        )
+    else:
+        lines.append("#   per-parameter learning rates and weight decay: the optimizer code below")
     if name == "depth_mup":
         lines.append(
             f"#   each residual branch's output x {branch_multiplier(name, d):.4g} (forward)"
@@ -191,6 +194,369 @@ def parametrization_note(cfg) -> str:
         flat = {f"model.{k}": v for k, v in model.items()} | {"init.parametrization": name}
         lines.append(f"#   attention logits x {attention_scale(flat):.4g} (muP's 1/d)")
     return "\n".join(lines) + "\n"
+
+
+# --- init.parametrization's learning rates and weight decay as optimizer code ------------------
+#
+# The multipliers are the engine's own: ``pipeline.engine.rows.leaf_multipliers`` on the
+# built-in network's layout (roles from shapes at the base width and twice the width, as the
+# engine infers them), written as a table of parameter-path globs so that a PyTorch module named
+# like the built-in network (``torch_param_path``) reads the same rows.
+
+
+class LeafRate(NamedTuple):
+    """One row of a parametrization's table: the parameters whose path matches ``glob`` train
+    at train.learning_rate x ``lr`` with L2 weight decay train.weight_decay x ``decay``."""
+
+    glob: str
+    lr: float
+    decay: float
+
+
+def _trial_of(cfg):
+    """The ``TrialSpec`` of a best entry, run config or partial nested dict (defaults fill in)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from pipeline.config import RUN_SECTIONS, TrialSpec
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    flat = {
+        f"{s}.{k}": v
+        for s in RUN_SECTIONS
+        for k, v in (cfg.get(s) or {}).items()
+        if k != "gain_value"  # written by `make best` beside the spec
+    }
+    return TrialSpec.from_flat(flat, fill_defaults=True)
+
+
+def _builtin_view(trial):
+    """(layout, structure) of a trial's built-in network. The data's sizes stand in as 16
+    features (a 4x4 image for the CNN), 2 classes and 8 tokens: they do not change with the
+    width, so no role or multiplier depends on them."""
+    from pipeline.core.model import BUILTIN_KINDS, Structure
+    from pipeline.engine.factory import net_for
+
+    kind = trial["model.kind"]
+    if kind not in BUILTIN_KINDS:
+        raise ValueError(
+            f"model.kind={kind}: the per-layer rates of a user's module are not exported "
+            f"(built-in kinds: {', '.join(BUILTIN_KINDS)}); train it with the engine"
+        )
+    transformer = kind == "transformer"
+    structure = Structure(
+        trial["model.activation"], trial["model.depth"], trial["model.width"], 16, 2, kind,
+        None, trial["model.norm"], trial["model.heads"] if transformer else 1,
+        8 if transformer else 0,
+    )  # fmt: skip
+    return net_for(structure).layout, structure
+
+
+def _row_for(rows: list[LeafRate], path: str) -> LeafRate:
+    for row in rows:
+        if fnmatch.fnmatchcase(path, row.glob):
+            return row
+    raise ValueError(
+        f"no row of the rate table matches parameter {path!r} (globs: "
+        f"{', '.join(r.glob for r in rows)}): name the layers as the built-in network does"
+    )
+
+
+def rate_table(cfg) -> list[LeafRate]:
+    """The learning-rate and weight-decay multipliers of ``init.parametrization`` for the
+    config's built-in network, one row per parameter-path glob, first match wins.
+
+    A parameter of a stacked layer (``hidden/dense/kernel``: the scanned hidden layers) gets the
+    glob ``hidden/*kernel``, which also matches one module per layer (``hidden/0/kernel``,
+    PyTorch's ``hidden.0.weight``); leaves whose short globs coincide but whose rates differ keep
+    a longer one (``blocks*/norm/bias``). ``sp``: one row, ``*``, at 1.
+
+    >>> rate_table({"init": {"parametrization": "mup"}, "model": {"width": 256,
+    ...     "base_width": 64, "depth": 2}, "train": {"optimizer": "adam"}})  # doctest: +SKIP
+    [LeafRate(glob='input/kernel', lr=1.0, decay=1.0), ...,
+     LeafRate(glob='hidden/*kernel', lr=0.25, decay=4.0), ...]
+    """
+    from pipeline.engine.rows import leaf_multipliers
+
+    trial = _trial_of(cfg)
+    if trial["init.parametrization"] == "sp":
+        return [LeafRate("*", 1.0, 1.0)]
+    layout, structure = _builtin_view(trial)
+    scaled = leaf_multipliers(trial, layout, structure)
+
+    # The scanned modules (hidden, blocks): every leaf under one is a stack of layers, its norms
+    # and gates included (the layout marks only kernels and biases as stacked).
+    scanned = {leaf.path.split("/")[0] for leaf in layout.leaves if leaf.stack}
+
+    def glob(leaf, short: bool) -> str:
+        top, _, rest = leaf.path.partition("/")
+        if top not in scanned or not rest:
+            return leaf.path
+        return f"{top}/*{rest.rsplit('/', 1)[-1]}" if short else f"{top}*/{rest}"
+
+    groups: dict[str, list] = {}
+    for leaf, m in zip(layout.leaves, scaled):
+        groups.setdefault(glob(leaf, True), []).append((leaf, m))
+    rows = []
+    for short, members in groups.items():
+        rates = {(m.lr, m.decay) for _, m in members}
+        if len(rates) == 1:
+            rows.append(LeafRate(short, *rates.pop()))
+        else:
+            rows += [LeafRate(glob(leaf, False), m.lr, m.decay) for leaf, m in members]
+    for leaf, m in zip(layout.leaves, scaled):  # every leaf, as Flax and as one module per layer
+        top, _, rest = leaf.path.partition("/")
+        for path in {leaf.path, f"{top}/0/{rest}" if top in scanned else leaf.path}:
+            row = _row_for(rows, path)
+            if (row.lr, row.decay) != (m.lr, m.decay):
+                raise AssertionError(f"rate table: {path} reads {row}, the engine {m}")
+    return rows
+
+
+def lr_multipliers(cfg) -> dict[str, dict[str, float]]:
+    """``rate_table`` as plain data for a best file: ``{"lr": {glob: multiplier}, "weight_decay":
+    {glob: multiplier}}``."""
+    rows = rate_table(cfg)
+    return {
+        "lr": {r.glob: float(r.lr) for r in rows},
+        "weight_decay": {r.glob: float(r.decay) for r in rows},
+    }
+
+
+def _schedule(peak: float, warmup_steps: int):
+    """train.learning_rate's schedule: linear warmup over ``warmup_steps`` updates (update k
+    uses min(1, (k+1) / warmup_steps), ``pipeline.core.train.warmup_factor``), then constant."""
+    if not warmup_steps:
+        return peak
+    import jax.numpy as jnp
+
+    return lambda count: peak * jnp.minimum(1.0, (count + 1) / warmup_steps)
+
+
+def _tree_path(path) -> str:
+    """A pytree key path as ``hidden/dense/kernel``: dict keys and list indices (an NNX
+    Variable's ``.value`` attribute is not part of the parameter's name)."""
+    keys = (getattr(k, "key", getattr(k, "idx", None)) for k in path)
+    return "/".join(str(k) for k in keys if k is not None)
+
+
+def optax_for(cfg):
+    """The config's optimizer as an ``optax.GradientTransformation`` with the per-parameter
+    learning rates and weight decay of ``init.parametrization`` (``rate_table``), in the
+    engine's order (``pipeline.core.train.make_optimizer``): clipping by global norm, L2 decay
+    added to the gradient, the direction (sgd, momentum, adam), the learning rate with its
+    warmup. Parameters are matched by their path in the tree (``hidden/dense/kernel``).
+
+    >>> tx = optax_for(read_best("conf/best/my_study.yaml"))  # doctest: +SKIP
+    >>> opt_state = tx.init(params)  # the built-in network's Flax params  # doctest: +SKIP
+    """
+    import jax
+    import optax
+
+    t, rows = _trial_of(cfg), rate_table(cfg)
+    lr, wd, warmup = t["train.learning_rate"], t["train.weight_decay"], t["train.warmup_steps"]
+
+    def direction(multiplier: float):
+        rate = _schedule(lr * multiplier, warmup)
+        if t["train.optimizer"] == "adam":
+            return optax.adam(rate)
+        momentum = t["train.momentum"] if t["train.optimizer"] == "momentum" else None
+        return optax.sgd(rate, momentum=momentum)
+
+    def labels(params):
+        def label(path, _):
+            return _row_for(rows, _tree_path(path)).glob
+
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    per_glob = {
+        r.glob: optax.chain(*([optax.add_decayed_weights(wd * r.decay)] if wd else []),
+                            direction(r.lr))
+        for r in rows
+    }  # fmt: skip
+    clip = t["train.clip_norm"]
+    head = [optax.clip_by_global_norm(clip)] if clip is not None else []
+    return optax.chain(*head, optax.multi_transform(per_glob, labels))
+
+
+# A PyTorch parameter's own name -> ours, by its module (``torch_param_path``).
+_TORCH_NORMS = ("LayerNorm", "RMSNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d")
+
+
+def torch_param_path(module_name: str, module, name: str) -> str:
+    """A PyTorch parameter's path as the rate table and the rules match it: the module's name as
+    a path (``torch_path``) and the weight named as Flax names it (a Linear's or Conv's
+    ``kernel``, a norm's ``scale``, an Embedding's ``embedding``)."""
+    import torch
+
+    if name == "weight":
+        if isinstance(module, torch_layers()):
+            name = "kernel"
+        elif type(module).__name__ in _TORCH_NORMS:
+            name = "scale"
+        elif isinstance(module, torch.nn.Embedding):
+            name = "embedding"
+    return torch_path(f"{module_name}.{name}" if module_name else name)
+
+
+def torch_param_groups(cfg, module) -> list[dict]:
+    """``torch.optim`` parameter groups of ``module`` (named like the built-in network:
+    ``torch_param_path``), one per ``rate_table`` row: ``{"params": [...], "lr":
+    train.learning_rate x lr, "weight_decay": train.weight_decay x decay}``. torch.optim's
+    SGD and Adam add ``weight_decay`` to the gradient, as the engine does. Warmup and clipping
+    are the caller's (``snippet(cfg, "torch")`` prints both).
+
+    >>> opt = torch.optim.Adam(torch_param_groups(best, model))  # doctest: +SKIP
+    """
+    t, rows = _trial_of(cfg), rate_table(cfg)
+    groups: dict[str, dict] = {}
+    for module_name, m in module.named_modules():
+        for name, p in m.named_parameters(recurse=False):
+            row = _row_for(rows, torch_param_path(module_name, m, name))
+            group = groups.setdefault(
+                row.glob,
+                {
+                    "params": [],
+                    "lr": t["train.learning_rate"] * row.lr,
+                    "weight_decay": t["train.weight_decay"] * row.decay,
+                },
+            )
+            group["params"].append(p)
+    return list(groups.values())
+
+
+def _rates_source(cfg) -> str:
+    """The constants and the table every optimizer snippet starts from."""
+    t = _trial_of(cfg)
+    rows = "".join(f"    ({json.dumps(r.glob)}, {_literal(r.lr)}, {_literal(r.decay)}),\n"
+                   for r in rate_table(cfg))  # fmt: skip
+    return (
+        f"LEARNING_RATE = {_literal(t['train.learning_rate'])}  # train.learning_rate\n"
+        f"WEIGHT_DECAY = {_literal(t['train.weight_decay'])}  # train.weight_decay: L2, added to "
+        "the gradient\n"
+        f"# init.parametrization={t['init.parametrization']}, {t['train.optimizer']}: (parameter "
+        "path glob, learning-rate multiplier,\n# weight-decay multiplier), the first match wins\n"
+        f"RATES = [\n{rows}]\n"
+    )
+
+
+def optimizer_code(cfg, framework: str) -> str:
+    """The optimizer of ``optax_for`` (``framework="flax"``) or ``torch_param_groups`` (``"torch"``)
+    as code to paste; empty for ``sp`` (one learning rate: nothing to add)."""
+    t = _trial_of(cfg)
+    if t["init.parametrization"] == "sp":
+        return ""
+    kind, warmup, clip = t["train.optimizer"], t["train.warmup_steps"], t["train.clip_norm"]
+    if framework == "flax":
+        return _optax_source(cfg, kind, warmup, clip)
+    if framework == "torch":
+        return _torch_optimizer_source(cfg, kind, warmup, clip)
+    raise ValueError(f"no optimizer code for {framework!r}; allowed: flax, torch")
+
+
+def _optax_source(cfg, kind: str, warmup: int, clip: float | None) -> str:
+    if kind == "adam":
+        make = "optax.adam(rate)"
+    elif kind == "momentum":
+        momentum = _literal(_trial_of(cfg)["train.momentum"])
+        make = f"optax.sgd(rate, momentum={momentum})"  # train.momentum
+    else:
+        make = "optax.sgd(rate)"
+    if warmup:
+        rate = (
+            f"    # train.warmup_steps={warmup}: update k uses min(1, (k + 1) / {warmup}) of it\n"
+            f"    rate = lambda count: peak * jnp.minimum(1.0, (count + 1) / {warmup})\n"
+        )
+    else:
+        rate = "    rate = peak\n"
+    decay = (
+        "optax.add_decayed_weights(WEIGHT_DECAY * decay), "
+        if _trial_of(cfg)["train.weight_decay"]
+        else ""
+    )
+    head = ""
+    if clip is not None:
+        head = f"    optax.clip_by_global_norm({_literal(clip)}),  # train.clip_norm\n"
+    numpy = "import jax.numpy as jnp\n" if warmup else ""
+    return (
+        f"\n\nimport fnmatch\n\nimport jax\n{numpy}import optax\n\n"
+        f"{_rates_source(cfg)}\n\n"
+        "def rate_labels(params):\n"
+        '    """Each parameter\'s RATES glob, by its path in the tree ("hidden/dense/kernel")."""\n'
+        "\n"
+        "    def label(path, _):\n"
+        '        keys = (getattr(k, "key", getattr(k, "idx", None)) for k in path)  # not .value\n'
+        '        name = "/".join(str(k) for k in keys if k is not None)\n'
+        "        for glob, _, _ in RATES:\n"
+        "            if fnmatch.fnmatchcase(name, glob):\n"
+        "                return glob\n"
+        '        raise KeyError(f"no RATES glob matches parameter {name}")\n'
+        "\n"
+        "    return jax.tree_util.tree_map_with_path(label, params)\n\n\n"
+        "def direction(peak: float, decay: float):\n"
+        '    """One RATES row\'s optimizer: its L2 decay, then the step at its learning rate."""\n'
+        f"{rate}"
+        f"    return optax.chain({decay}{make})\n\n\n"
+        "tx = optax.chain(\n"
+        f"{head}"
+        "    optax.multi_transform(\n"
+        "        {glob: direction(LEARNING_RATE * lr, decay) for glob, lr, decay in RATES},\n"
+        "        rate_labels,\n"
+        "    ),\n"
+        ")\n"
+        "# opt_state = tx.init(params); updates, opt_state = tx.update(grads, opt_state, params)\n"
+    )
+
+
+def _torch_optimizer_source(cfg, kind: str, warmup: int, clip: float | None) -> str:
+    if kind == "adam":
+        make = "torch.optim.Adam(param_groups(model), lr=LEARNING_RATE)"
+    else:
+        momentum = _trial_of(cfg)["train.momentum"] if kind == "momentum" else 0.0
+        make = f"torch.optim.SGD(param_groups(model), lr=LEARNING_RATE, momentum={momentum!r})"
+    steps = ["optimizer.step()"]
+    if clip is not None:
+        steps.insert(0, f"torch.nn.utils.clip_grad_norm_(model.parameters(), {_literal(clip)})")
+    lines = [f"# optimizer = {make}"]
+    if warmup:
+        lines.append(
+            "# scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, "
+            f"(k + 1) / {warmup}))  # train.warmup_steps"
+        )
+        steps.append("scheduler.step()")
+    lines.append(f"# each step, after loss.backward(): {'; '.join(steps)}")
+    norms = "".join(f"    torch.nn.{n},\n" for n in _TORCH_NORMS)
+    return (
+        "\n\nimport fnmatch\n\nimport torch\n\n"
+        f"{_rates_source(cfg)}"
+        "# A parameter's path: its module's name with / for . and the weight named as in Flax\n"
+        "# (a Linear's or Conv's kernel, a norm's scale, an Embedding's embedding):\n"
+        "# hidden.0.weight -> hidden/0/kernel\n"
+        "LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)\n"
+        f"NORMS = (\n{norms})\n\n\n"
+        "def param_path(module_name: str, module: torch.nn.Module, name: str) -> str:\n"
+        '    if name == "weight" and isinstance(module, LAYERS):\n'
+        '        name = "kernel"\n'
+        '    elif name == "weight" and isinstance(module, NORMS):\n'
+        '        name = "scale"\n'
+        '    elif name == "weight" and isinstance(module, torch.nn.Embedding):\n'
+        '        name = "embedding"\n'
+        '    return f"{module_name}.{name}".lstrip(".").replace(".", "/")\n\n\n'
+        "def param_groups(model: torch.nn.Module) -> list[dict]:\n"
+        '    """torch.optim parameter groups, one per RATES row that matches a parameter."""\n'
+        "    groups = {}\n"
+        "    for module_name, module in model.named_modules():\n"
+        "        for name, p in module.named_parameters(recurse=False):\n"
+        "            path = param_path(module_name, module, name)\n"
+        "            row = next((r for r in RATES if fnmatch.fnmatchcase(path, r[0])), None)\n"
+        "            if row is None:\n"
+        '                raise KeyError(f"no RATES glob matches parameter {path}")\n'
+        "            glob, lr, decay = row\n"
+        "            lr, decay = LEARNING_RATE * lr, WEIGHT_DECAY * decay\n"
+        '            groups.setdefault(glob, {"params": [], "lr": lr, "weight_decay": decay})\n'
+        '            groups[glob]["params"].append(p)\n'
+        "    return list(groups.values())\n\n\n" + "".join(line + "\n" for line in lines)
+    )
 
 
 def init_spec(cfg, layer: str | None = None) -> InitSpec:
@@ -579,7 +945,23 @@ def to_torch(cfg) -> Callable:
 
 
 def snippet(cfg, framework: str, title: str = "") -> str:
-    """Ready-to-paste code that builds the same initializers as ``to_<framework>(cfg)``.
+    """Ready-to-paste code that builds the same initializers as ``to_<framework>(cfg)`` and,
+    under ``init.parametrization`` other than sp, the optimizer with its per-parameter learning
+    rates and weight decay: ``optax_for(cfg)`` (Flax) or ``torch_param_groups(cfg, model)``
+    (PyTorch) as code (``optimizer_code``); Keras gets them as a comment (docs/mup.md)."""
+    text = _init_snippet(cfg, framework, title)
+    init, model, _ = _sections(cfg)
+    if framework == "keras" or model.get("kind", "mlp") == "custom":
+        return text
+    if init.get("parametrization", "sp") == "sp":
+        return text  # one learning rate: the snippet is the initializers alone, as before
+    imported = {line for line in text.splitlines() if line.startswith(("import ", "from "))}
+    code = "\n".join(x for x in optimizer_code(cfg, framework).splitlines() if x not in imported)
+    return text + "\n\n" + code.lstrip("\n") + "\n"
+
+
+def _init_snippet(cfg, framework: str, title: str = "") -> str:
+    """The initializers of ``snippet``.
 
     With ``init.rules``, each rule's layer gets its own initializers and a lookup picks them by
     path (the last matching glob wins). A rule's entry merges every rule whose glob matches its
@@ -592,7 +974,7 @@ def snippet(cfg, framework: str, title: str = "") -> str:
     s = init_spec(cfg)
     fan_in = hidden_fan_in(cfg) if framework != "torch" else None
     head = (f"# {title}\n" if title else "") + residual_note(cfg, framework)
-    head += parametrization_note(cfg)
+    head += parametrization_note(cfg, framework)
     layers = rule_layers(cfg)
     specs = [(layer, init_spec(cfg, layer)) for layer in layers]
     if framework == "flax":

@@ -15,6 +15,13 @@ output of its dense or convolution layer, what the mup library's module hooks re
 residual network's stream after each block, and of the logits. Seeds are averaged before the
 log-log fit; the slope per layer and step is the number the test and ``--json`` report.
 
+A user's module (``model.kind=custom``) is checked the same way, unchanged: its factory builds it
+at each width (so the factory must take ``width``; μP's roles then come from its shapes,
+``parametrization.roles_by_shapes``), and Flax records the output of every dense and convolution
+layer (``Net.capture``: linen's ``capture_intermediates``, NNX's ``nnx.capture``), named by its
+module path, in the order the module first uses the layers. The read-out, whose output the
+module returns as its logits, is reported once, as ``logits``.
+
 Training is the engine's own: ``init_row`` and ``train_step`` of ``pipeline.core.train``, with the
 trial's optimizer, learning rate, warmup and per-layer multipliers (init.parametrization), every
 trial of a width in one ``jit(vmap(...))`` call. The initial weights are the trial's initializer
@@ -38,7 +45,7 @@ import numpy as np
 
 from pipeline.config import ConfigError, Space, TrialSpec
 from pipeline.core.model import BUILTIN_KINDS
-from pipeline.core.net import Net, forward_constants
+from pipeline.core.net import Net, forward_constants, unflatten
 from pipeline.core.train import Data, Hparams, Settings, init_row, make_unit_draws, train_step
 
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048)
@@ -97,7 +104,14 @@ def _entries(inter: dict) -> list[tuple[tuple, str]]:
 
 
 def record(net: Net, params: dict, x: jax.Array, hp: Hparams) -> jax.Array:
-    """Mean |.| of each sown layer value and of the logits, in ``layer_names`` order."""
+    """Mean |.| of each sown layer value (a user's module: each captured layer's output, over
+    all its calls) and of the logits, in ``layer_names`` (``_captured_names``) order."""
+    if net.builtin is None:
+        logits, layers = _captured(net, params, x)
+        parts = [
+            jnp.mean(jnp.concatenate([jnp.abs(v).ravel() for v in outs])) for _, outs in layers
+        ]
+        return jnp.stack([*parts, jnp.mean(jnp.abs(logits))])
     slope = hp.values["model.negative_slope"]
     logits, state = net.builtin.apply(
         {"params": params}, x, hp.depth, slope, mutable=["intermediates"], **forward_constants(hp)
@@ -109,6 +123,56 @@ def record(net: Net, params: dict, x: jax.Array, hp: Hparams) -> jax.Array:
         else:
             parts.append(jnp.mean(jnp.abs(value))[None])
     return jnp.concatenate([*parts, jnp.mean(jnp.abs(logits))[None]])
+
+
+def _captured(net: Net, params: dict, x: jax.Array) -> tuple[jax.Array, list]:
+    """A user's module: its logits and ``[(module path, (output, ...))]`` of its dense and
+    convolution layers (``Net.capture``), in the order the module first uses their kernels; the
+    layer whose output the module returns as it is (the read-out) is left to the logits."""
+    logits, found = net.capture(params, x)
+    first: dict[str, int] = {}
+    for i, leaf in enumerate(net.layout.kernels):
+        first.setdefault(leaf.path.rpartition("/")[0], i)
+    paths = sorted(found, key=lambda path: first.get(path, len(first)))
+    return logits, [(p, found[p]) for p in paths if not any(v is logits for v in found[p])]
+
+
+def _captured_names(net: Net, x: jax.Array) -> list[str]:
+    """``record``'s entries for a user's module: the layers' module paths, then ``logits``
+    (from shapes alone: nothing is computed)."""
+    names: list[str] = []
+
+    def logits():
+        params = unflatten({leaf.path: jnp.zeros(leaf.shape) for leaf in net.layout.leaves})
+        out, layers = _captured(net, params, x)
+        names.extend(path for path, _ in layers)
+        return out
+
+    try:
+        jax.eval_shape(logits)
+    except Exception as e:  # e.g. a layer inside a transform that cannot sow (nn.scan)
+        from pipeline.engine.factory import said
+
+        raise ConfigError(f"coord-check cannot record the module's layers: {said(e)}") from None
+    return [*names, "logits"]
+
+
+def _check_width_argument(trial: TrialSpec) -> None:
+    """A user's module is built at each width by its factory: refuse one without ``width``."""
+    from pipeline.engine.factory import FACTORY_ARGS, factory_takes
+
+    if trial["model.kind"] in BUILTIN_KINDS:
+        return
+    spec = trial["model.factory"]
+    if not spec:
+        raise ConfigError("model.kind=custom needs model.factory=<module>:<function>")
+    takes = factory_takes(spec)
+    if "width" not in takes:
+        raise ConfigError(
+            f"coord-check builds the module at each width: model.factory={spec} needs a width "
+            f"argument (it takes: {', '.join(takes) or 'none'}; the engine passes "
+            f"{', '.join(FACTORY_ARGS)})"
+        )
 
 
 def coord_row(net: Net, settings: Settings, steps: int, hp: Hparams, units: dict, data: Data):
@@ -135,12 +199,8 @@ def coord_data(
     from pipeline.engine.plan import draws_for, settings_from
     from pipeline.engine.rows import row_hparams, stack_rows, trial_rules
 
-    kinds = {t["model.kind"] for t in trials}
-    if kinds - set(BUILTIN_KINDS):
-        raise ConfigError(
-            "coord-check reads the layers of the built-in networks: model.kind="
-            + ", ".join(BUILTIN_KINDS)
-        )
+    for trial in trials:
+        _check_width_argument(trial)
     optimizers = {t["train.optimizer"] for t in trials}
     if len(optimizers) > 1:
         raise ConfigError(f"coord-check trains one optimizer per call, got {sorted(optimizers)}")
@@ -172,13 +232,16 @@ def coord_data(
         rows = [
             row_hparams(t, net.layout, structure, draws, s) for t in sized for s in range(seeds)
         ]
+        if names is None and net.builtin is None:  # before training: a failure is one line
+            names = _captured_names(net, x)
+            order = list(range(len(names)))
+        elif names is None:
+            inter = _sown_shapes(net, x, rows[0])
+            names, order = layer_names(inter), display_order(inter)
         hp = stack_rows(rows)
         run = jax.jit(jax.vmap(functools.partial(coord_row, net, settings, steps), (0, None, None)))
         out = np.asarray(run(hp, units, data)).reshape(len(trials), seeds, steps + 1, -1)
         values.append(out.mean(axis=1))
-        if names is None:
-            inter = _sown_shapes(net, x, rows[0])
-            names, order = layer_names(inter), display_order(inter)
     mean_abs = np.stack(values, axis=1)[..., order]
     return CoordData(tuple(widths), tuple(names[i] for i in order), mean_abs)
 
@@ -197,16 +260,19 @@ def _leading_block(raw: dict, layout) -> dict:
     (seed and draw axes kept whole); ``UnitSampler.finish`` then orthonormalizes as usual."""
     out = {}
     for leaf in layout.leaves:
-        a = raw[leaf.path]
-        lead = a.ndim - len(leaf.shape)
+        a = raw.get(leaf.path)
+        lead = 0 if a is None else a.ndim - len(leaf.shape)
+        if a is None or any(d > n for d, n in zip(leaf.shape, a.shape[lead:])):
+            raise ConfigError(
+                f"coord-check: the parameter {leaf.path} of shape {leaf.shape} is not part of "
+                "the same parameter at the largest width (the module must only grow with width)"
+            )
         out[leaf.path] = a[(slice(None),) * lead + tuple(slice(0, d) for d in leaf.shape)]
     return out
 
 
 def _sown_shapes(net: Net, x: jax.Array, hp: Hparams) -> dict:
     """The shapes of what the model sows on ``x`` (nothing is computed)."""
-    from pipeline.core.net import unflatten
-
     params = unflatten({leaf.path: jnp.zeros(leaf.shape) for leaf in net.layout.leaves})
     slope = hp.values["model.negative_slope"]
 
@@ -278,10 +344,17 @@ def plot(data: CoordData, trial: int, title: str, path: Path) -> Path:
     return path
 
 
+def _model_name(trial: TrialSpec) -> str:
+    """The built-in kind, or a user's factory (``examples.resnet.make_model``)."""
+    if trial["model.kind"] in BUILTIN_KINDS:
+        return trial["model.kind"]
+    return trial["model.factory"].replace(":", ".")
+
+
 def figure_name(trial: TrialSpec) -> str:
-    """``<kind>_<parametrization>_<optimizer>_lr<rate>``: one file per configuration."""
+    """``<model>_<parametrization>_<optimizer>_lr<rate>``: one file per configuration."""
     return (
-        f"{trial['model.kind']}_{trial['init.parametrization']}_{trial['train.optimizer']}"
+        f"{_model_name(trial)}_{trial['init.parametrization']}_{trial['train.optimizer']}"
         f"_lr{trial['train.learning_rate']:g}"
     )
 
@@ -289,7 +362,7 @@ def figure_name(trial: TrialSpec) -> str:
 def title_of(trial: TrialSpec, seeds: int, batch: int) -> str:
     base = trial["model.base_width"] or trial["model.width"]
     return (
-        f"{trial['model.kind']} depth {trial['model.depth']}, {trial['init.parametrization']} "
+        f"{_model_name(trial)} depth {trial['model.depth']}, {trial['init.parametrization']} "
         f"(base width {base}), {trial['train.optimizer']} lr {trial['train.learning_rate']:g}, "
         f"{seeds} seeds, batch {batch}: mean |pre-activation| per layer"
     )

@@ -55,7 +55,9 @@ CAPTIONS = {
     "explosions_vs_gain.png": "Steps whose gradient norm exploded (or was NaN/Inf), against "
     "init.gain, per network.",
     "theory_vs_measurement.png": "Before training, theory predicts chi1, the per-layer gain of "
-    "the gradient's squared norm; each point is a trial's measured per-layer ratio at init.",
+    "the gradient's squared norm, for plain networks; for residual networks and transformers, "
+    "the residual stream's variance ratio and the attention logits' std. Each point is a "
+    "trial's measurement at init against its prediction.",
     "param_importances.png": "Optuna's parameter importances (fANOVA) for the objective.",
     "parallel_coordinates.png": "Optuna's parallel coordinates: each line a trial, coloured "
     "by its objective.",

@@ -21,8 +21,10 @@ import optuna  # noqa: E402
 
 from pipeline import theory  # noqa: E402
 from pipeline.config import TrialSpec  # noqa: E402
+from pipeline.core.model import RESIDUAL_KINDS  # noqa: E402
 from pipeline.search.study import trial_spec  # noqa: E402
-from pipeline.tracking.recommend import CELL_KEYS, group_name, network_label  # noqa: E402
+from pipeline.tracking import recommend  # noqa: E402
+from pipeline.tracking.recommend import group_name, network_label  # noqa: E402
 
 NEVER = "never reached"
 # Panels per figure when a figure draws one panel per network; beyond it, the networks with the
@@ -47,10 +49,10 @@ def study_rows(study: optuna.Study) -> list[Row]:
 
 
 def network_keys(specs) -> tuple[str, ...]:
-    """The keys that name a network, as the recommendations name it (``recommend``): kind,
-    activation and depth, plus width where the trials differ in it."""
-    widths = {s["model.width"] for s in specs}
-    return (*CELL_KEYS, "model.width") if len(widths) > 1 else CELL_KEYS
+    """The keys that name a network, as the recommendations name it
+    (``recommend.network_keys``): kind, activation and depth, plus width, norm, heads and
+    attention scale where the trials differ in them."""
+    return recommend.network_keys(specs)
 
 
 def networks(rows: list[Row], keys: tuple[str, ...] | None = None) -> dict[str, list[Row]]:
@@ -379,10 +381,14 @@ def explosions_vs_gain(rows: list[Row], title: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def theory_vs_measurement(rows: list[Row], title: str, path: Path) -> Path | None:
-    """Predicted chi1 before training against the measured first/last back-propagated signal."""
+def _chi1_points(rows: list[Row]) -> list[tuple[float, float, Row]]:
+    """(predicted chi1, measured ||dL/dh|| ratio per layer step) of the plain networks: chi1 is
+    the per-layer gradient gain of a stack of layers (Schoenholz et al. 2017), not of a residual
+    stack, whose identity path carries the gradient past every block."""
     pts = []
     for r in rows:
+        if r.config["model.kind"] in RESIDUAL_KINDS:
+            continue
         pred = theory.trial_prediction(r.config)
         ratio = r.metrics.get("diag.init.backprop_ratio", math.nan)
         chi1 = pred.get("theory.chi1", math.nan)
@@ -390,10 +396,11 @@ def theory_vs_measurement(rows: list[Row], title: str, path: Path) -> Path | Non
             depth = int(r.config["model.depth"])
             # chi1^(L-1) is what a gradient should gain or lose over L - 1 layer steps.
             pts.append((chi1, ratio ** (1.0 / max(depth - 1, 1)), r))
-    if not pts:
-        return None
+    return pts
+
+
+def _chi1_panel(ax, pts: list[tuple[float, float, Row]]) -> None:
     colors = _colors(r.config["model.activation"] for _, _, r in pts)
-    fig, ax = plt.subplots(figsize=(6.5, 5))
     for act, color in colors.items():
         mine = [(c, m) for c, m, r in pts if r.config["model.activation"] == act]
         ax.scatter(*zip(*mine), s=14, color=color, label=act, alpha=0.8)
@@ -406,8 +413,68 @@ def theory_vs_measurement(rows: list[Row], title: str, path: Path) -> Path | Non
     ax.set_yscale("log")
     ax.set_xlabel(r"predicted $\chi_1$ (log; < 1 ordered, > 1 chaotic)")
     ax.set_ylabel("measured ||dL/dh|| ratio per layer, first/last (log)")
-    ax.set_title(f"{title}: theory before training vs measurement at init", fontsize=10)
+    ax.set_title("plain networks: chi1 against the gradient ratio", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
+
+
+# The residual networks' theory beside its measurement: (metric, its theory, marker, label).
+RESIDUAL_PAIRS = (
+    ("diag.init.stream_var_ratio", "theory.stream_var_ratio", "o", "stream variance ratio"),
+    ("diag.init.logit_std", "theory.logit_std", "^", "attention logit std"),
+)
+
+
+def _residual_points(rows: list[Row]) -> list[tuple[float, float, str, str]]:
+    """(predicted, measured, marker, colour key) of each residual trial and each quantity that
+    theory gives for it (``theory.residual_stream``, ``theory.transformer_stream``,
+    ``theory.attention_logit_std``)."""
+    pts = []
+    for r in rows:
+        if r.config["model.kind"] not in RESIDUAL_KINDS:
+            continue
+        pred = theory.trial_prediction(r.config)
+        for metric, key, marker, label in RESIDUAL_PAIRS:
+            p, m = pred.get(key, math.nan), r.metrics.get(metric, math.nan)
+            if 0 < p < math.inf and 0 < m < math.inf:
+                pts.append((p, m, marker, f"{r.config['model.kind']} {label}"))
+    return pts
+
+
+def _residual_panel(ax, pts: list[tuple[float, float, str, str]]) -> None:
+    colors = _colors(label for *_, label in pts)
+    for label, color in colors.items():
+        mine = [(p, m, marker) for p, m, marker, name in pts if name == label]
+        ax.scatter([p for p, _, _ in mine], [m for _, m, _ in mine], s=16, color=color,
+                   marker=mine[0][2], label=label, alpha=0.8)  # fmt: skip
+    lo = min(min(p[0] for p in pts), min(p[1] for p in pts)) / 1.5
+    hi = max(max(p[0] for p in pts), max(p[1] for p in pts)) * 1.5
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = theory")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels would overlap
+    ax.set_xlabel("theory at init (log)")
+    ax.set_ylabel("measured at init on the probe batch (log)")
+    ax.set_title("residual networks: stream variance and logit std", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def theory_vs_measurement(rows: list[Row], title: str, path: Path) -> Path | None:
+    """Theory before training against the measurement at init: for plain networks predicted
+    chi1 against the measured first/last back-propagated signal; for residual networks (resmlp,
+    transformer, where chi1 of one layer says nothing about the stack) the predicted stream
+    variance ratio and attention logit std against the measured ones. One panel per kind of
+    network the study has."""
+    plain, residual = _chi1_points(rows), _residual_points(rows)
+    panels = [p for p in (plain, residual) if p]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
+    axes = list(axes[0])
+    if plain:
+        _chi1_panel(axes.pop(0), plain)
+    if residual:
+        _residual_panel(axes.pop(0), residual)
+    fig.suptitle(f"{title}: theory before training vs measurement at init", fontsize=10)
     return _save(fig, path)
 
 

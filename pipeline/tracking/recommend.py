@@ -1,11 +1,15 @@
 """Which initialization should this network use, and how sure is the study? One row per network.
 
-A *network* (cell) is one (model.kind, model.activation, model.depth), plus model.width where the
-study's trials differ in it. In each cell the completed trials are grouped by initializer family
-(``report.family``; the framework defaults keep their own names) and each group is scored by its
-median steps to target over every seed of every trial (a seed that never reached the target
-counts as ``train.steps + 1``: a lower bound, so "never" ranks last). The fastest group is the
-recommendation, the next one the runner-up.
+A *network* (cell) is one (model.kind, model.activation, model.depth), plus each of
+``NETWORK_KEYS`` (model.width, model.norm, model.heads, model.attention_scale) where the study's
+trials differ in it. In each cell the completed trials are grouped into *arms*, the init choices
+compared: the initializer family (``report.family``; the framework defaults keep their own
+names), and beside it each of ``ARM_KEYS`` (init.residual, init.parametrization, init.readout)
+that takes more than one value in the cell, so a residual study that fixes the initializer and
+varies the rule compares the rules (``he·residual=fixup`` against ``he·residual=none``). Each
+arm is scored by its median steps to target over every seed of every trial (a seed that never
+reached the target counts as ``train.steps + 1``: a lower bound, so "never" ranks last). The
+fastest arm is the recommendation, the next one the runner-up.
 
 How sure: a percentile bootstrap (Efron & Tibshirani 1993, ch. 13) of the runner-up's median
 minus the winner's, resampling trials within each group and then seeds within each trial
@@ -46,6 +50,10 @@ MIN_TRIALS = 3  # per group, for the winner and the runner-up
 # be worth settling: the note says "equally fast" instead of asking for thousands of trials.
 PRACTICAL_TRIALS = 10
 CELL_KEYS = ("model.kind", "model.activation", "model.depth")
+# Structural keys that name a network too, where the study's trials differ in them.
+NETWORK_KEYS = ("model.width", "model.norm", "model.heads", "model.attention_scale")
+# Init choices compared beside the initializer family, where they vary within a network.
+ARM_KEYS = ("init.residual", "init.parametrization", "init.readout")
 LR_BINS_PER_DECADE = 2  # learning-rate bins: [10^(k/2), 10^((k+1)/2)), about 3.2x wide
 
 
@@ -62,6 +70,7 @@ class Trial(NamedTuple):
     activation: str
     negative_slope: float
     objective: float  # breaks ties between groups that all missed the target
+    choices: tuple[tuple[str, Any], ...] = ()  # (key, value) of each of ARM_KEYS
 
     @property
     def median(self) -> float:
@@ -73,14 +82,41 @@ def group_name(weights: str) -> str:
     return family(weights)
 
 
+def network_keys(specs: Iterable) -> tuple[str, ...]:
+    """The keys that name a network: ``CELL_KEYS`` and each of ``NETWORK_KEYS`` the specs
+    differ in (an MLP study's labels stay ``mlp·relu·d16``)."""
+    specs = list(specs)
+    varying = tuple(k for k in NETWORK_KEYS if len({repr(s[k]) for s in specs}) > 1)
+    return (*CELL_KEYS, *varying)
+
+
+def arm_keys(trials: Iterable[Trial]) -> list[str]:
+    """The ``ARM_KEYS`` that take more than one value among ``trials`` (one network's)."""
+    values: dict[str, set] = {}
+    for t in trials:
+        for k, v in t.choices:
+            values.setdefault(k, set()).add(repr(v))
+    return [k for k in ARM_KEYS if len(values.get(k, ())) > 1]
+
+
+def arm_label(init: str, choices: dict[str, Any]) -> str:
+    """``he``, or ``he·residual=fixup`` with the varying arm keys' values."""
+    return "·".join([init, *(f"{k.split('.')[-1]}={v}" for k, v in choices.items())])
+
+
+def trial_arm(t: Trial, keys: list[str]) -> dict[str, Any]:
+    """What a trial's arm is: ``init.weights`` (its family) and its values of ``keys``."""
+    choices = dict(t.choices)
+    return {"init.weights": t.init, **{k: choices.get(k) for k in keys}}
+
+
 def study_cells(study: optuna.Study) -> dict[tuple, list[Trial]]:
     """The study's completed trials per network: (structural key, value) pairs -> trials."""
     from pipeline.core.initializers import resolve_gain
     from pipeline.core.theory import trial_variances
 
     specs = [(t, trial_spec(study, t)) for t in ranked_trials(study)]
-    widths = {s["model.width"] for _, s in specs}
-    keys = (*CELL_KEYS, "model.width") if len(widths) > 1 else CELL_KEYS
+    keys = network_keys(s for _, s in specs)
     cells: dict[tuple, list[Trial]] = {}
     for t, s in specs:
         cell = tuple((k, s[k]) for k in keys)
@@ -99,6 +135,7 @@ def study_cells(study: optuna.Study) -> dict[tuple, list[Trial]]:
                 activation,
                 slope,
                 trial_metrics(t).get("objective", math.inf),
+                tuple((k, s[k]) for k in ARM_KEYS),
             )
         )
     return cells
@@ -234,25 +271,41 @@ def learning_rates(groups: dict[str, list[Trial]]) -> dict[str, Any]:
     }
 
 
-def _baseline(groups: dict[str, list[Trial]], name: str, winner_median: float) -> dict:
-    """The framework default's median on this network and the winner's speed-up over it."""
-    trials = groups.get(name)
+def _baseline(
+    groups: dict[str, list[Trial]], name: str, winner_median: float, keys: Iterable[str] = ()
+) -> dict:
+    """The framework default's median on this network and the winner's speed-up over it: the
+    arm of ``name`` at the schema's defaults of the varying arm ``keys`` (no residual rule, sp,
+    the default read-out), the framework as it comes."""
+    from pipeline.config import DEFAULTS
+
+    label = arm_label(name, {k: DEFAULTS[k] for k in keys})
+    trials = groups.get(label)
     if not trials:
+        measured = any(t.init == name for ts in groups.values() for t in ts)
         return {
             "name": name,
             "steps_to_target": None,
             "speedup": None,
-            "note": f"not measured: add {name} to space.init.weights",
+            "note": f"not measured: no trial of {label}"
+            if measured
+            else f"not measured: add {name} to space.init.weights",
         }
     median = pooled_median(trials)
     return {"name": name, "steps_to_target": median, "speedup": median / winner_median}
 
 
 def recommend_cell(cell: tuple, trials: list[Trial], baseline: str) -> dict[str, Any]:
-    """One network's row: winner, runner-up, the bootstrap interval, the baseline, theory."""
+    """One network's row: winner, runner-up, the bootstrap interval, the baseline, theory.
+    The groups are the cell's arms (``arm_keys``); their labels fill the ``init`` fields."""
+    keys = arm_keys(trials)
     groups: dict[str, list[Trial]] = {}
+    arms: dict[str, dict[str, Any]] = {}
     for t in trials:
-        groups.setdefault(t.init, []).append(t)
+        arm = trial_arm(t, keys)
+        name = arm_label(t.init, {k: arm[k] for k in keys})
+        groups.setdefault(name, []).append(t)
+        arms[name] = arm
     # Ties (all "never") go to the group that got closer to the target, as in family_verdicts.
     ranked = sorted(
         groups,
@@ -265,7 +318,9 @@ def recommend_cell(cell: tuple, trials: list[Trial], baseline: str) -> dict[str,
     shown = hits or sorted(winners, key=lambda t: t.median)[:MIN_TRIALS]
     row: dict[str, Any] = {
         "network": dict(cell),
+        "arm_keys": ["init.weights", *keys],
         "leader": lead,
+        "leader_arm": arms[lead],
         "recommended": None,
         "trials": len(winners),
         "seeds": sum(len(t.seed_steps) for t in winners),
@@ -276,12 +331,17 @@ def recommend_cell(cell: tuple, trials: list[Trial], baseline: str) -> dict[str,
         "runner_up": None,
         "ci": None,
         "significant": False,
-        "baseline": _baseline(groups, baseline, median),
+        "baseline": _baseline(groups, baseline, median, keys),
         "learning_rates": learning_rates(groups),
         **_theory(winners),
     }
     if runner is None:
-        return {**row, "enough_evidence": False, "note": "only one initializer measured here"}
+        return {
+            **row,
+            "enough_evidence": False,
+            "note": "only one initializer measured here (and one value of each of "
+            f"{', '.join(ARM_KEYS)}): nothing to compare",
+        }
     if median > winners[0].steps:  # the fastest group's median seed never got there
         return {
             **row,
@@ -295,6 +355,7 @@ def recommend_cell(cell: tuple, trials: list[Trial], baseline: str) -> dict[str,
         "init": runner,
         "steps_to_target": pooled_median(rivals),
         "trials": len(rivals),
+        "arm": arms[runner],
     }
     short = [g for g in (lead, runner) if len(groups[g]) < MIN_TRIALS]
     if short:
@@ -401,9 +462,15 @@ COLUMNS = (
 
 
 def network_label(network: dict) -> str:
-    """``mlp·relu·d16`` (``·w64`` when widths differ), like a run's name."""
+    """``mlp·relu·d16`` (``·w64`` when widths differ, ``·norm=pre`` when norms do), like a run's
+    name."""
     prefix = {"model.depth": "d", "model.width": "w"}
-    return "·".join(f"{prefix.get(k, '')}{v}" for k, v in network.items())
+    return "·".join(
+        f"{prefix[k]}{v}"
+        if k in prefix
+        else (f"{k.split('.')[-1]}={v}" if k in NETWORK_KEYS else f"{v}")
+        for k, v in network.items()
+    )
 
 
 def recommendation_table(rows: list[dict], baseline: str) -> Table:
