@@ -55,13 +55,16 @@ def trial_rules(trial: TrialSpec) -> list[dict]:
     )
 
 
-def leaf_inits(trial: TrialSpec, layout: Layout, structure: Structure) -> dict[str, dict]:
+def leaf_inits(
+    trial: TrialSpec, layout: Layout, structure: Structure, scaled: tuple | None = None
+) -> dict[str, dict]:
     """Per parameter path, the init keys in force (the trial's ``init.*`` overridden by its
-    rules, ``trial_rules``) and the resolved ``scale`` multiplier."""
+    rules, ``trial_rules``) and the resolved ``scale`` multiplier; ``scaled``: the trial's
+    ``leaf_multipliers`` when the caller has them already."""
     base = {k: trial[f"init.{k}"] for k in (*WEIGHT_KEYS, *BIAS_KEYS)}
     values = structure_values(trial, structure)
     rules = trial_rules(trial)
-    scaled = leaf_multipliers(trial, layout, structure)
+    scaled = scaled if scaled is not None else leaf_multipliers(trial, layout, structure)
     out = {}
     for leaf, m in zip(layout.leaves, scaled):
         r = resolve(base, rules, leaf.path)
@@ -164,7 +167,8 @@ def row_hparams(
     ``row`` keys as they are, and per parameter leaf its draw, scale, bias moments and
     learning-rate and weight-decay multipliers."""
     activation, slope = trial["model.activation"], trial["model.negative_slope"]
-    inits = leaf_inits(trial, layout, structure)
+    scaled = leaf_multipliers(trial, layout, structure)  # once: the init, rate and decay columns
+    inits = leaf_inits(trial, layout, structure, scaled)
     draw, scale = [], []
     for leaf in layout.kernels:
         r = inits[leaf.path]
@@ -180,7 +184,6 @@ def row_hparams(
         moments.append((mean * r["scale"], std * abs(r["scale"])))
     weights = trial["init.weights"]
     clip = trial["train.clip_norm"]
-    scaled = leaf_multipliers(trial, layout, structure)
     return Hparams(
         draw=np.asarray(draw, np.int32),
         scale=np.asarray(scale, np.float32),
