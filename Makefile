@@ -45,8 +45,8 @@ best: $(STAMP) ## write the top configs of STUDY to conf/best/<STUDY>.yaml (FORM
 report: $(STAMP) ## write runs/<STUDY>/report.html: one page, filters per network and initializer, figures inlined
 	$(BIN)/python -m pipeline report study.name=$(STUDY) $(ARGS)
 
-recommend: $(STAMP) ## which initializer per network of STUDY, and how sure (ARGS="--json")
-	$(BIN)/python -m pipeline recommend study.name=$(STUDY) $(ARGS)
+recommend: $(STAMP) ## which initializer per network of STUDY, at which LR, how sure (ARGS="--json")
+	@$(BIN)/python -m pipeline recommend study.name=$(STUDY) $(ARGS)
 
 train: $(STAMP) ## train one configuration: make train ARGS="model.depth=30 init.weights=he_normal"
 	$(BIN)/python -m pipeline train $(ARGS)

@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="run (or continue) a study")
     s.add_argument("--experiment", help="preset from conf/experiment/")
     s.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stored study as it was asked (its stored settings win)",
+    )
     s.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by --workers for each
     s.add_argument("--parent-run", help=argparse.SUPPRESS)  # the launcher's MLflow run
     t = sub.add_parser("train", help="train one configuration and print its metrics")
@@ -44,8 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--rank", type=int, default=0, help="which config of --config (0 = best)")
     t.add_argument("--json", action="store_true", help="print metrics as JSON")
     t.add_argument("--experiment", help="preset from conf/experiment/")
-    b = sub.add_parser("best", help="write the top configs to conf/best/<study>.yaml")
-    b.add_argument("--top", type=int, help="how many configs (default study.top_k)")
+    b = sub.add_parser(
+        "best", help="write the answer (then the top trials) to conf/best/<study>.yaml"
+    )
+    b.add_argument("--top", type=int, help="how many top trials after the answer (study.top_k)")
     b.add_argument("--out", help="output file (default conf/best/<study>.yaml)")
     b.add_argument(
         "--format",
@@ -63,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write runs/<study>/report.html, filterable")
     r.add_argument("--top", type=int, help="rows of the best-config table (default 10)")
     c = sub.add_parser("recommend", help="which initializer per network, and how sure")
-    c.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    c.add_argument("--json", action="store_true", help="print the answer as JSON (the contract)")
     m = sub.add_parser(
         "coord-check", help="mean |coordinate| per layer against width, steps 0..3 (docs/mup.md)"
     )
@@ -137,20 +144,13 @@ def _printable(text: str) -> str:
 
 
 def _print_results(study, cfg, console: Console) -> None:
-    """The end of a sweep: the best configs, then one verdict line per initializer family."""
-    from pipeline.tracking.report import best_table, family_verdicts
+    """The end of a sweep: the answer per network (what `make recommend` prints)."""
+    from pipeline.tracking.answer_text import answer_text
+    from pipeline.tracking.recommend import recommendations
 
-    console.print(best_table(study, cfg.study.top_k))
-    verdicts = family_verdicts(study)
-    if verdicts:
-        console.print("[bold]verdict per initializer family[/] (completed trials, fastest first)")
-        for line in verdicts:
-            console.print(f"  {line}", highlight=False, soft_wrap=True)
-    from pipeline.tracking.recommend import recommendation_table, recommendations
-
-    rows = recommendations(study, cfg.report.baseline)
-    if rows:
-        console.print(recommendation_table(rows, cfg.report.baseline))
+    document = recommendations(study, cfg.report.baseline, cfg.report.tie_margin)
+    if document["networks"]:
+        console.print(answer_text(document), highlight=False, markup=False, soft_wrap=True)
 
 
 def cmd_sweep(args, console: Console) -> int:
@@ -162,13 +162,27 @@ def cmd_sweep(args, console: Console) -> int:
         from pipeline.tracking import check_reachable
 
         check_reachable(cfg.tracking.uri)
+    from pipeline.config import Space
+    from pipeline.search.study import check_question, resume_config
+
+    if args.resume:
+        cfg, ignored = resume_config(cfg, Space.parse(cfg.space))
+        if ignored and args.worker is None:
+            console.print(
+                f"resuming study {cfg.study.name!r} as it was asked; ignoring "
+                + ", ".join(ignored),
+                highlight=False,
+                soft_wrap=True,
+            )
+    elif args.worker is None:  # a question with new settings never gets an old answer
+        check_question(cfg, Space.parse(cfg.space))
     from pipeline.search.sweep import run_sweep
 
     phases["imports"] = time.time()
     if args.workers > 1:
         from pipeline.search.workers import launch
 
-        code = launch(cfg, args.experiment, args.overrides, args.workers, console)
+        code = launch(cfg, args.experiment, args.overrides, args.workers, console, args.resume)
         if code == 0:
             from pipeline.search.study import load_study
 
@@ -255,59 +269,80 @@ def cmd_train(args, console: Console) -> int:
 
 
 def cmd_best(args, console: Console) -> int:
-    from pipeline.reuse.best import best_document, write_best
+    from pipeline.reuse.best import answer_trial, best_document, write_best
     from pipeline.search.study import load_study, ranked_trials, storage_spec
     from pipeline.tracking import Tracker, default_uri, find_trial_run, latest_parent
-    from pipeline.tracking.report import best_table
+    from pipeline.tracking.recommend import recommendations
+    from pipeline.tracking.report import answer_lines, best_table
 
     cfg = load_config(args.overrides)
     study = load_study(cfg)
     top = args.top or cfg.study.top_k
     if not ranked_trials(study):
         raise LookupError(f"study {cfg.study.name!r} has no completed trial yet")
+    # The answer first (`make recommend`): per network, its recommended arm at its best LR.
+    answers = recommendations(study, cfg.report.baseline, cfg.report.tie_margin)
+    picked = [answer_trial(n) for n in answers["networks"]]
+    numbers = [p[1] for p in picked if p is not None]
+    numbers += [t.number for t in ranked_trials(study)[:top] if t.number not in numbers]
     run_ids, parent, tracker = {}, None, None
     if cfg.tracking.enabled:
         tracker = Tracker(
             cfg.tracking.uri or default_uri(cfg.runs_dir), cfg.study.name, cfg.runs_dir
         )
-        for trial in ranked_trials(study)[:top]:
-            run_ids[trial.number] = find_trial_run(
-                tracker.client, tracker.experiment_id, trial.number
-            )
+        for number in numbers:
+            run_ids[number] = find_trial_run(tracker.client, tracker.experiment_id, number)
         parent = latest_parent(tracker.client, tracker.experiment_id)
-    document = best_document(study, top, run_ids, parent, redacted(storage_spec(cfg)))
+    document = best_document(
+        study, top, run_ids, parent, redacted(storage_spec(cfg)), answers=answers
+    )
     path = write_best(document, Path(args.out or f"conf/best/{cfg.study.name}.yaml"))
     if tracker is not None:
         if parent is not None:  # the file beside the sweep it came from
             tracker.attach_parent(parent)
             tracker.log_parent_artifact(path, "best")
         tracker.close()
+    configs = document["configs"]
+    n_answers = sum(c["source"] == "recommendation" for c in configs)
     if args.format == "table":
-        console.print(best_table(study, top))
+        for line in answer_lines(document):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print(best_table(study, top, first_rank=n_answers))
     else:
         from pipeline.reuse.export import snippet
         from pipeline.tracking import run_name
 
-        for entry in document["configs"]:
+        for entry in configs:
             flat = {f"{s}.{k}": v for s in ("model", "init") for k, v in entry[s].items()}
             steps = entry["measured"].get("steps_to_target", math.inf)
             limit = entry["train"]["steps"]
             reached = f"{steps:.0f} steps to target" if steps <= limit else "target not reached"
+            what = ""
+            if entry.get("answer"):
+                a = entry["answer"]
+                what = f"the answer for {a['network']} at LR {a['learning_rate']:.3g}; "
             title = (
-                f"--- rank {entry['rank']}: {run_name(flat)} (study {cfg.study.name}, "
+                f"--- rank {entry['rank']}: {run_name(flat)} ({what}study {cfg.study.name}, "
                 f"trial {entry['provenance']['trial']}, {reached}) ---"
             )
             try:
                 print(snippet(entry, args.format, title), flush=True)
             except ValueError as e:  # e.g. LSUV: data-dependent, no framework equivalent
                 print(f"{title}\n# {e}", flush=True)
-    top_entry = (document["configs"] or [{}])[0]
+    top_entry = (configs or [{}])[0]
     if top_entry.get("model", {}).get("kind") == "custom" or top_entry.get("init", {}).get("rules"):
         # a whole module, per parameter path (rules, a user's module): one call
         use = f"pipeline.init_params({str(path)!r}, module, jax.random.key(0), x)"
     else:
         use = f"pipeline.load_initializer({str(path)!r}, rank=0)"
-    console.print(f"wrote {path}; use it with {use}")
+    if top_entry.get("answer"):
+        a = top_entry["answer"]
+        rank0 = (
+            f"rank 0 is the answer for {a['network']}: {a['arm']} at LR {a['learning_rate']:.3g}"
+        )
+    else:
+        rank0 = "rank 0 is the fastest single trial (nothing recommended)"
+    console.print(f"wrote {path}; {rank0}; use it with {use}", highlight=False, markup=False)
     return 0
 
 
@@ -369,16 +404,17 @@ def cmd_report(args, console: Console) -> int:
 
 
 def cmd_recommend(args, console: Console) -> int:
-    """Per network: the initializer to use, its gain and learning rate, and how sure."""
+    """Per network: the initializers to use, at which learning rate, and how sure."""
     from pipeline.search.study import load_study
-    from pipeline.tracking.recommend import recommendation_table, recommendations
+    from pipeline.tracking.answer_text import answer_text
+    from pipeline.tracking.recommend import recommendations
 
     cfg = load_config(args.overrides)
-    rows = recommendations(load_study(cfg), cfg.report.baseline)
+    document = recommendations(load_study(cfg), cfg.report.baseline, cfg.report.tie_margin)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
-        console.print(recommendation_table(rows, cfg.report.baseline))
+        print(answer_text(document), flush=True)
     return 0
 
 

@@ -12,14 +12,18 @@ import pytest
 
 from pipeline.config import load_config
 
-# The base values the tests were written against (the schema's defaults), in place of the default
-# study's (conf/config.yaml: digits, 3 seeds, a random sampler, framework biases).
+# The base values the tests were written against (the schema's defaults and the search space of
+# the first default study), in place of the default study's (conf/config.yaml: digits, 3 seeds,
+# framework biases, a learning-rate grid).
 BASE = [
     "data.name=gaussian",
     "train.seeds=1",
     "train.target_loss=0.7",
     "init.bias=zeros",
     "study.sampler=tpe",
+    "study.design=search",
+    "space.init.gain={low: 0.5, high: 2.0, log: true}",
+    "space.train.learning_rate={low: 0.01, high: 0.3, log: true}",
 ]
 # Small enough to compile and train in about a second per structure on 2 cores.
 TINY = [
@@ -50,6 +54,36 @@ def train_trials(cfg, *variants: dict, weights=None):
 @pytest.fixture
 def train():
     return train_trials
+
+
+def add_planted_trial(
+    study, spec, params: dict, distributions: dict, seed_steps, seed_diverged=None, **attrs
+) -> None:
+    """A completed trial written as a sweep stores it: its whole spec, metrics (by default the
+    median of ``seed_steps`` as steps to target and objective), per-seed steps and divergence,
+    and any other user attributes (``trace=...``)."""
+    import numpy as np
+    import optuna
+
+    from pipeline.search.study import SEED_DIVERGED_ATTR, SEED_STEPS_ATTR
+
+    median = float(np.median(seed_steps))
+    metrics = attrs.pop("metrics", None) or {"steps_to_target": median, "objective": median}
+    diverged = list(seed_diverged) if seed_diverged is not None else [0] * len(seed_steps)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=distributions,
+            value=metrics["objective"],
+            user_attrs={
+                "spec": spec.flat(),
+                "metrics": metrics,
+                SEED_STEPS_ATTR: list(seed_steps),
+                SEED_DIVERGED_ATTR: diverged,
+                **attrs,
+            },
+        )
+    )
 
 
 # A small random-sampler study over 2 depths x 2 activations x 2 initializers, on TINY data.

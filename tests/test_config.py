@@ -4,21 +4,59 @@ from conftest import run_cli
 from pipeline.config import ConfigError, Space, load_config
 
 
-def test_the_default_study_asks_which_init_per_network_with_seeds_and_baselines():
+def test_the_default_study_asks_which_init_per_network_on_one_learning_rate_grid():
     cfg = load_config()
     space = Space.parse(cfg.space).entries
     assert space["model.activation"] == ["relu", "tanh"] and space["model.depth"] == [4, 16]
     assert {"torch_default", "flax_default", "keras_default", "he_normal"} <= set(
         space["init.weights"]
     )
-    assert space["init.gain"]["log"] is True and space["train.learning_rate"]["log"] is True
-    # Enough for a recommendation with its uncertainty: 3 seeds, about 10 trials per
-    # (network, initializer) from a sampler that gives each the same ranges.
-    cells = len(space["model.activation"]) * len(space["model.depth"])
-    assert cfg.train.seeds >= 3 and cfg.study.sampler == "random"
-    assert cfg.study.n_trials / (cells * len(space["init.weights"])) >= 8
+    # Each arm as it is defined: gain 1 for all, each framework default with its own bias.
+    assert "init.gain" not in space and cfg.init.gain == 1.0 and cfg.init.bias == "auto"
+    # One learning-rate grid shared by every arm: quarter decades over at least 2.5 decades,
+    # common seeds; the grid may grow to the limits.
+    from pipeline.search.grid import initial_rates
+
+    lr = space["train.learning_rate"]
+    assert cfg.study.design == "grid" and lr["log"] is True
+    rates = initial_rates(lr["low"], lr["high"], cfg.study.grid_per_decade)
+    assert cfg.study.grid_per_decade == 4 and len(rates) >= 11
+    assert rates[-1] / rates[0] >= 10**2.5 * 0.99
+    assert cfg.train.seeds >= 3
+    grid = len(rates) * len(space["init.weights"]) * 4
+    assert cfg.study.n_trials >= 2 * grid  # a cap the grid and its extensions stay under
     # A preset replaces the default study whole: none of its settings leak into it.
     assert load_config([], "quick").train.seeds == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["study.design=grid", "space.train.learning_rate=[0.1]"],
+            "study.design=grid tunes every arm on one learning-rate grid",
+        ),
+        (
+            ["space.init.gain={low: 0.5, high: 2}"],
+            "study.design=grid takes lists, but space.init.gain is a range",
+        ),
+        (
+            ["space.train.learning_rate={low: 0.001, high: 20, log: true}"],
+            r"outside study.grid_limits=\[0.0001, 10\]",
+        ),
+        (
+            ["space.train.learning_rate={low: 0.001, high: 1}"],
+            "space.train.learning_rate needs log: true",
+        ),
+        (
+            ["study.grid_limits=[1, 0.1]"],
+            "study.grid_limits=.* is invalid: expected \\[low, high\\]",
+        ),
+    ],
+)
+def test_a_grid_design_needs_one_log_learning_rate_range(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides)
 
 
 @pytest.mark.parametrize(
@@ -35,9 +73,12 @@ def test_the_default_study_asks_which_init_per_network_with_seeds_and_baselines(
         (["train.batch_size=-4"], "train.batch_size=-4 is invalid"),
         (["space.model.actvation=[relu]"], "did you mean model.activation"),
         (["space.model.depth=[]"], "space.model.depth is an empty list"),
-        (["space.init.gain={low: 2, high: 1}"], "low .2. must be a number below high .1."),
+        (
+            ["study.design=search", "space.init.gain={low: 2, high: 1}"],
+            "low .2. must be a number below high .1.",
+        ),
         (["space.init.weights=[he_normal, bogus]"], "space.init.weights has 'bogus'"),
-        (["study.sampler=grid"], "study.sampler=grid needs lists"),
+        (["study.design=search", "study.sampler=grid"], "study.sampler=grid needs lists"),
         (["study.sampler=annealing"], "study.sampler='annealing' is invalid: expected one of tpe"),
         (["tracking.uri=not a url"], "tracking.uri='not a url' is invalid"),
         (["train.steps=130"], "must be a multiple of train.eval_every_steps"),
@@ -62,7 +103,12 @@ def test_overrides_experiments_and_space_replacement():
 
 def test_space_override_replaces_a_range_with_a_list():
     cfg = load_config(
-        ["study.sampler=grid", "space.init.gain=[0.5, 1.0]", "space.train.learning_rate=[0.05]"]
+        [
+            "study.design=search",
+            "study.sampler=grid",
+            "space.init.gain=[0.5, 1.0]",
+            "space.train.learning_rate=[0.05]",
+        ]
     )
     assert Space.parse(cfg.space).entries["init.gain"] == [0.5, 1.0]
 

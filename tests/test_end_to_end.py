@@ -55,7 +55,9 @@ def test_sweep_fills_optuna_and_mlflow(swept):
     )
     states = [t.state for t in study.trials]
     assert len(states) == 9 and all(s == optuna.trial.TrialState.COMPLETE for s in states)
-    assert "top 5 of 6 trials" in first.stderr and "top 5 of 9 trials" in second.stderr
+    # each run ends with the answer per network, from every trial finished so far
+    assert "which initialization, per network" in first.stderr
+    assert "which initialization, per network" in second.stderr
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'runs' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("e2e")
@@ -124,9 +126,10 @@ def test_report_is_one_self_contained_page(swept):
     tmp, *_ = swept
     out = cli(tmp, "report", "study.name=e2e")
     page = (tmp / "runs" / "e2e" / "report.html").read_text()
-    assert "wrote" in out.stderr and "Best configurations" in page
+    assert "wrote" in out.stderr and "The answer: which initialization per network" in page
+    assert page.index("The answer") < page.index("Single fastest trials")  # answer first
     assert page.count('src="data:image/png;base64,') >= 6  # figures inlined, no other files
-    assert "theory chi1" in page and "glorot" in page  # the table and the family verdicts
+    assert "theory chi1" in page  # the trials table, theory beside the measurement
 
 
 def test_best_writes_a_loadable_config(swept):
@@ -134,8 +137,13 @@ def test_best_writes_a_loadable_config(swept):
     out = cli(tmp, "best", "study.name=e2e", "--top", "3", "--out", str(tmp / "best.yaml"))
     assert "wrote" in out.stderr
     doc = yaml.safe_load((tmp / "best.yaml").read_text())
-    assert len(doc["configs"]) == 3
-    top = doc["configs"][0]
+    # the answer first (a recommended arm per network that has one), then the top 3 trials
+    kinds = [c["source"] for c in doc["configs"]]
+    assert kinds == sorted(kinds) and kinds.count("top trial") == 3  # recommendation < top
+    assert [c["rank"] for c in doc["configs"]] == list(range(len(kinds)))
+    answers = len(doc["configs"]) - 3
+    tops = doc["configs"][answers:]
+    top = tops[0]
     assert top["provenance"]["study"] == "e2e" and top["provenance"]["mlflow_run_id"]
     assert {"steps_to_target", "explosion_count"} <= set(top["measured"])
     # The ranking is the stored objectives' (lower first; ties in trial order), each entry's
@@ -145,8 +153,8 @@ def test_best_writes_a_loadable_config(swept):
     )
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     want = sorted(complete, key=lambda t: (t.value, t.number))[:3]
-    assert [c["provenance"]["trial"] for c in doc["configs"]] == [t.number for t in want]
-    for entry, trial in zip(doc["configs"], want, strict=True):
+    assert [c["provenance"]["trial"] for c in tops] == [t.number for t in want]
+    for entry, trial in zip(tops, want, strict=True):
         assert entry["measured"]["objective"] == trial.value
         assert (
             entry["measured"]["steps_to_target"] == trial.user_attrs["metrics"]["steps_to_target"]
@@ -157,14 +165,18 @@ def test_best_writes_a_loadable_config(swept):
             if k.startswith("model.")
         }
 
-    init = pipeline.load_initializer(tmp / "best.yaml", rank=0)
+    init = pipeline.load_initializer(tmp / "best.yaml", rank=top["rank"])
     w = np.asarray(init(jax.random.key(0), (512, 512), np.float32))
     params = {k: top["init"][k] for k in ("mode", "std", "limit", "value")}
     want = expected_std(top["init"]["weights"], (512, 512), top["init"]["gain_value"], params)
     assert w.std() == pytest.approx(want, rel=0.03)
 
     # The best config retrains to the same metrics (same config, same seed, same machine).
-    again = json.loads(cli(tmp, "train", "--config", str(tmp / "best.yaml"), "--json").stdout)
+    again = json.loads(
+        cli(
+            tmp, "train", "--config", str(tmp / "best.yaml"), "--rank", str(top["rank"]), "--json"
+        ).stdout
+    )
     assert again["steps_to_target"] == top["measured"]["steps_to_target"]
 
 

@@ -318,4 +318,6 @@ def test_the_best_file_records_the_multipliers_of_a_mup_trial(tmp_path):
     # The file's entry exports as the spec does.
     assert export.rate_table(mup) == export.rate_table(_trial("adam").nested())
     assert "optax.multi_transform" in export.snippet(mup, "flax")
-    assert "optax" not in export.snippet(sp, "flax")  # SP's snippet: initializers only
+    # SP's snippet: one optimizer at the one learning rate, no per-parameter table
+    assert "optax.multi_transform" not in export.snippet(sp, "flax")
+    assert "optax.adam(learning_rate=learning_rate)" in export.snippet(sp, "flax")  # warmed up

@@ -80,6 +80,7 @@ def test_the_core_is_all_the_modules_the_guide_names():
         "lsuv",
         "theory",
         "data",
+        "estimate",
     }
 
 

@@ -1,283 +1,368 @@
-"""Recommendations per network: the statistics on planted trials, and one real study end to end.
+"""The answer per network (``pipeline.tracking.recommend``): planted studies with known answers
+written into an Optuna study, the ``recommend --json`` contract, the 80-column terminal answer,
+and one real grid study end to end (extension, refusal of a changed question, resume)."""
 
-Planted groups: steps to target drawn per seed around a group mean with a spread of 3 steps, so a
-20-step gap is about 7 spreads (the bootstrap must call it) and two draws of one distribution
-must not be told apart.
-"""
+from __future__ import annotations
 
 import json
-import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, add_planted_trial, run_cli
 
-from pipeline.search.study import SEED_STEPS_ATTR, make_storage
-from pipeline.tracking import recommend
-from pipeline.tracking.recommend import Trial, recommend_cell
+from pipeline.config import Space, TrialSpec, load_config
+from pipeline.search.study import (
+    QUESTION_ATTR,
+    SEED_STEPS_ATTR,
+    make_storage,
+    question,
+)
+from pipeline.tracking.answer_text import WIDTH, answer_text
+from pipeline.tracking.recommend import recommendations
 
-CELL = (("model.kind", "mlp"), ("model.activation", "relu"), ("model.depth", 8))
-
-
-def planted(init: str, mean: float, trials: int, seeds: int = 3, seed: int = 0, **kw) -> list:
-    """``trials`` trials of group ``init`` whose seeds take ``mean`` +- 3 steps."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(trials):
-        steps = tuple(float(v) for v in np.round(mean + 3 * rng.standard_normal(seeds)))
-        fields = {
-            "gain": 1.0 + 0.1 * i,
-            "learning_rate": 0.1,
-            "steps": 300,
-            "sigma_w2": None,
-            "sigma_b2": None,
-            "activation": "relu",
-            "negative_slope": 0.01,
-            "objective": float(np.median(steps)),
-            **kw,
-        }
-        out.append(Trial(init, seed_steps=steps, **fields))
-    return out
+LRS = [0.01, 0.01778, 0.03162, 0.05623, 0.1, 0.1778, 0.3162]
+NEVER = None
+BUDGET = 60
 
 
-def test_a_clearly_faster_initializer_is_significant():
-    row = recommend_cell(CELL, planted("he", 20, 6) + planted("glorot", 40, 6, seed=1), "x")
-    assert row["enough_evidence"] and row["significant"]
-    assert row["recommended"] == {"init": "he", "gain": [1.0, 1.5]}
-    assert row["runner_up"]["init"] == "glorot"
-    ci = row["ci"]
-    assert ci["level"] == 0.95 and 0 < ci["low"] <= 20 <= ci["high"] < 30
-    assert row["steps_to_target"] == pytest.approx(20, abs=2)
+def planted_study(
+    arms: dict[str, dict],
+    overrides: tuple[str, ...] = (),
+    network: dict | None = None,
+    study: optuna.Study | None = None,
+) -> optuna.Study:
+    """An in-memory study holding, per arm (a dict of dotted init values, keyed by a name for
+    the test), per learning rate, the given per-seed steps (None = never reached within
+    ``BUDGET``), as a grid sweep stores them: spec, metrics, seed steps and divergence."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-
-def test_two_identical_initializers_are_not_told_apart():
-    trials = planted("he", 30, 6, seed=2) + planted("lecun", 30, 6, seed=3)
-    row = recommend_cell(CELL, trials, "x")
-    assert row["enough_evidence"] and not row["significant"]
-    assert row["ci"]["low"] <= 0 <= row["ci"]["high"]
-    assert "within noise" in row["note"] or "equally fast" in row["note"]
-
-
-def test_one_trial_is_not_enough_evidence():
-    row = recommend_cell(CELL, planted("he", 10, 1) + planted("glorot", 40, 5, seed=1), "x")
-    assert row["leader"] == "he" and not row["enough_evidence"]
-    assert row["recommended"] is None and row["ci"] is None and not row["significant"]
-    assert "run 2 more of he" in row["note"]
-    alone = recommend_cell(CELL, planted("he", 10, 5), "x")
-    assert not alone["enough_evidence"] and alone["runner_up"] is None
-
-
-def test_bootstrap_is_reproducible_and_narrows_with_more_trials():
-    few = planted("he", 20, 4) + planted("glorot", 26, 4, seed=1)
-    many = planted("he", 20, 16) + planted("glorot", 26, 16, seed=1)
-    assert recommend_cell(CELL, few, "x")["ci"] == recommend_cell(CELL, few, "x")["ci"]
-    width = [recommend_cell(CELL, t, "x")["ci"] for t in (few, many)]
-    assert width[1]["high"] - width[1]["low"] < width[0]["high"] - width[0]["low"]
-
-
-def test_more_trials_rule():
-    # half-width 10 at 4 trials, difference 5: (10/5)^2 = 4x the trials, 12 more
-    assert recommend.more_trials(4, 10.0, 5.0) == 12
-    assert recommend.more_trials(4, 10.0, 0.0) is None
-
-
-def test_baseline_measured_and_not():
-    trials = planted("he", 20, 5) + planted("torch_default", 50, 5, seed=1)
-    base = recommend_cell(CELL, trials, "torch_default")["baseline"]
-    assert base["name"] == "torch_default"
-    assert base["steps_to_target"] == pytest.approx(50, abs=3)
-    assert base["speedup"] == pytest.approx(base["steps_to_target"] / 20, rel=0.15)
-    missing = recommend_cell(CELL, trials, "flax_default")["baseline"]
-    assert missing["steps_to_target"] is None and "space.init.weights" in missing["note"]
-
-
-def test_theory_gain_is_the_edge_of_chaos():
-    # ReLU without bias: chi1 = sigma_w2 / 2 (He et al. 2015), so He's gain 1 is critical;
-    # a best trial at gain 1.5 (sigma_w2 = 2 * 1.5^2) still points back to gain 1.
-    he = planted("he", 20, 3, sigma_w2=2 * 1.5**2, sigma_b2=0.0, gain=1.5)
-    row = recommend_cell(CELL, he + planted("glorot", 40, 3, seed=1), "x")
-    assert row["theory_sigma_w2"] == pytest.approx(2.0, rel=1e-3)
-    assert row["theory_gain"] == pytest.approx(1.0, rel=1e-3)
-
-
-def test_best_at_own_and_at_shared_learning_rate():
-    """Glorot at its own larger learning rate beats He at He's best; at the one bin both were
-    measured in, He wins: the row says both, with the bins' spans."""
-    he = planted("he", 30, 3, learning_rate=0.05) + planted("he", 80, 3, seed=1, learning_rate=0.5)
-    glorot = planted("glorot", 60, 3, seed=2, learning_rate=0.05) + planted(
-        "glorot", 20, 3, seed=3, learning_rate=0.5
+    cfg = load_config(
+        [*TINY, f"train.steps={BUDGET}", "train.seeds=3", "init.bias=auto", *overrides]
     )
-    glorot += planted("glorot", 25, 3, seed=4, learning_rate=2.0)  # a bin He never visited
-    view = recommend_cell(CELL, he + glorot, "x")["learning_rates"]
-    assert view["own"]["init"] == "glorot"
-    assert view["own"]["learning_rate"] == pytest.approx([10**-0.5, 1.0])
-    assert view["own"]["steps_to_target"] == pytest.approx(20, abs=3)
-    shared = view["shared"]  # the 0.05 bin (He 30 + Glorot 60) beats the 0.5 bin (80 + 20)
-    assert shared["learning_rate"] == pytest.approx([10**-1.5, 0.1])
-    assert shared["init"] == "he" and set(shared["by_init"]) == {"he", "glorot"}
-    assert shared["by_init"]["glorot"] == pytest.approx(60, abs=3)
-    cells = recommend.row_cells(recommend_cell(CELL, he + glorot, "x"))
-    assert "shared @0.0316-0.1: he" in cells[recommend.COLUMNS.index("best at own / shared LR")]
-
-
-def test_framework_defaults_keep_their_names():
-    assert recommend.group_name("he_uniform") == "he"
-    for name in ("torch_default", "flax_default", "keras_default"):
-        assert recommend.group_name(name) == name
-
-
-@pytest.mark.slow
-def test_recommend_end_to_end(tmp_path):
-    """A real study of 2 networks x 3 initializers; `recommend --json` against its storage."""
-    args = [
-        *TINY,
-        "space.model.depth=[1, 2]",
-        "space.model.activation=[relu]",
-        "space.init.weights=[he_normal, torch_default, zeros]",
-        "space.init.gain=[1.0]",
-        "space.train.learning_rate=[0.2]",
-        "init.bias=auto",
-        "study.sampler=grid",
-        "study.batch_size=6",
-        "study.n_trials=6",
-        "train.seeds=3",
-        "train.learning_rate=0.2",
-        "train.target_loss=2.0",
-        "study.name=rec",
-        "tracking.enabled=false",
-    ]
-    out = run_cli(tmp_path, "sweep", *args)
-    assert "which initialization, per network" in out.stdout + out.stderr
-    out = run_cli(
-        tmp_path, "recommend", "study.name=rec", "report.baseline=torch_default", "--json"
-    )
-    rows = json.loads(out.stdout)
-    assert [r["network"]["model.depth"] for r in rows] == [1, 2]
-    study = optuna.load_study(
-        study_name="rec", storage=make_storage(str(tmp_path / "runs" / "optuna.journal"))
-    )
-    from pipeline.tracking.html_report import _recommendation_section
-
-    page = "".join(_recommendation_section(study, "torch_default"))
-    assert "Which initialization per network" in page and "mlp·relu·d1" in page
-    for row in rows:
-        fields = {"network", "recommended", "steps_to_target", "ci", "runner_up", "significant"}
-        assert fields | {"baseline", "enough_evidence", "learning_rate", "theory_gain"} <= set(row)
-        assert not row["enough_evidence"]  # one trial per initializer and network
-        assert row["leader"] != "constant"  # zeros never trains (every unit the same)
-        assert row["learning_rate"] == [0.2, 0.2]
-        # the pooled median recomputed from the per-seed values the sweep stored
-        depth = row["network"]["model.depth"]
-        weights = {"he": "he_normal"}.get(row["leader"], row["leader"])
-        seeds = [
-            min(v, 61)  # never: train.steps + 1
-            for t in study.trials
-            if t.params["model.depth"] == depth and t.params["init.weights"] == weights
-            for v in t.user_attrs[SEED_STEPS_ATTR]
-        ]
-        assert len(seeds) == 3
-        assert row["steps_to_target"] == pytest.approx(float(np.median(seeds)))
-        base = row["baseline"]
-        assert base["name"] == "torch_default" and base["steps_to_target"] is not None
-        if row["leader"] == "he":
-            assert math.isclose(base["speedup"], base["steps_to_target"] / row["steps_to_target"])
-
-
-# --- Arms: the init choice that varied (a residual study fixes the initializer) ---------------
-
-# Planted medians per (model.norm, init.residual): without a norm the unscaled stream explodes
-# (never: train.steps + 1) and Fixup wins; with pre-norm the plain residual wins. One initializer
-# throughout, so only the residual rule can decide.
-RESIDUAL_SPEED = {
-    ("none", "none"): 61,
-    ("none", "fixup"): 20,
-    ("none", "rezero"): 35,
-    ("pre", "none"): 15,
-    ("pre", "fixup"): 30,
-    ("pre", "rezero"): 32,
-}
-
-
-def residual_study() -> optuna.Study:
-    """An in-memory study of a residual MLP (depth 16, he_normal fixed) with ``RESIDUAL_SPEED``
-    planted as 4 trials of 3 seeds per (norm, rule), and a depth-4 network where only the plain
-    rule was measured."""
-    from optuna.distributions import CategoricalDistribution
-
-    from pipeline.config import TrialSpec, load_config
-
-    base = TrialSpec.of_config(
-        load_config([*TINY, "model.kind=resmlp", "init.weights=he_normal", "train.steps=60"])
-    )
-    space = {"model.norm": ("none", "pre"), "init.residual": ("none", "fixup", "rezero")}
-    space["model.depth"] = (4, 16)
-    distributions = {k: CategoricalDistribution(v) for k, v in space.items()}
-    study = optuna.create_study(study_name="residual")
-    rng = np.random.default_rng(0)
-    cells = [(16, norm, rule) for norm, rule in RESIDUAL_SPEED] + [(4, "none", "none")]
-    for depth, norm, rule in cells:
-        for _ in range(4):
-            params = {"model.norm": norm, "init.residual": rule, "model.depth": depth}
-            mean = RESIDUAL_SPEED[norm, rule] if depth == 16 else 25
-            seeds = [float(min(61, v)) for v in np.round(mean + 3 * rng.standard_normal(3))]
-            median = float(np.median(seeds))
-            metrics = {"steps_to_target": median, "objective": median}
-            study.add_trial(
-                optuna.trial.create_trial(
-                    params=params,
-                    distributions=distributions,
-                    value=median,
-                    user_attrs={
-                        "spec": base.with_values(params).flat(),
-                        "metrics": metrics,
-                        SEED_STEPS_ATTR: seeds,
-                    },
-                )
-            )
+    base = TrialSpec.of_config(cfg)
+    if study is None:
+        study = optuna.create_study(study_name="planted")
+        space = Space.parse(
+            {"init.weights": ["x"], "train.learning_rate": {"low": 0.01, "high": 0.3, "log": True}}
+        )
+        study.set_user_attr(QUESTION_ATTR, question(cfg, space))
+    for values, per_lr in arms.values():
+        for lr, seeds in per_lr.items():
+            steps = [BUDGET + 1.0 if s is None else float(s) for s in seeds]
+            diverged = [int(s == "div") for s in seeds]
+            steps = [BUDGET + 1.0 if s == "div" else v for s, v in zip(seeds, steps)]
+            spec = base.with_values({**(network or {}), **values, "train.learning_rate": lr})
+            params = {"init.weights": spec.init.weights, "train.learning_rate": lr}
+            distributions = {
+                "init.weights": CategoricalDistribution([spec.init.weights]),
+                "train.learning_rate": FloatDistribution(1e-4, 10, log=True),
+            }
+            add_planted_trial(study, spec, params, distributions, steps, diverged)
     return study
 
 
-def test_the_residual_rule_is_the_arm_where_the_initializer_is_fixed():
-    rows = {
-        recommend.network_label(r["network"]): r
-        for r in recommend.recommendations(residual_study())
-    }
-    # model.norm varies, so it names the network; the rule is the arm.
-    assert set(rows) == {
-        "resmlp·relu·d4·norm=none",
-        "resmlp·relu·d16·norm=none",
-        "resmlp·relu·d16·norm=pre",
-    }
-    plain, pre = rows["resmlp·relu·d16·norm=none"], rows["resmlp·relu·d16·norm=pre"]
-    for row, winner, runner in ((plain, "fixup", "rezero"), (pre, "none", "fixup")):
-        assert row["arm_keys"] == ["init.weights", "init.residual"]
-        assert row["leader"] == f"he·residual={winner}" and row["significant"]
-        assert row["leader_arm"] == {"init.weights": "he", "init.residual": winner}
-        assert row["recommended"]["init"] == row["leader"]
-        assert row["runner_up"]["arm"] == {"init.weights": "he", "init.residual": runner}
-        assert row["baseline"]["steps_to_target"] is None  # torch_default never ran
-    assert plain["steps_to_target"] == pytest.approx(20, abs=3)
-    assert pre["ci"]["low"] > 0 and pre["ci"]["high"] < 30  # fixup (30) - none (15)
-    # Pooling the rules as before would have called one initializer and nothing to compare.
-    alone = rows["resmlp·relu·d4·norm=none"]
-    assert alone["arm_keys"] == ["init.weights"] and alone["leader"] == "he"
-    assert alone["runner_up"] is None and not alone["enough_evidence"]
-    assert "only one initializer measured here" in alone["note"]
-    cells = recommend.row_cells(plain)
-    assert cells[1].startswith("he·residual=fixup g ") and "he·residual=rezero" in cells[3]
+def curve(best: float, at: int = 3, width: int = 2, spread=(0, -2, 2)) -> dict:
+    """Per learning rate of ``LRS``: a basin of ``width`` points each side of ``LRS[at]`` where
+    the median rises 1.4x per point away from ``best``; never elsewhere."""
+    out = {}
+    for i, lr in enumerate(LRS):
+        d = abs(i - at)
+        if d > width:
+            out[lr] = [NEVER] * 3
+        else:
+            out[lr] = [round(best * 1.4**d) + s for s in spread]
+    return out
 
 
-def test_the_baseline_is_the_framework_default_at_the_default_rule():
-    none = [
-        t._replace(choices=(("init.residual", "none"),)) for t in planted("torch_default", 50, 4)
-    ]
-    fixup = [
-        t._replace(choices=(("init.residual", "fixup"),))
-        for t in planted("torch_default", 20, 4, seed=1)
-    ]
-    row = recommend_cell(CELL, none + fixup, "torch_default")
-    assert row["leader"] == "torch_default·residual=fixup"
-    assert row["baseline"]["steps_to_target"] == pytest.approx(50, abs=3)  # residual=none's
-    only_fixup = recommend_cell(CELL, fixup + planted("he", 30, 4, seed=2), "torch_default")
-    assert only_fixup["baseline"]["steps_to_target"] is not None  # the rule did not vary here
+def never() -> dict:
+    return {lr: [NEVER] * 3 for lr in LRS}
+
+
+def answer_of(study, baseline="torch_default") -> dict:
+    [network] = recommendations(study, baseline)["networks"]
+    return network
+
+
+def test_a_three_way_tie_is_a_three_arm_recommendation():
+    study = planted_study(
+        {
+            "he": ({"init.weights": "he_normal"}, curve(20)),
+            "lecun": ({"init.weights": "lecun_normal"}, curve(20, spread=(1, -1, 2))),
+            "glorot": ({"init.weights": "glorot_normal"}, curve(20, spread=(-1, 0, 2))),
+            "torch": ({"init.weights": "torch_default"}, curve(40)),
+        }
+    )
+    net = answer_of(study)
+    assert sorted(net["recommended"]) == ["glorot_normal", "he_normal", "lecun_normal"]
+    assert "tie" in net["summary"] and "torch_default" not in net["recommended"]
+    base = net["baseline"]
+    assert base["arm"] == "torch_default" and not base["fails"]
+    assert base["ratio_own_lr"] == pytest.approx(2.0, rel=0.06)
+    arms = {a["arm"]: a for a in net["arms"]}
+    assert sum(a["p_best"] for a in arms.values()) == pytest.approx(1.0)
+    assert arms["torch_default"]["p_best"] == 0 and arms["torch_default"]["ratio_ci"][0] > 1.5
+
+
+def test_an_arm_that_never_reaches_fails_with_no_ratio_and_the_sentence_says_so():
+    study = planted_study(
+        {
+            "he": ({"init.weights": "he_normal"}, curve(30, at=2, width=1)),
+            "torch": ({"init.weights": "torch_default"}, never()),
+            "flax": ({"init.weights": "flax_default"}, never()),
+        }
+    )
+    net = answer_of(study)
+    arms = {a["arm"]: a for a in net["arms"]}
+    for name in ("torch_default", "flax_default"):
+        assert arms[name]["fails"] and arms[name]["ratio_to_best"] is None
+        assert arms[name]["steps"] is None and arms[name]["p_best"] is None
+    assert net["recommended"] == ["he_normal"]
+    assert arms["he_normal"]["basin"] == [0.01778, 0.05623]
+    assert net["baseline"]["fails"] and net["baseline"]["ratio_own_lr"] is None
+    assert "use he_normal (gain 1) at LR 0.0178–0.0562" in net["summary"]
+    assert "no other initializer trained at any LR tried (0.01–0.316)" in net["summary"]
+    assert "PyTorch's default included" in net["summary"]
+
+
+def test_a_censored_baseline_reads_at_least():
+    mostly_never = never()
+    mostly_never[0.1] = [55, None, None]  # one seed in time, once
+    study = planted_study(
+        {
+            "he": ({"init.weights": "he_normal"}, curve(20)),
+            "torch": ({"init.weights": "torch_default"}, mostly_never),
+        }
+    )
+    net = answer_of(study)
+    base = net["baseline"]
+    assert base["steps_censored"] and base["ratio_own_lr_censored"]
+    assert base["ratio_own_lr"] == pytest.approx(61 / 20)
+    assert "PyTorch's default takes ≥3× the steps" in net["summary"]
+    torch = next(a for a in net["arms"] if a["arm"] == "torch_default")
+    assert torch["steps_censored"] and torch["ratio_censored"] and not torch["fails"]
+    assert "≥61" in answer_text(recommendations(study)) and "≥3.05" in answer_text(
+        recommendations(study)
+    )
+
+
+def test_rescaled_and_rebiased_framework_defaults_are_other_arms_not_the_baseline():
+    study = planted_study(
+        {
+            "scaled": ({"init.weights": "torch_default", "init.gain": 1.5}, curve(20)),
+            "zero_bias": ({"init.weights": "torch_default", "init.bias": "zeros"}, curve(25)),
+            "he": ({"init.weights": "he_normal"}, curve(30)),
+        }
+    )
+    net = answer_of(study)
+    names = {a["arm"] for a in net["arms"]}
+    assert names == {"torch_default×1.5", "torch_default·bias=zeros", "he_normal"}
+    assert not net["baseline"]["measured"]
+    assert any("torch_default was not measured" in n for n in net["notes"])
+
+
+def test_the_residual_rule_is_the_arm_and_the_norm_names_the_network():
+    arms = {}
+    speed = {
+        ("none", "none"): None,
+        ("none", "fixup"): 20,
+        ("pre", "none"): 15,
+        ("pre", "fixup"): 30,
+    }
+    study = None
+    for (norm, rule), best in speed.items():
+        planted = never() if best is None else curve(best)
+        study = planted_study(
+            {"a": ({"init.residual": rule}, planted)},
+            ("model.kind=resmlp", "init.weights=he_normal"),
+            {"model.norm": norm},
+            study,
+        )
+        arms[norm, rule] = planted
+    networks = {n["network"]: n for n in recommendations(study)["networks"]}
+    assert set(networks) == {"resmlp·relu·d8·norm=none", "resmlp·relu·d8·norm=pre"}
+    plain, pre = networks["resmlp·relu·d8·norm=none"], networks["resmlp·relu·d8·norm=pre"]
+    assert plain["recommended"] == ["he_normal·residual=fixup"]
+    assert pre["recommended"] == ["he_normal·residual=none"]
+    assert next(a for a in plain["arms"] if a["arm"] == "he_normal·residual=none")["fails"]
+
+
+CONTRACT_ARM = {
+    "arm": str,
+    "weights": str,
+    "gain": (float, type(None)),
+    "sigma_w2_over_critical": (float, type(None)),
+    "lrs_tried": list,
+    "best_lr": (float, type(None)),
+    "best_lr_at_edge": bool,
+    "steps": (float, type(None)),
+    "steps_ci": (list, type(None)),
+    "steps_censored": bool,
+    "ratio_to_best": (float, type(None)),
+    "ratio_ci": (list, type(None)),
+    "p_best": (float, type(None)),
+    "basin": (list, type(None)),
+    "basin_decades": (float, type(None)),
+    "within_1_5x": (list, type(None)),
+    "divergence_lr": (float, type(None)),
+    "fails": bool,
+}
+CONTRACT_BASELINE = ("arm", "ratio_own_lr", "ratio_own_lr_ci", "ratio_at_recommended_lr", "fails")
+
+
+def check_contract(document: dict) -> None:
+    """The ``recommend --json`` contract of docs/recommendations.md."""
+    assert isinstance(document["networks"], list) and document["networks"]
+    for net in document["networks"]:
+        assert isinstance(net["network"], str) and isinstance(net["keys"], dict)
+        assert isinstance(net["recommended"], list) and isinstance(net["summary"], str)
+        assert net["summary"].startswith(net["network"] + ":")
+        assert set(CONTRACT_BASELINE) <= set(net["baseline"])
+        names = [a["arm"] for a in net["arms"]]
+        assert set(net["recommended"]) <= set(names)
+        for arm in net["arms"]:
+            for key, kind in CONTRACT_ARM.items():
+                assert isinstance(arm[key], kind), (key, arm[key])
+            assert arm["fails"] == (arm["steps"] is None)
+            if arm["basin"] is not None:
+                assert len(arm["basin"]) == 2 and arm["basin"][0] <= arm["basin"][1]
+
+
+def test_the_json_follows_the_contract_and_the_terminal_answer_fits_80_columns():
+    study = planted_study(
+        {
+            "he": ({"init.weights": "he_normal"}, curve(20)),
+            "long": ({"init.weights": "keras_default", "init.bias": "torch_default"}, curve(21)),
+            "torch": ({"init.weights": "torch_default"}, never()),
+        }
+    )
+    document = json.loads(json.dumps(recommendations(study)))
+    check_contract(document)
+    text = answer_text(document)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= WIDTH
+    words = set(text.split())
+    for net in document["networks"]:  # nothing split inside a token: every name whole
+        for arm in net["arms"]:
+            assert arm["arm"] in words
+            if not arm["fails"]:
+                assert f"{arm['best_lr']:.3g}" in text
+    assert "keras_default·bias=torch_default" in words  # long: on a line of its own
+
+
+# --- a real grid study -----------------------------------------------------------------------
+
+GRID = [
+    *TINY,
+    "train.seeds=3",
+    "init.bias=auto",
+    "study.design=grid",
+    "study.sampler=random",
+    "space.init.gain=1.0",
+    "study.grid_per_decade=2",
+    "study.n_trials=200",
+    "study.batch_size=64",
+    "space.model.depth=[1]",
+    "space.model.activation=[relu]",
+    "space.init.weights=[he_normal, torch_default, zeros]",
+    "space.train.learning_rate={low: 0.1, high: 1.0, log: true}",
+    "train.target_loss=1.5",
+    "study.name=grid",
+    "tracking.enabled=false",
+]
+
+
+@pytest.fixture(scope="module")
+def grid_study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    out = run_cli(tmp, "sweep", *GRID)
+    return tmp, out
+
+
+@pytest.mark.slow
+def test_a_grid_study_tunes_every_arm_on_one_grid_and_extends_it(grid_study):
+    tmp, out = grid_study
+    assert "which initialization, per network" in out.stderr
+    document = json.loads(run_cli(tmp, "recommend", "study.name=grid", "--json").stdout)
+    check_contract(document)
+    [net] = document["networks"]
+    arms = {a["arm"]: a for a in net["arms"]}
+    assert set(arms) == {"he_normal", "torch_default", "zeros"}
+    assert arms["zeros"]["fails"]  # every unit the same: never trains
+    # the initial grid 0.1, 0.316, 1 is tried by every arm; an open end grew
+    for arm in arms.values():
+        assert {0.1, 0.3162, 1.0} <= set(arm["lrs_tried"])
+    trained = [a for a in arms.values() if not a["fails"]]
+    assert trained and net["recommended"]
+    assert any(len(a["lrs_tried"]) > 3 for a in arms.values())
+    for a in trained:  # the basin is closed on both sides, or the limit was reached
+        lo, hi = a["lrs_tried"][0], a["lrs_tried"][-1]
+        assert a["basin"] is None or a["basin"][0] > lo or lo <= 1e-4
+        assert a["basin"] is None or a["basin"][1] < hi or hi >= 10
+    # the stored per-seed results give the JSON's numbers
+    study = optuna.load_study(
+        study_name="grid", storage=make_storage(str(tmp / "runs" / "optuna.journal"))
+    )
+    lead = arms[net["recommended"][0]]
+    [number] = lead["trials_at_best_lr"][:1]
+    seeds = study.trials[number].user_attrs[SEED_STEPS_ATTR]
+    assert lead["steps"] == pytest.approx(float(np.median(seeds)))
+    assert study.trials[number].params["train.learning_rate"] == pytest.approx(lead["best_lr"])
+
+
+@pytest.mark.slow
+def test_a_changed_question_is_refused_and_resume_continues_the_stored_one(grid_study):
+    tmp, _ = grid_study
+
+    def snapshot():
+        return {
+            str(p): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+            for p in sorted((tmp / "runs").rglob("*"))
+            if "jax_cache" not in p.parts and p.is_file()
+        }
+
+    before = snapshot()
+    changed = [a for a in GRID if not a.startswith("space.model.depth")]
+    out = run_cli(tmp, "sweep", *changed, "space.model.depth=[2]", "train.steps=40", check=False)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    assert "space.model.depth" in lines[0] and "train.steps" in lines[0]
+    assert "study.name=grid-2" in lines[0] and "--resume" in lines[0]
+    assert snapshot() == before  # nothing written
+    # --resume: the stored question wins; the grid is complete, so nothing more runs
+    out = run_cli(tmp, "sweep", *changed, "space.model.depth=[2]", "--resume")
+    assert "resuming study 'grid' as it was asked; ignoring" in out.stderr
+    assert "space.model.depth ([1] -> [2])" in out.stderr
+    assert "mlp·relu·d1" in out.stderr and "mlp·relu·d2" not in out.stderr
+    # the same question again resumes without a word
+    out = run_cli(tmp, "sweep", *GRID)
+    assert "asked with other settings" not in out.stderr
+    assert "--resume" not in run_cli(tmp, "sweep", *GRID).stderr
+
+
+def test_resume_of_an_unknown_study_is_one_line(tmp_path):
+    out = run_cli(tmp_path, "sweep", *GRID, "study.name=nosuch", "--resume", check=False)
+    assert out.returncode == 2 and "no study 'nosuch'" in out.stderr
+    assert len([line for line in out.stderr.splitlines() if line.strip()]) == 1
+
+
+@pytest.mark.slow
+def test_make_recommend_json_prints_only_json(grid_study):
+    tmp, _ = grid_study
+    root = Path(__file__).resolve().parent.parent
+    stamp = subprocess.run(["make", "-q", ".venv/.installed"], cwd=root)
+    if stamp.returncode != 0 or Path(sys.executable).parent != root / ".venv" / "bin":
+        pytest.skip("make's venv is not this interpreter's, or it would reinstall")
+    out = subprocess.run(
+        ["make", "recommend", "STUDY=grid", f"ARGS=--json runs_dir={tmp / 'runs'}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    check_contract(json.loads(out.stdout))

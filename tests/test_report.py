@@ -1,23 +1,28 @@
 """The HTML report (`make report`): the numbers behind its figures, the static figures' zero
-panels, and the page itself in headless Chromium on a planted study (numbers with closed forms,
+panels, that the page leads with the answer (per network, then the LR x arm heatmap) before the
+evidence, and the page itself in headless Chromium on a planted study (numbers with closed forms,
 no training: a real sweep's report is `test_end_to_end`'s): what it shows before any click, that
 nothing is fetched, and that a filter redraws its tables and figures to counts computed from the
 study."""
 
+import html
+import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from conftest import TINY
+from conftest import TINY, add_planted_trial
 from test_browser import CHROMIUM, CHROMIUM_ARGS
+from test_heatmap import grid_study
 
 from pipeline.config import TrialSpec, load_config
 from pipeline.search.study import ranked_trials, trial_spec
 from pipeline.tracking import plots
+from pipeline.tracking.cells import group_name
 from pipeline.tracking.html_report import write_report
-from pipeline.tracking.recommend import group_name
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "runs" / "screenshots"
 
@@ -63,6 +68,55 @@ def test_static_gradient_figure_says_exactly_zero_instead_of_an_empty_log_axis(m
     assert mixed.get_yscale() == "log"
     assert [line.get_label() for line in mixed.get_lines()] == ["he (1)"]
     assert "constant (1)" in " ".join(t.get_text() for t in mixed.texts)
+
+
+def test_the_page_leads_with_the_answer_then_the_evidence(tmp_path):
+    """The planted grid of ``test_heatmap``: network d2 has a winner, a baseline 2.4x slower, an
+    arm whose T* is only a bound and one that fails everywhere; d3 one learning rate."""
+    page = write_report(grid_study(), tmp_path).read_text()
+    body = page[: page.index('<script type="application/json"')]
+    headings = re.findall(r"<h[23][^>]*>(.*?)</h[23]>", body)
+    assert headings[0] == "The answer: which initialization per network"
+    assert headings[1:3] == [
+        "The evidence",
+        "Single fastest trials (for reference: the answer above compares arms at their tuned "
+        "learning rate)",
+    ]
+    assert "pooled over every network" not in page  # the family verdict (Simpson's trap) is gone
+    # One <tbody> per network, each led by its sentence; then the heatmap, right after the table.
+    table_at = body.index('<table id="recommend-table"')
+    table_end = body.index("</table>", table_at) + len("</table>")
+    bodies = re.findall(r"<tbody>(.*?)</tbody>", body[table_at:table_end])
+    assert len(bodies) == 2
+    d2, d3 = (html.unescape(b) for b in bodies)
+    assert "mlp·relu·d2: use he_normal (gain 1) at LR 0.01–0.1" in d2
+    cells = [
+        re.findall(r"<td[^>]*>(.*?)</td>", row)
+        for row in re.findall(r'<tr class="(?:rec|arm)">(.*?)</tr>', d2)
+    ]
+    rows = {row[0]: row[1:] for row in cells}
+    assert list(rows) == ["★ he_normal", "torch_default", "orthogonal", "zeros"]
+    # best LR, steps [CI], ×best [CI], P(best), basin, divergence LR
+    he = rows["★ he_normal"]
+    assert he[0] == "0.1" and he[1].startswith("11 (") and he[2].startswith("1× (")
+    assert he[3:] == ["1.00", "0.01–0.1 (1 dec.)", "1"]
+    assert rows["torch_default"][0] == "0.316 (edge)"  # its best is the last rate it tried
+    # Most seeds never got there: T* only bounded, 61 / 11 = 5.5 at least.
+    assert rows["orthogonal"][1] == "≥61" and re.fullmatch("≥5.5[45]×", rows["orthogonal"][2])
+    assert rows["zeros"] == ["fails at every LR tried (0.01–1)", "-"]
+    assert "Baseline PyTorch's default (torch_default, gain 1, its own bias): 26 steps at its" in d2
+    assert "2.36× (" in d2 and "the steps of he_normal; at he_normal's best LR (0.1): 2.82×" in d2
+    assert "mlp·relu·d3" in d3
+    after = body[table_end:]
+    assert after.startswith('<figure id="lr-heatmap"><img alt="lr_heatmap"')
+    assert "median over the seeds of the steps" in after[: after.index("</figure>")]
+    assert body.count('alt="lr_heatmap"') == 1  # not again among the static figures
+    assert body.index('id="recommend-table"') < body.index('id="best-table"')
+    # The filters hide a network's <tbody>: DATA.recommend names each one's network.
+    raw = re.search(r'id="report-data">(.*?)</script>', page).group(1)
+    data = json.loads(raw.replace("<\\/", "</"))
+    labels = [data["networks"][i]["label"] for i in data["recommend"]]
+    assert labels == ["mlp·relu·d2", "mlp·relu·d3"]
 
 
 # The planted study: 2 activations x 2 depths x 3 initializers x 2 gains, 2 seeds each, stored
@@ -123,18 +177,8 @@ def planted_study() -> optuna.Study:
                         "init_grad_norm": [*profile, 1.0],
                         "init_act_var": [1.0] * depth,
                     }
-                    study.add_trial(
-                        optuna.trial.create_trial(
-                            params=params,
-                            distributions=distributions,
-                            value=median,
-                            user_attrs={
-                                "spec": spec.flat(),
-                                "metrics": metrics,
-                                "seed_steps": seeds,
-                                "trace": trace,
-                            },
-                        )
+                    add_planted_trial(
+                        study, spec, params, distributions, seeds, metrics=metrics, trace=trace
                     )
     return study
 
@@ -188,7 +232,9 @@ def test_report_filters_redraw_tables_and_figures_in_chromium(tmp_path):
 
             # Before any click: every network, the top 10 trials, both figures drawn.
             assert visible("#best-table tbody tr") == 10
-            assert visible("#recommend-table tbody tr") == 4
+            assert visible("#recommend-table tbody") == 4  # the answer: a <tbody> per network
+            assert page.locator("#recommend-count").inner_text() == "4 of 4 networks shown"
+            assert page.locator("h2").first.inner_text().startswith("The answer")
             assert page.locator("#profile-panels .panel .scatterlayer .trace").count() == 4 * 6
             assert points("#steps-panels") == [6, 6, 6, 6]  # every trial of each network
             # The median line of he over its two gains, layer by layer (depth 2 first).
@@ -214,7 +260,9 @@ def test_report_filters_redraw_tables_and_figures_in_chromium(tmp_path):
             page.locator('[id="filter-model.depth"]').select_option("3")
             page.wait_for_function("document.body.dataset.drawn >= 3", timeout=30_000)
             assert visible("#best-table tbody tr") == len(trials("tanh", 3)) == 6
-            assert visible("#recommend-table tbody tr") == 1
+            assert visible("#recommend-table tbody") == 1
+            [shown] = page.locator("#recommend-table tbody:not([hidden]) tr.net").all_inner_texts()
+            assert shown.startswith("mlp·tanh·d3")
             assert page.locator("#profile-panels .panel").count() == 1
             assert points("#steps-panels") == [6]
             page.locator('[id="init-he"]').uncheck()

@@ -167,6 +167,7 @@ def test_bad_combinations_are_one_line_errors(overrides, message):
 def test_a_resmlp_sweep_best_and_train_reproduce_the_stored_metrics(tmp_path):
     args = [*RES, "model.depth=4", "model.norm=pre", "study.name=res", "study.sampler=grid"]
     space = ["space={init: {residual: [none, scaled, fixup, rezero]}}", "study.n_trials=4"]
+    space += ["space.init.gain=1.0", "space.train.learning_rate=0.05"]  # BASE's ranges fixed
     run_cli(tmp_path, "sweep", *args, *space, "tracking.figures=wait")
     best = tmp_path / "best.yaml"
     snippet = run_cli(tmp_path, "best", "study.name=res", "--out", str(best), "--format", "torch")

@@ -113,22 +113,23 @@ def test_a_best_config_retrains_to_its_stored_metrics_and_mlflow_holds_its_whole
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         code = main(["recommend", f"study.name={name}", f"runs_dir={tmp_path / 'runs'}", "--json"])
     assert code == 0
-    rows = json.loads(out.getvalue())
-    fields = {"network", "enough_evidence", "baseline", "note", "learning_rates"}
-    assert rows and all(fields <= r.keys() for r in rows)
+    networks = json.loads(out.getvalue())["networks"]
+    fields = {"network", "keys", "recommended", "summary", "baseline", "arms"}
+    assert networks and all(fields <= n.keys() for n in networks)
 
     study = _study(tmp_path, name)
     top = ranked_trials(study)[0]
     stored = top.user_attrs[SPEC_ATTR]
     assert sorted(stored) == sorted(RUN_KEYS)  # the whole spec, every run key
-    entry = yaml.safe_load(best_path.read_text())["configs"][0]
-    assert entry["provenance"]["trial"] == top.number
+    entries = yaml.safe_load(best_path.read_text())["configs"]
+    # the recommended arms come first (make best exports the answer); the top trial follows
+    entry = next(e for e in entries if e["provenance"]["trial"] == top.number)
     written = {f"{s}.{k}": v for s in ("data", "model", "init", "train", "metrics")
                for k, v in entry[s].items() if k != "gain_value"}  # fmt: skip
     assert written == stored
 
     # `train --config` retrains exactly that trial: the same numbers as the sweep stored.
-    report = _train_json(tmp_path, "--config", str(best_path), "--rank", "0")
+    report = _train_json(tmp_path, "--config", str(best_path), "--rank", str(entry["rank"]))
     assert report["config"] == stored
     metrics = top.user_attrs["metrics"]
     for key in ("steps_to_target", "explosion_count", "vanishing_count", "diverged"):
@@ -157,14 +158,15 @@ def test_a_value_the_space_fixes_survives_into_best_report_and_train(tmp_path):
     best_path = tmp_path / "best.yaml"
     out = run_cli(tmp_path, "best", "study.name=fx", "--out", str(best_path))
     entries = yaml.safe_load(best_path.read_text())["configs"]
-    assert [e["model"]["depth"] for e in entries] == [4, 4]
+    assert {e["model"]["depth"] for e in entries} == {4}  # the answer's entries and the top 2
     depth_column = [row.split("│")[7].strip() for row in out.stderr.splitlines() if "│" in row]
     assert depth_column == ["4", "4"], out.stderr
     assert _train_json(tmp_path, "--config", str(best_path))["config"]["model.depth"] == 4
 
     run_cli(tmp_path, "report", "study.name=fx")
     page = (tmp_path / "runs" / "fx" / "report.html").read_text()
-    header, *rows = re.findall(r"<tr>(.*?)</tr>", page)[:3]  # the best table comes first
+    trials = page[page.index('id="best-table"') :]  # the single trials, after the answer
+    header, *rows = re.findall(r"<tr>(.*?)</tr>", trials)[:3]
     column = re.findall(r"<th>(.*?)</th>", header).index("depth")
     assert [re.findall(r"<td[^>]*>(.*?)</td>", r)[column] for r in rows] == ["4", "4"]
 
@@ -185,10 +187,15 @@ def test_best_reads_each_trials_own_steps_not_the_default_config(tmp_path):
 def test_a_resumed_study_never_rewrites_what_earlier_trials_were(tmp_path):
     args = [*TINY, "study.name=r", "tracking.enabled=false", "study.batch_size=2"]
     run_cli(tmp_path, "sweep", *args, "study.n_trials=2", "train.steps=40")
-    run_cli(tmp_path, "sweep", *args, "study.n_trials=4", "train.steps=60")
+    # Another training budget is another question: refused, nothing written.
+    out = run_cli(tmp_path, "sweep", *args, "study.n_trials=4", "train.steps=60", check=False)
+    assert out.returncode == 2 and "train.steps (40 -> 60)" in out.stderr
+    assert len(_study(tmp_path, "r").trials) == 2
+    # --resume continues the study as it was asked: its later trials train 40 steps too.
+    run_cli(tmp_path, "sweep", *args, "study.n_trials=4", "train.steps=60", "--resume")
     study = _study(tmp_path, "r")
     steps = [trial_spec(study, t).train.steps for t in sorted(study.trials, key=lambda t: t.number)]
-    assert steps == [40, 40, 60, 60]
+    assert steps == [40, 40, 40, 40]
     best_path = tmp_path / "best.yaml"
     run_cli(
         tmp_path,
@@ -202,7 +209,7 @@ def test_a_resumed_study_never_rewrites_what_earlier_trials_were(tmp_path):
     )
     entries = yaml.safe_load(best_path.read_text())["configs"]
     by_trial = {e["provenance"]["trial"]: e["train"]["steps"] for e in entries}
-    assert by_trial == {0: 40, 1: 40, 2: 60, 3: 60}
+    assert by_trial == {0: 40, 1: 40, 2: 40, 3: 40}
 
 
 def test_a_spec_is_whole_valid_and_read_only():

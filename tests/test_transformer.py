@@ -436,6 +436,7 @@ def _jax_cache_restored():
 def test_a_transformer_sweep_logs_attention_diagnostics_and_best_exports_it(tmp_path):
     runs = tmp_path / "runs"
     args = [*TRANS, "model.depth=2", "study.name=tr", "study.sampler=grid", "study.n_trials=2"]
+    args += ["space.init.gain=1.0", "space.train.learning_rate=0.05"]  # BASE's ranges fixed
     space = "space={model: {attention_scale: [1/sqrt(d), none]}}"
     with _jax_cache_restored():
         _cli("sweep", *args, space, "tracking.figures=wait", runs=runs)

@@ -157,12 +157,43 @@ def validate(cfg: DictConfig) -> Space:
     if cfg.study.sampler == "gp" and importlib.util.find_spec("torch") is None:
         # Optuna's GPSampler fits its Gaussian process with PyTorch.
         raise ConfigError("study.sampler=gp needs PyTorch: pip install torch==2.13.0")
+    if cfg.study.design == "grid":
+        _check_grid(cfg, space)
     if cfg.study.sampler == "grid" and space.ranges():
         raise ConfigError(
             f"study.sampler=grid needs lists, but {', '.join('space.' + k for k in space.ranges())}"
             " is a range: give a list of values"
         )
     return space
+
+
+def _check_grid(cfg: DictConfig, space: Space) -> None:
+    """study.design=grid: the space's lists are the factors, its one range the learning rates
+    the grid starts from (log-spaced), inside study.grid_limits."""
+    lr = space.get("train.learning_rate")
+    example = "space.train.learning_rate={low: 0.003, high: 1.0, log: true}"
+    if not isinstance(lr, dict):
+        raise ConfigError(
+            f"study.design=grid tunes every arm on one learning-rate grid: give {example}, or "
+            "study.design=search"
+        )
+    others = [k for k in space.ranges() if k != "train.learning_rate"]
+    if others:
+        raise ConfigError(
+            f"study.design=grid takes lists, but {', '.join('space.' + k for k in others)} is a "
+            "range: give a list of values (a scale is a labelled factor), or study.design=search"
+        )
+    low, high = lr["low"], lr["high"]
+    if not lr.get("log"):
+        raise ConfigError(
+            f"study.design=grid: space.train.learning_rate needs log: true ({example})"
+        )
+    limits = list(cfg.study.grid_limits)
+    if low < limits[0] or high > limits[1]:
+        raise ConfigError(
+            f"space.train.learning_rate=[{low:g}, {high:g}] is outside study.grid_limits="
+            f"[{limits[0]:g}, {limits[1]:g}]: widen the limits or narrow the range"
+        )
 
 
 def _check_parametrization(cfg: DictConfig, space: Space) -> None:

@@ -38,6 +38,7 @@ DATA_FILES = ("npz", "custom")  # a user's data: hashed into data.sha256 when lo
 TASKS = ("classification", "regression")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsgaii")
+DESIGNS = ("grid", "search")
 PRUNERS = ("none", "median", "hyperband")
 OBJECTIVES = ("steps_to_target", "explosion_count")
 FIGURES = ("background", "wait")
@@ -355,7 +356,11 @@ class Init:
     weights: str = key("he_normal", one_of(INITIALIZERS), "the weight initializer", TRACED)
     gain: Any = key(
         1.0,
-        or_auto(number(0.0), "torch's calculate_gain for the activation"),
+        or_auto(
+            number(0.0),
+            "torch's calculate_gain for the activation; 1 for the framework defaults and the "
+            "absolute initializers",
+        ),
         "multiplies the initializer's scale",
         TRACED,
     )
@@ -459,10 +464,37 @@ class Metrics:
     )
 
 
+LR_LIMITS = Rule(
+    lambda v: (
+        isinstance(v, list | tuple)
+        and len(v) == 2
+        and all(_number(x) and x > 0 for x in v)
+        and v[0] < v[1]
+    ),
+    "[low, high]: two positive numbers, low < high",
+)
+
+
 @dataclass(frozen=True)
 class Study:
     name: str = key("default", STUDY_NAME, "the study (Optuna) and experiment (MLflow) name")
-    n_trials: int = key(256, int_in(1), "finished trials the study runs up to")
+    design: str = key(
+        "search",
+        one_of(DESIGNS),
+        "grid: every combination of the space's lists at every point of a log-spaced "
+        "learning-rate grid over space.train.learning_rate (the same for every arm, common "
+        "seeds), extended until each arm's basin has a failing edge on both sides "
+        "(docs/recommendations.md); search: Optuna's sampler draws each trial from the space",
+    )
+    grid_per_decade: int = key(
+        4, int_in(1, 20), "design=grid: learning rates per decade (4: quarter-decade steps)"
+    )
+    grid_limits: list[float] = key(
+        [1.0e-4, 10.0],
+        LR_LIMITS,
+        "design=grid: the learning rates the grid may be extended to, no further",
+    )
+    n_trials: int = key(256, int_in(1), "finished trials the study runs up to (grid: a cap)")
     batch_size: int = key(64, int_in(1), "trials asked from Optuna and trained together")
     sampler: str = key("tpe", one_of(SAMPLERS), "Optuna's sampler")
     seed: int = key(0, int_in(0), "the sampler's seed")
@@ -529,8 +561,15 @@ class Report:
     baseline: str = key(
         "torch_default",
         one_of(FRAMEWORK_DEFAULTS),
-        "the framework default `recommend` compares each recommendation with (its median steps "
-        "on the same network; space.init.weights must include it to be measured)",
+        "the framework default `recommend` compares each recommendation with, at gain 1 with "
+        "its own bias, at its own tuned learning rate and at the recommendation's "
+        "(space.init.weights must include it to be measured)",
+    )
+    tie_margin: float = key(
+        0.1,
+        number(0.0, 1.0, lo_open=False),
+        "an arm ties with the best when the interval of its steps ratio to the best reaches 1, "
+        "or the ratio is at most 1 + this (0.1: within 10%)",
     )
 
 

@@ -12,5 +12,6 @@ reuse) imports the core, never the other way round.
 - ``metrics``: metric definitions, the in-scan updates, summaries and the objective;
 - ``diagnostics``, ``lsuv``: per-layer probes and LSUV inside the compiled call;
 - ``theory``: mean-field signal propagation, residual streams, attention logits;
-- ``data``: generated or bundled datasets.
+- ``data``: generated or bundled datasets;
+- ``estimate``: what a study estimates per network and arm (T*, basins, bootstrap intervals).
 """

@@ -34,17 +34,22 @@ keras_default                 = glorot_uniform                        Keras Dens
 ============================  ======================================  =============================
 
 The three framework defaults always use ``fan_in`` (whatever ``init.mode`` says), as the
-frameworks do; gain 1 is the framework's own draw. ``torch_default``'s formula already contains
-the gain sqrt(2 / (1 + 5)) = 1/sqrt(3) of leaky_relu with slope sqrt(5), so its ``auto`` gain
-makes it kaiming_uniform for the activation. Flax (flax/linen/linear.py ``default_kernel_init``)
-rescales its truncated normal so that the realised std is sqrt(1 / fan_in); so does ours here.
+frameworks do; gain 1 is the framework's own draw, and so is ``gain=auto``: a framework default
+is defined at its own scale, so ``auto`` resolves to 1 for it as for the absolute initializers
+(``torch_default``'s formula does contain torch's gain sqrt(2 / (1 + 5)) = 1/sqrt(3), of
+leaky_relu with slope sqrt(5), but ``auto`` does not turn it into kaiming_uniform). Flax
+(flax/linen/linear.py ``default_kernel_init``) rescales its truncated normal so that the realised
+std is sqrt(1 / fan_in); so does ours here.
 
 Biases (``init.bias``): ``zeros``, ``constant`` (init.bias_value), ``normal`` (init.bias_std),
-``torch_default`` and ``auto``. PyTorch's default bias is U(+-1/sqrt(fan_in)), std
-1/sqrt(3 fan_in); the training call draws every bias as mean + std * N(0, 1), so here it is a
-*normal* of that std (same variance, not the same distribution); the exports to PyTorch, Flax and
-Keras draw the exact uniform. ``auto`` is the framework default that goes with ``init.weights``:
-torch's bias for ``torch_default``, zeros for everything else (Flax's and Keras' default).
+``torch_default`` and ``auto``. A bias is mean + std * unit, the unit draw of std 1 made from
+one standard normal z per element (``bias_draw`` says which, ``bias_unit`` makes it): z itself,
+or for PyTorch's default bias U(+-1/sqrt(fan_in)) (std 1/sqrt(3 fan_in)) the uniform
+sqrt(3) * (2 Phi(z) - 1) ~ U(-sqrt(3), sqrt(3)), so that the training call,
+``make_bias_initializer`` and ``pipeline.reuse.best.init_params`` all draw PyTorch's exact
+distribution, the same numbers from the same normal draw.
+``auto`` is the framework default that goes with ``init.weights``: torch's bias for
+``torch_default``, zeros for everything else (Flax's and Keras' default).
 
 ``fan`` is ``fan_in`` or ``fan_out`` as ``init.mode`` says (He and LeCun only). Truncated normal
 cuts at two standard deviations and, like ``jax.nn.initializers.truncated_normal`` and
@@ -53,7 +58,8 @@ cuts at two standard deviations and, like ``jax.nn.initializers.truncated_normal
 ``gain=auto`` means the gain ``torch.nn.init.calculate_gain`` recommends for the activation,
 divided by the gain the formula already contains (He's sqrt(2)), so ``he_normal`` with ``auto``
 equals ``torch.nn.init.kaiming_normal_(nonlinearity=activation)``. Absolute initializers (normal,
-uniform, constant, zeros) have no fan to correct, so their ``auto`` gain is 1.
+uniform, constant, zeros) have no fan to correct, so their ``auto`` gain is 1; so is the
+framework defaults' (``FRAMEWORK_DEFAULTS``), which are defined at their framework's own scale.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
 
 # Unit draws. The order is the integer code a trial carries into the compiled call.
@@ -151,7 +158,7 @@ def resolve_gain(weights: str, gain: float | str, activation: str, negative_slop
     from pipeline.core.activations import recommended_gain
 
     init = INITIALIZERS[weights]
-    if not init.relative:
+    if not init.relative or weights in FRAMEWORK_DEFAULTS:  # defined at their own scale
         return 1.0
     return recommended_gain(activation, negative_slope) / init.intrinsic_gain
 
@@ -259,14 +266,18 @@ def make_bias_initializer(
     fan_in: float | None = None,
     weights: str = "",
 ) -> Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]:
-    """A ``(key, shape, dtype) -> array`` bias initializer, drawn as training draws it (normal
-    with the bias's mean and std); ``fan_in`` is the layer's, for ``torch_default``."""
+    """A ``(key, shape, dtype) -> array`` bias initializer, drawn as training draws it (the
+    bias's mean plus its std times ``bias_unit`` of a standard normal: PyTorch's uniform for
+    ``torch_default``, the numbers the training call makes of the same normal draw); ``fan_in``
+    is the layer's, for ``torch_default``."""
     if resolve_bias(bias, weights) == "torch_default" and fan_in is None:
         raise ValueError("init.bias=torch_default needs the layer's fan_in")
     mean, spread = bias_moments(bias, value, std, fan_in, weights)
+    draw = bias_draw(bias, weights)
 
     def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
-        return (mean + spread * jax.random.normal(key, tuple(shape), jnp.float32)).astype(dtype)
+        z = jax.random.normal(key, tuple(shape), jnp.float32)
+        return (mean + spread * bias_unit(draw, z)).astype(dtype)
 
     return init
 
@@ -279,6 +290,42 @@ def resolve_bias(bias: str, weights: str) -> str:
 def torch_bias_std(fan_in: float) -> float:
     """Std of PyTorch's default bias U(+-1/sqrt(fan_in)) (torch.nn.Linear.reset_parameters)."""
     return 1.0 / math.sqrt(3.0 * fan_in)
+
+
+# The unit draws of a bias (std 1, one standard normal per element made into it: bias_unit).
+BIAS_DRAWS = ("normal", "uniform")
+
+
+def bias_draw(bias: str, weights: str = "") -> str:
+    """The unit draw of bias initializer ``bias`` (``auto`` resolved with ``weights``):
+    ``uniform`` for PyTorch's default bias, ``normal`` for every other.
+
+    PyTorch initializes a Linear/Conv*d bias with ``init.uniform_(bias, -bound, bound)``, bound
+    1/sqrt(fan_in) (``torch.nn.Linear.reset_parameters``, likewise
+    ``torch.nn.modules.conv._ConvNd.reset_parameters``): uniform, std 1/sqrt(3 fan_in)
+    (``torch_bias_std``), not a normal."""
+    return "uniform" if resolve_bias(bias, weights) == "torch_default" else "normal"
+
+
+def uniform_from_normal(z):
+    """U(-sqrt(3), sqrt(3)), std 1, from standard normals ``z``: sqrt(3) * (2 Phi(z) - 1), Phi
+    the standard normal CDF, computed as sqrt(3) * erf(z / sqrt(2)) (the same function, without
+    the cancellation of 2 Phi(z) - 1 near 0). Phi(z) is U(0, 1) (the probability integral
+    transform), so this is exactly uniform and never leaves +-sqrt(3); times 1/sqrt(3 fan_in) it
+    is PyTorch's default bias U(+-1/sqrt(fan_in))."""
+    return math.sqrt(3.0) * jax.scipy.special.erf(z * (1.0 / math.sqrt(2.0)))
+
+
+def bias_unit(draw: str, z):
+    """The unit draw ``draw`` (one of ``BIAS_DRAWS``) of a bias, from its standard normal draw
+    ``z``; the bias is ``mean + std * bias_unit(draw, z)``. The training call carries the choice
+    as a traced bool per bias leaf (``Hparams.bias_uniform``) and takes
+    ``jnp.where(uniform, uniform_from_normal(z), z)``: the same numbers."""
+    if draw == "normal":
+        return z
+    if draw == "uniform":
+        return uniform_from_normal(z)
+    raise ValueError(f"unknown bias draw {draw!r}; allowed: {', '.join(BIAS_DRAWS)}")
 
 
 def bias_moments(
@@ -312,6 +359,7 @@ def expected_std(weights: str, shape: Sequence[int], gain: float, params: dict) 
 
 
 __all__ = [
+    "BIAS_DRAWS",
     "BIAS_INITS",
     "DRAWS",
     "FAN_MODES",
@@ -319,7 +367,9 @@ __all__ = [
     "FRAMEWORK_DEFAULTS",
     "INITIALIZERS",
     "Fans",
+    "bias_draw",
     "bias_moments",
+    "bias_unit",
     "compute_fans",
     "expected_std",
     "finish_draw",
@@ -329,6 +379,7 @@ __all__ = [
     "resolve_bias",
     "resolve_gain",
     "torch_bias_std",
+    "uniform_from_normal",
     "unit_draw",
     "weight_scale",
 ]

@@ -25,7 +25,7 @@ import optax
 
 from pipeline.core import losses, metrics
 from pipeline.core.diagnostics import Probe, measure
-from pipeline.core.initializers import finish_draw, raw_draw
+from pipeline.core.initializers import finish_draw, raw_draw, uniform_from_normal
 from pipeline.core.lsuv import lsuv
 from pipeline.core.model import Residual
 from pipeline.core.net import Layout, Net, flatten, kernel_norms, unflatten
@@ -77,6 +77,9 @@ class Hparams(NamedTuple):
     # f32[leaves], likewise: the multiplier of train.weight_decay (μP rescales coupled decay with
     # the learning rate, as the mup library does); None = 1 for every leaf
     decay_scale: jax.Array | None = None
+    # bool[biases]: draw this bias uniform (PyTorch's default bias, ``initializers.bias_draw``)
+    # rather than normal, from the same standard normal; None = normal for every bias
+    bias_uniform: jax.Array | None = None
 
 
 class Data(NamedTuple):
@@ -271,14 +274,18 @@ def make_unit_draws(net: Net, draws: tuple[str, ...]) -> UnitSampler:
 
 def init_params(units: dict, hp: Hparams, layout: Layout) -> dict:
     """One row's parameters, in the tree layout of the module's Flax parameters: each kernel its
-    draw times its scale, each bias its mean plus std times its normal draw, each other leaf
-    the module's own value times its scale."""
+    draw times its scale, each bias its mean plus std times its unit draw (its normal draw, or
+    where ``hp.bias_uniform`` says so that normal made uniform: ``initializers.bias_unit``),
+    each other leaf the module's own value times its scale."""
     s = {path: u[hp.seed] for path, u in units.items()}
     flat = {}
     for i, leaf in enumerate(layout.kernels):
         flat[leaf.path] = hp.scale[i] * s[leaf.path][hp.draw[i]]
     for i, leaf in enumerate(layout.biases):
-        flat[leaf.path] = hp.bias_mean[i] + hp.bias_std[i] * s[leaf.path]
+        unit = s[leaf.path]
+        if hp.bias_uniform is not None:
+            unit = jnp.where(hp.bias_uniform[i], uniform_from_normal(unit), unit)
+        flat[leaf.path] = hp.bias_mean[i] + hp.bias_std[i] * unit
     for i, leaf in enumerate(layout.others):
         flat[leaf.path] = hp.other_scale[i] * s[leaf.path]
     return unflatten({leaf.path: flat[leaf.path] for leaf in layout.leaves})

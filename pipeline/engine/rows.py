@@ -11,6 +11,7 @@ import numpy as np
 from pipeline.config import ROW_KEYS, TrialSpec
 from pipeline.core.initializers import (
     INITIALIZERS,
+    bias_draw,
     bias_moments,
     compute_fans,
     resolve_gain,
@@ -164,8 +165,8 @@ def row_hparams(
     trial: TrialSpec, layout: Layout, structure: Structure, draws: tuple[str, ...], seed: int
 ) -> Hparams:
     """The traced numbers of one row, computed on the host from a trial's spec: the schema's
-    ``row`` keys as they are, and per parameter leaf its draw, scale, bias moments and
-    learning-rate and weight-decay multipliers."""
+    ``row`` keys as they are, and per parameter leaf its draw, scale, bias moments and unit
+    draw (uniform for PyTorch's default bias) and learning-rate and weight-decay multipliers."""
     activation, slope = trial["model.activation"], trial["model.negative_slope"]
     scaled = leaf_multipliers(trial, layout, structure)  # once: the init, rate and decay columns
     inits = leaf_inits(trial, layout, structure, scaled)
@@ -174,7 +175,7 @@ def row_hparams(
         r = inits[leaf.path]
         scale.append(kernel_scale(r, leaf.fan_shape, activation, slope))
         draw.append(draws.index(INITIALIZERS[r["weights"]].draw))
-    moments = []
+    moments, uniform = [], []
     fan_ins = bias_fan_ins(layout)
     for leaf in layout.biases:
         r = inits[leaf.path]
@@ -182,6 +183,7 @@ def row_hparams(
             r["bias"], r["bias_value"], r["bias_std"], fan_ins[leaf.path], r["weights"]
         )
         moments.append((mean * r["scale"], std * abs(r["scale"])))
+        uniform.append(bias_draw(r["bias"], r["weights"]) == "uniform")
     weights = trial["init.weights"]
     clip = trial["train.clip_norm"]
     return Hparams(
@@ -200,6 +202,7 @@ def row_hparams(
         attention_scale=attention_row(trial),
         lr_scale=np.asarray([m.lr for m in scaled], np.float32),
         decay_scale=np.asarray([m.decay for m in scaled], np.float32),
+        bias_uniform=np.asarray(uniform, np.bool_),
     )
 
 

@@ -6,6 +6,13 @@ A best-config file holds, per rank, the trial's whole spec (every ``data``, ``mo
 measured metrics and where they came from (study, trial number, MLflow run ids); under an
 ``init.parametrization`` other than sp also its per-layer learning-rate and weight-decay
 multipliers (``lr_multipliers``, ``weight_decay_multipliers``: parameter-path glob -> number).
+
+The answer comes first: one entry per network for the arm ``recommend`` recommends
+(``pipeline.tracking.recommend``), the trial at that arm's best learning rate, so
+``train.learning_rate`` is LR*, with ``source: recommendation`` and an ``answer`` block (the
+network, the arm and its tie set, LR* and its basin, the steps and P(best), the sentence); then
+the study's fastest single trials, ``source: top trial``, ranks continuing. Rank 0 is thus the
+first network's answer. A network with nothing to recommend is named in ``not_recommended``.
 """
 
 from __future__ import annotations
@@ -20,42 +27,118 @@ from pipeline.core.initializers import make_bias_initializer, make_initializer, 
 
 
 def best_document(
-    study, top_k: int, run_ids: dict[int, str | None], parent_run_id: str | None, storage: str
+    study,
+    top_k: int,
+    run_ids: dict[int, str | None],
+    parent_run_id: str | None,
+    storage: str,
+    answers: dict | None = None,
+    baseline: str = "torch_default",
+    margin: float | None = None,
 ) -> dict:
-    """The YAML document of a study's top ``top_k`` trials."""
-    from pipeline.search.study import ranked_trials, trial_metrics, trial_spec
+    """The YAML document of a study: first the answer, one entry per network for its
+    recommended arm (``recommended[0]`` of ``answers``, the ``recommend --json`` document,
+    computed here with ``baseline`` and ``margin`` when not given) at its best learning rate,
+    ``source: recommendation`` with an ``answer`` block; then the study's top ``top_k`` single
+    trials, ``source: top trial``, ranks continuing. Networks with nothing to recommend are
+    listed in ``not_recommended``."""
+    from pipeline.search.study import ranked_trials
 
-    configs = []
-    for rank, trial in enumerate(ranked_trials(study)[:top_k]):
-        nested = trial_spec(study, trial).nested()
-        init = nested["init"]
-        init["gain_value"] = resolve_gain(
-            init["weights"],
-            init["gain"],
-            nested["model"]["activation"],
-            nested["model"]["negative_slope"],
-        )
+    if answers is None:
+        from pipeline.tracking.recommend import recommendations
+
+        kwargs = {} if margin is None else {"margin": margin}
+        answers = recommendations(study, baseline, **kwargs)
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    configs, not_recommended = [], []
+    for network in answers.get("networks", []):
+        picked = answer_trial(network)
+        if picked is None:
+            not_recommended.append({"network": network["network"], "summary": network["summary"]})
+            continue
+        arm, number = picked
+        trial = by_number[number]
+        entry = _entry(study, trial, len(configs), run_ids, parent_run_id, storage)
         configs.append(
             {
-                "rank": rank,
-                **nested,
-                "structure": _data_structure(nested["data"]),
-                **parametrization_entry(nested),
-                "measured": trial_metrics(trial),
-                "provenance": {
-                    "study": study.study_name,
-                    "trial": trial.number,
-                    "mlflow_run_id": run_ids.get(trial.number),
-                    "mlflow_parent_run_id": parent_run_id,
-                    "storage": storage,
-                },
+                "rank": entry.pop("rank"),
+                "source": "recommendation",
+                "answer": answer_block(network, arm, entry["train"]["learning_rate"]),
+                **entry,
             }
         )
+    for trial in ranked_trials(study)[:top_k]:
+        entry = _entry(study, trial, len(configs), run_ids, parent_run_id, storage)
+        configs.append({"rank": entry.pop("rank"), "source": "top trial", **entry})
     return {
         "study": study.study_name,
         "objectives": [str(d.name).lower() for d in study.directions],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "recommend": {
+            k: answers.get(k) for k in ("design", "level", "tie_margin", "baseline") if k in answers
+        },
+        "not_recommended": not_recommended,
         "configs": configs,
+    }
+
+
+def answer_trial(network: dict) -> tuple[str, int] | None:
+    """(arm, trial number) of a network's answer: its recommended arm (``recommended[0]``) and
+    the first trial measured at that arm's best learning rate; None when nothing is
+    recommended."""
+    if not network.get("recommended"):
+        return None
+    arm = network["recommended"][0]
+    entry = next((a for a in network["arms"] if a["arm"] == arm), None)
+    if entry is None or not entry.get("trials_at_best_lr"):
+        return None
+    return arm, int(entry["trials_at_best_lr"][0])
+
+
+def answer_block(network: dict, arm: str, learning_rate: float) -> dict:
+    """What a best file says about the answer it exports: the network, the arm and its tie set,
+    the learning rate (the trial's own, LR*) with its basin, the steps and how sure."""
+    a = next(x for x in network["arms"] if x["arm"] == arm)
+    return {
+        "network": network["network"],
+        "arm": arm,
+        "recommended": list(network["recommended"]),
+        "learning_rate": float(learning_rate),
+        "lr_basin": a.get("basin"),
+        "lr_within_1_5x": a.get("within_1_5x"),
+        "best_lr_at_edge": bool(a.get("best_lr_at_edge")),
+        "steps": a.get("steps"),
+        "steps_ci": a.get("steps_ci"),
+        "p_best": a.get("p_best"),
+        "summary": network["summary"],
+    }
+
+
+def _entry(study, trial, rank: int, run_ids: dict, parent_run_id: str | None, storage: str) -> dict:
+    """One trial as a best-file entry: its whole spec, measured metrics and provenance."""
+    from pipeline.search.study import trial_metrics, trial_spec
+
+    nested = trial_spec(study, trial).nested()
+    init = nested["init"]
+    init["gain_value"] = resolve_gain(
+        init["weights"],
+        init["gain"],
+        nested["model"]["activation"],
+        nested["model"]["negative_slope"],
+    )
+    return {
+        "rank": rank,
+        **nested,
+        "structure": _data_structure(nested["data"]),
+        **parametrization_entry(nested),
+        "measured": trial_metrics(trial),
+        "provenance": {
+            "study": study.study_name,
+            "trial": trial.number,
+            "mlflow_run_id": run_ids.get(trial.number),
+            "mlflow_parent_run_id": parent_run_id,
+            "storage": storage,
+        },
     }
 
 
@@ -91,7 +174,7 @@ def _data_structure(data: dict) -> dict[str, int]:
 def write_best(document: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(document, sort_keys=False))
+    tmp.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), "utf-8")
     tmp.replace(path)  # never a half-written file
     return path
 
@@ -101,7 +184,7 @@ def read_best(path: str | Path, rank: int = 0) -> dict:
     path = Path(path)
     if not path.exists():
         raise LookupError(f"no best-config file at {path}: run `make best` first")
-    document = yaml.safe_load(path.read_text()) or {}
+    document = yaml.safe_load(path.read_text("utf-8")) or {}
     configs = document.get("configs") or []
     if not 0 <= rank < len(configs):
         raise LookupError(f"{path} has {len(configs)} configs; rank {rank} is out of range")
@@ -151,7 +234,13 @@ def init_params(best: str | Path | dict, module, key, x, rank: int = 0) -> dict:
     import jax.numpy as jnp
 
     from pipeline.config import TrialSpec
-    from pipeline.core.initializers import INITIALIZERS, bias_moments, unit_draw
+    from pipeline.core.initializers import (
+        INITIALIZERS,
+        bias_draw,
+        bias_moments,
+        bias_unit,
+        unit_draw,
+    )
     from pipeline.core.model import Structure
     from pipeline.core.net import as_net, flatten, unflatten
     from pipeline.engine.rows import bias_fan_ins, kernel_scale, leaf_inits
@@ -185,8 +274,9 @@ def init_params(best: str | Path | dict, module, key, x, rank: int = 0) -> dict:
             mean, std = bias_moments(
                 r["bias"], r["bias_value"], r["bias_std"], fan_in, r["weights"]
             )
-            normal = [jax.random.normal(kk, leaf.layer_shape) for kk in keys]
-            layers = [r["scale"] * (mean + std * n) for n in normal]
+            draw = bias_draw(r["bias"], r["weights"])  # PyTorch's bias: uniform
+            units = [bias_unit(draw, jax.random.normal(kk, leaf.layer_shape)) for kk in keys]
+            layers = [r["scale"] * (mean + std * u) for u in units]
         else:
             out[leaf.path] = r["scale"] * own[leaf.path]
             continue

@@ -26,6 +26,12 @@ engine (``pipeline.engine.rows.leaf_multipliers`` on the built-in network) as pa
 globs; ``optax_for`` builds the config's optimizer with them (``optax.multi_transform``),
 ``torch_param_groups`` gives ``torch.optim`` parameter groups, and the Flax and PyTorch snippets
 print the same as code (``optimizer_code``); Keras gets them as a comment (docs/mup.md).
+
+Every snippet ends with the optimizer at the config's learning rate (``optimizer_code``, the
+engine's chain: clipping, L2 decay added to the gradient, sgd / momentum / adam, the warmup):
+``optimizer = optax...`` (Flax), ``make_optimizer(model)`` over ``torch.optim`` (PyTorch),
+``optimizer = keras.optimizers...`` (Keras; its L2 decay a regularizer). For an answer of a best
+file (``source: recommendation``) that rate is LR*, and a comment gives its basin.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import importlib
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -425,15 +432,48 @@ def torch_param_groups(cfg, module) -> list[dict]:
     return list(groups.values())
 
 
+def lr_comment(cfg) -> str:
+    """For an answer of a best file (an entry with an ``answer`` block): its learning rate and
+    the basin around it as a comment line; empty otherwise."""
+    answer = cfg.get("answer") if isinstance(cfg, dict) else None
+    if not answer:
+        return ""
+    basin = answer.get("lr_basin")
+    if basin and basin[0] == basin[1]:
+        where = f"every seed reached the target at {basin[0]:.3g}, not at its neighbours"
+    elif basin:
+        where = f"every seed reached the target from {basin[0]:.3g} to {basin[1]:.3g}"
+    else:
+        where = "the fastest rate tried; at none did every seed reach the target"
+    if answer.get("best_lr_at_edge"):
+        where += "; at the edge of the rates tried"
+    return (
+        f"# learning rate {answer['learning_rate']:.3g} ({where}): {answer['arm']} for "
+        f"{answer['network']}\n"
+    )
+
+
+def _constants_source(cfg, decay: bool) -> str:
+    """``LEARNING_RATE`` (and ``WEIGHT_DECAY``) as the optimizer snippets start from them."""
+    t = _trial_of(cfg)
+    text = lr_comment(cfg) + (
+        f"LEARNING_RATE = {_literal(t['train.learning_rate'])}  # train.learning_rate\n"
+    )
+    if decay:
+        text += (
+            f"WEIGHT_DECAY = {_literal(t['train.weight_decay'])}  # train.weight_decay: L2, added "
+            "to the gradient\n"
+        )
+    return text
+
+
 def _rates_source(cfg) -> str:
-    """The constants and the table every optimizer snippet starts from."""
+    """The constants and the table every per-parameter optimizer snippet starts from."""
     t = _trial_of(cfg)
     rows = "".join(f"    ({json.dumps(r.glob)}, {_literal(r.lr)}, {_literal(r.decay)}),\n"
                    for r in rate_table(cfg))  # fmt: skip
     return (
-        f"LEARNING_RATE = {_literal(t['train.learning_rate'])}  # train.learning_rate\n"
-        f"WEIGHT_DECAY = {_literal(t['train.weight_decay'])}  # train.weight_decay: L2, added to "
-        "the gradient\n"
+        f"{_constants_source(cfg, decay=True)}"
         f"# init.parametrization={t['init.parametrization']}, {t['train.optimizer']}: (parameter "
         "path glob, learning-rate multiplier,\n# weight-decay multiplier), the first match wins\n"
         f"RATES = [\n{rows}]\n"
@@ -441,43 +481,77 @@ def _rates_source(cfg) -> str:
 
 
 def optimizer_code(cfg, framework: str) -> str:
-    """The optimizer of ``optax_for`` (``framework="flax"``) or ``torch_param_groups`` (``"torch"``)
-    as code to paste; empty for ``sp`` (one learning rate: nothing to add)."""
+    """The config's optimizer as code to paste, in the engine's order
+    (``pipeline.core.train.make_optimizer``): clipping, L2 decay added to the gradient, the
+    direction (sgd, momentum, adam) at train.learning_rate with its warmup; for an answer of a
+    best file its basin as a comment. Under ``init.parametrization`` other than sp, with the
+    per-parameter rates: ``optax_for`` (``framework="flax"``) or ``torch_param_groups``
+    (``"torch"``) as code; Keras, and a user's module, get the base rate and a comment."""
+    if framework not in FORMATS:
+        raise ValueError(f"unknown format {framework!r}; allowed: {', '.join(FORMATS)}")
     t = _trial_of(cfg)
-    if t["init.parametrization"] == "sp":
-        return ""
-    kind, warmup, clip = t["train.optimizer"], t["train.warmup_steps"], t["train.clip_norm"]
-    if framework == "flax":
-        return _optax_source(cfg, kind, warmup, clip)
-    if framework == "torch":
-        return _torch_optimizer_source(cfg, kind, warmup, clip)
-    raise ValueError(f"no optimizer code for {framework!r}; allowed: flax, torch")
-
-
-def _optax_source(cfg, kind: str, warmup: int, clip: float | None) -> str:
-    if kind == "adam":
-        make = "optax.adam(rate)"
-    elif kind == "momentum":
-        momentum = _literal(_trial_of(cfg)["train.momentum"])
-        make = f"optax.sgd(rate, momentum={momentum})"  # train.momentum
-    else:
-        make = "optax.sgd(rate)"
-    if warmup:
-        rate = (
-            f"    # train.warmup_steps={warmup}: update k uses min(1, (k + 1) / {warmup}) of it\n"
-            f"    rate = lambda count: peak * jnp.minimum(1.0, (count + 1) / {warmup})\n"
+    per_parameter = t["init.parametrization"] != "sp"
+    if per_parameter and (framework == "keras" or t["model.kind"] == "custom"):
+        where = "the note above" if framework == "keras" else "docs/mup.md"
+        return (
+            f"{_constants_source(cfg, decay=bool(t['train.weight_decay']))}"
+            f"# init.parametrization={t['init.parametrization']}: the base rate; each "
+            f"parameter's multiplier is not generated here ({where})\n"
         )
-    else:
-        rate = "    rate = peak\n"
-    decay = (
-        "optax.add_decayed_weights(WEIGHT_DECAY * decay), "
-        if _trial_of(cfg)["train.weight_decay"]
-        else ""
+    if framework == "flax":
+        return _optax_source(cfg, per_parameter)
+    if framework == "torch":
+        return _torch_optimizer_source(cfg, per_parameter)
+    return _keras_optimizer_source(cfg)
+
+
+def _optax_direction(t, rate: str) -> str:
+    """train.optimizer as its optax call at learning rate ``rate`` (a name in the snippet)."""
+    if t["train.optimizer"] == "adam":
+        return f"optax.adam(learning_rate={rate})"
+    if t["train.optimizer"] == "momentum":  # train.momentum
+        return f"optax.sgd(learning_rate={rate}, momentum={_literal(t['train.momentum'])})"
+    return f"optax.sgd(learning_rate={rate})"
+
+
+def _warmup_source(warmup: int, name: str, peak: str, indent: str = "") -> str:
+    """train.warmup_steps as an optax schedule ``name`` of ``peak`` (update k uses
+    min(1, (k+1) / warmup_steps) of it: ``pipeline.core.train.warmup_factor``)."""
+    return (
+        f"{indent}# train.warmup_steps={warmup}: update k uses min(1, (k + 1) / {warmup}) of it\n"
+        f"{indent}{name} = lambda count: {peak} * jnp.minimum(1.0, (count + 1) / {warmup})\n"
     )
-    head = ""
-    if clip is not None:
-        head = f"    optax.clip_by_global_norm({_literal(clip)}),  # train.clip_norm\n"
+
+
+def _optax_source(cfg, per_parameter: bool) -> str:
+    t = _trial_of(cfg)
+    warmup, clip, decay = t["train.warmup_steps"], t["train.clip_norm"], t["train.weight_decay"]
     numpy = "import jax.numpy as jnp\n" if warmup else ""
+    clip_line = (
+        "" if clip is None else f"optax.clip_by_global_norm({_literal(clip)}),  # train.clip_norm\n"
+    )
+    if not per_parameter:
+        rate = "learning_rate" if warmup else "LEARNING_RATE"
+        chain = [
+            *([clip_line] if clip_line else []),
+            *(["optax.add_decayed_weights(WEIGHT_DECAY),\n"] if decay else []),
+            f"{_optax_direction(t, rate)},\n",
+        ]
+        if len(chain) == 1:
+            made = _optax_direction(t, rate) + "\n"
+        else:
+            made = "optax.chain(\n" + "".join(f"    {x}" for x in chain) + ")\n"
+        return (
+            f"\n\n{numpy}import optax\n\n"
+            f"{_constants_source(cfg, decay=bool(decay))}"
+            f"{_warmup_source(warmup, 'learning_rate', 'LEARNING_RATE') if warmup else ''}"
+            f"optimizer = {made}"
+            "# opt_state = optimizer.init(params); updates, opt_state = optimizer.update(grads, "
+            "opt_state, params)\n"
+        )
+    rate = _warmup_source(warmup, "rate", "peak", "    ") if warmup else "    rate = peak\n"
+    decayed = "optax.add_decayed_weights(WEIGHT_DECAY * decay), " if decay else ""
+    head = f"    {clip_line}" if clip_line else ""
     return (
         f"\n\nimport fnmatch\n\nimport jax\n{numpy}import optax\n\n"
         f"{_rates_source(cfg)}\n\n"
@@ -496,7 +570,7 @@ def _optax_source(cfg, kind: str, warmup: int, clip: float | None) -> str:
         "def direction(peak: float, decay: float):\n"
         '    """One RATES row\'s optimizer: its L2 decay, then the step at its learning rate."""\n'
         f"{rate}"
-        f"    return optax.chain({decay}{make})\n\n\n"
+        f"    return optax.chain({decayed}{_optax_direction(t, 'rate')})\n\n\n"
         "tx = optax.chain(\n"
         f"{head}"
         "    optax.multi_transform(\n"
@@ -504,27 +578,43 @@ def _optax_source(cfg, kind: str, warmup: int, clip: float | None) -> str:
         "        rate_labels,\n"
         "    ),\n"
         ")\n"
+        "optimizer = tx\n"
         "# opt_state = tx.init(params); updates, opt_state = tx.update(grads, opt_state, params)\n"
     )
 
 
-def _torch_optimizer_source(cfg, kind: str, warmup: int, clip: float | None) -> str:
-    if kind == "adam":
-        make = "torch.optim.Adam(param_groups(model), lr=LEARNING_RATE)"
-    else:
-        momentum = _trial_of(cfg)["train.momentum"] if kind == "momentum" else 0.0
-        make = f"torch.optim.SGD(param_groups(model), lr=LEARNING_RATE, momentum={momentum!r})"
-    steps = ["optimizer.step()"]
+def _torch_optimizer_source(cfg, per_parameter: bool) -> str:
+    t = _trial_of(cfg)
+    kind, warmup, clip = t["train.optimizer"], t["train.warmup_steps"], t["train.clip_norm"]
+    decay = t["train.weight_decay"]
+    params = "param_groups(model)" if per_parameter else "model.parameters()"
+    extra = ""
+    if kind == "momentum":
+        extra += f", momentum={_literal(t['train.momentum'])}"  # train.momentum
+    if decay and not per_parameter:  # a group's own weight_decay otherwise
+        extra += ", weight_decay=WEIGHT_DECAY"
+    make = f"torch.optim.{'Adam' if kind == 'adam' else 'SGD'}({params}, lr=LEARNING_RATE{extra})"
+    use, steps = ["optimizer = make_optimizer(model)"], ["optimizer.step()"]
     if clip is not None:
         steps.insert(0, f"torch.nn.utils.clip_grad_norm_(model.parameters(), {_literal(clip)})")
-    lines = [f"# optimizer = {make}"]
+    code = (
+        "def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:\n"
+        f'    """train.optimizer={kind} at train.learning_rate."""\n'
+        f"    return {make}\n"
+    )
     if warmup:
-        lines.append(
-            "# scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, "
-            f"(k + 1) / {warmup}))  # train.warmup_steps"
+        code += (
+            "\n\ndef make_scheduler(optimizer: torch.optim.Optimizer):\n"
+            f'    """train.warmup_steps={warmup}: step k uses min(1, (k + 1) / {warmup}) of the '
+            'rate."""\n'
+            "    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / "
+            f"{warmup}))\n"
         )
+        use.append("scheduler = make_scheduler(optimizer)")
         steps.append("scheduler.step()")
-    lines.append(f"# each step, after loss.backward(): {'; '.join(steps)}")
+    code += f"\n\n# {'; '.join(use)}\n# each step, after loss.backward(): {'; '.join(steps)}\n"
+    if not per_parameter:
+        return f"\n\nimport torch\n\n{_constants_source(cfg, decay=bool(decay))}\n\n{code}"
     norms = "".join(f"    torch.nn.{n},\n" for n in _TORCH_NORMS)
     return (
         "\n\nimport fnmatch\n\nimport torch\n\n"
@@ -555,8 +645,45 @@ def _torch_optimizer_source(cfg, kind: str, warmup: int, clip: float | None) -> 
         "            lr, decay = LEARNING_RATE * lr, WEIGHT_DECAY * decay\n"
         '            groups.setdefault(glob, {"params": [], "lr": lr, "weight_decay": decay})\n'
         '            groups[glob]["params"].append(p)\n'
-        "    return list(groups.values())\n\n\n" + "".join(line + "\n" for line in lines)
+        f"    return list(groups.values())\n\n\n{code}"
     )
+
+
+def _keras_optimizer_source(cfg) -> str:
+    """train.optimizer as a Keras optimizer: the rate (its warmup a schedule), momentum,
+    clipping by global norm (``global_clipnorm``); the engine's L2 decay, added to the gradient,
+    is a regularizer in Keras (its optimizers' ``weight_decay`` is decoupled, AdamW-style)."""
+    t = _trial_of(cfg)
+    kind, warmup, clip = t["train.optimizer"], t["train.warmup_steps"], t["train.clip_norm"]
+    decay = t["train.weight_decay"]
+    rate = "Warmup()" if warmup else "LEARNING_RATE"
+    args = [f"learning_rate={rate}"]
+    if kind == "momentum":
+        args.append(f"momentum={_literal(t['train.momentum'])}")
+    if kind == "adam":
+        args.append("epsilon=1e-08")  # optax's
+    if clip is not None:
+        args.append(f"global_clipnorm={_literal(clip)}")
+    code = f"\n\nimport keras\n\n{_constants_source(cfg, decay=bool(decay))}"
+    if warmup:
+        code += (
+            "\n\nclass Warmup(keras.optimizers.schedules.LearningRateSchedule):\n"
+            f'    """train.warmup_steps={warmup}: step k uses min(1, (k + 1) / {warmup}) of the '
+            'rate."""\n\n'
+            "    def __call__(self, step):\n"
+            '        k = keras.ops.cast(step, "float32")\n'
+            f"        return LEARNING_RATE * keras.ops.minimum(1.0, (k + 1.0) / {warmup})\n\n\n"
+        )
+    name = "Adam" if kind == "adam" else "SGD"
+    code += f"optimizer = keras.optimizers.{name}({', '.join(args)})\n"
+    if decay:
+        code += (
+            "# train.weight_decay: L2 added to the gradient, d/dw of WEIGHT_DECAY / 2 * w^2:\n"
+            "regularizer = keras.regularizers.L2(WEIGHT_DECAY / 2)\n"
+            "# keras.layers.Dense(units, ..., kernel_regularizer=regularizer, "
+            "bias_regularizer=regularizer)\n"
+        )
+    return code
 
 
 def init_spec(cfg, layer: str | None = None) -> InitSpec:
@@ -945,19 +1072,17 @@ def to_torch(cfg) -> Callable:
 
 
 def snippet(cfg, framework: str, title: str = "") -> str:
-    """Ready-to-paste code that builds the same initializers as ``to_<framework>(cfg)`` and,
-    under ``init.parametrization`` other than sp, the optimizer with its per-parameter learning
-    rates and weight decay: ``optax_for(cfg)`` (Flax) or ``torch_param_groups(cfg, model)``
-    (PyTorch) as code (``optimizer_code``); Keras gets them as a comment (docs/mup.md)."""
+    """Ready-to-paste code that builds the same initializers as ``to_<framework>(cfg)`` and the
+    optimizer at the config's learning rate (``optimizer_code``: for an answer of a best file
+    LR*, its basin as a comment); under ``init.parametrization`` other than sp with its
+    per-parameter learning rates and weight decay: ``optax_for(cfg)`` (Flax) or
+    ``torch_param_groups(cfg, model)`` (PyTorch) as code; Keras gets them as a comment
+    (docs/mup.md)."""
     text = _init_snippet(cfg, framework, title)
-    init, model, _ = _sections(cfg)
-    if framework == "keras" or model.get("kind", "mlp") == "custom":
-        return text
-    if init.get("parametrization", "sp") == "sp":
-        return text  # one learning rate: the snippet is the initializers alone, as before
     imported = {line for line in text.splitlines() if line.startswith(("import ", "from "))}
     code = "\n".join(x for x in optimizer_code(cfg, framework).splitlines() if x not in imported)
-    return text + "\n\n" + code.lstrip("\n") + "\n"
+    code = re.sub(r"\n{4,}", "\n\n\n", code.strip("\n"))  # an import left out: no gap
+    return text + "\n\n" + code + "\n"
 
 
 def _init_snippet(cfg, framework: str, title: str = "") -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.config import RUN_KEYS, SPEC_ATTR, Space, TrialSpec, redacted
+from pipeline.config import RUN_KEYS, SPEC_ATTR, ConfigError, Space, TrialSpec, redacted
 from pipeline.core.metrics import SUMMARY_KEYS
 from pipeline.search import samplers
 
@@ -114,6 +114,151 @@ def trial_seed_steps(trial: optuna.trial.FrozenTrial) -> list[float]:
     return [float(trial_metrics(trial).get("steps_to_target", math.inf))]
 
 
+SEED_DIVERGED_ATTR = "seed_diverged"  # per seed: 1 if it diverged (``seed_diverged``)
+# A seed whose final smoothed loss ends above this many times its initial loss diverged, NaN or
+# not (a tanh network at too large a rate climbs to 5-20x ln 10 on digits; one that is merely
+# stuck stays within a percent of its start).
+DIVERGED_LOSS_FACTOR = 1.5
+
+
+def seed_diverged(seeds: list[dict[str, float]]) -> list[int]:
+    """Per seed of a result: whether it diverged, its loss NaN/Inf or its final (smoothed)
+    training loss above ``DIVERGED_LOSS_FACTOR`` times its initial one (what ``recommend``
+    calls the divergence rate)."""
+    return [
+        int(
+            bool(s["diverged"])
+            or not s["final_train_loss"] <= DIVERGED_LOSS_FACTOR * s["initial_train_loss"]
+        )
+        for s in seeds
+    ]
+
+
+def trial_seed_diverged(trial: optuna.trial.FrozenTrial, seeds: int) -> list[int]:
+    """A trial's per-seed divergence; for a study written before it was stored, the trial's
+    ``diverged`` metric (any seed) for every seed."""
+    stored = trial.user_attrs.get(SEED_DIVERGED_ATTR)
+    if stored is not None and len(stored) == seeds:
+        return [int(v) for v in stored]
+    return [int(bool(trial_metrics(trial).get("diverged", 0)))] * seeds
+
+
+# The study's question: the settings it was asked with (every run key but the few that change
+# nothing measured, the space, the design), stored once when the study is created.
+QUESTION_ATTR = "question"
+NOT_THE_QUESTION = ("metrics.curve_every_steps", "metrics.diagnostics")
+DESIGN_KEYS = ("study.design", "study.grid_per_decade", "study.grid_limits", "study.objectives")
+
+
+def question(cfg, space: Space) -> dict:
+    """What a study asks: ``settings`` (dotted run keys and the design keys) and ``space``."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import to_flat_dict
+
+    flat = to_flat_dict(cfg)
+    settings = {k: v for k, v in flat.items() if k in RUN_KEYS and k not in NOT_THE_QUESTION}
+    for k in DESIGN_KEYS:
+        value = OmegaConf.select(cfg, k)
+        settings[k] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return {"settings": settings, "space": dict(space.entries)}
+
+
+def stored_question(cfg) -> dict | None:
+    """The question stored with ``cfg``'s study (None: no such study yet, or one written
+    before questions were stored); reads only, so nothing is written when it differs."""
+    spec = storage_spec(cfg)
+    if "://" not in spec and not Path(spec).exists():
+        return None
+    try:
+        study = optuna.load_study(study_name=cfg.study.name, storage=make_storage(spec))
+    except KeyError:
+        return None
+    except (ImportError, OSError, SQLAlchemyError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LookupError(
+            f"cannot open study.storage={redacted(spec)}: {redacted(reason)}"
+        ) from None
+    return study.user_attrs.get(QUESTION_ATTR)
+
+
+def check_question(cfg, space: Space) -> None:
+    """A study is its question: a sweep whose settings differ from those stored under its study
+    name is refused in one line before anything is written (``sweep --resume`` continues the
+    stored study as it was asked)."""
+    stored = stored_question(cfg)
+    if stored is None:
+        return
+    changes = question_changes(stored, question(cfg, space))
+    if changes:
+        name = cfg.study.name
+        shown = ", ".join(changes[:3]) + (
+            f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        )
+        raise ConfigError(
+            f"study {name!r} was asked with other settings: {shown}; give this question its "
+            f"own name (study.name={name}-2) or add --resume to continue {name!r} as it was asked"
+        )
+
+
+def resume_config(cfg, space: Space):
+    """``sweep --resume``: ``cfg`` with the question stored under its study name in place of
+    its own (the bookkeeping it names, n_trials, storage, tracking, engine, stays); and the
+    changes from what was asked that this ignores."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config import load_config
+
+    stored = stored_question(cfg)
+    if stored is None:
+        raise LookupError(
+            f"no study {cfg.study.name!r} with stored settings in {redacted(storage_spec(cfg))} "
+            "to resume: run it without --resume"
+        )
+    layer: dict = {}
+    for key, value in stored["settings"].items():
+        section, name = key.split(".")
+        layer.setdefault(section, {})[name] = value
+    for key, value in stored["space"].items():
+        node = layer.setdefault("space", {})
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    layer.setdefault("space", {})
+    kept = {s: OmegaConf.to_container(cfg[s]) for s in ("study", "tracking", "engine", "report")}
+    for key in DESIGN_KEYS:
+        kept["study"].pop(key.split(".")[1], None)
+    kept["runs_dir"] = cfg.runs_dir
+    name = cfg.study.name
+    resumed = load_config([], None, [(layer, f"study {name!r}"), (kept, "the command line")])
+    return resumed, question_changes(stored, question(cfg, space))
+
+
+def question_changes(stored: dict, asked: dict) -> list[str]:
+    """``key (stored -> asked)`` for every setting or space entry that differs."""
+    out = []
+    for part, prefix in (("settings", ""), ("space", "space.")):
+        old, new = stored.get(part, {}), asked.get(part, {})
+        for k in sorted(set(old) | set(new)):
+            if part == "settings" and k not in old:
+                continue  # a key added to the schema since: its default is the old behaviour
+            if _canonical(old.get(k)) != _canonical(new.get(k)):
+                out.append(f"{prefix}{k} ({_short(old.get(k))} -> {_short(new.get(k))})")
+    return out
+
+
+def _canonical(v):
+    import json
+
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def _short(v) -> str:
+    text = "unset" if v is None else str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def open_study(cfg, space: Space, worker: int | None = None) -> optuna.Study:
     """Create the study, or load it to continue up to ``study.n_trials``.
 
@@ -137,6 +282,8 @@ def open_study(cfg, space: Space, worker: int | None = None) -> optuna.Study:
         where = f"study.storage={redacted(spec)}"
         raise LookupError(f"cannot open {where}: {redacted(reason)}") from None
     so_far = len(study.get_trials(deepcopy=False))
+    if not so_far and QUESTION_ATTR not in study.user_attrs:
+        study.set_user_attr(QUESTION_ATTR, question(cfg, space))
     if so_far or worker is not None:
         entropy = [cfg.study.seed, so_far]
         if worker is not None:

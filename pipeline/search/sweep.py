@@ -32,6 +32,7 @@ from pipeline.engine import Engine, check_fits
 from pipeline.engine.datasets import load_dataset
 from pipeline.engine.devices import setup_jax
 from pipeline.engine.timing import Stopwatch
+from pipeline.search import grid as grids
 from pipeline.search import lease as leases
 from pipeline.search import samplers as search_space
 from pipeline.search import study as studies
@@ -121,6 +122,12 @@ class Sweep:
         self.tracker = open_tracker(cfg, experiment, self.lease.worker, parent_run)
         if worker is None:  # `sweep --workers N` recovers once, before it starts the workers
             recover(cfg, self.study, self.tracker, self.lease.worker)
+        # study.design=grid: every point enqueued (pipeline.search.grid), suggested from the
+        # learning-rate range of the grid's limits.
+        self.grid = cfg.study.design == "grid"
+        self.suggest_space = grids.search_space(cfg, self.space) if self.grid else self.space
+        if self.grid and worker is None:  # `sweep --workers N`: the launcher plans it
+            grids.plan(self.study, cfg, self.space)
         self.engine = Engine(cfg, load_dataset(cfg.data), self.space)
         # What every trial shares; each trial's spec adds the values the space fixes or samples.
         self.base = to_flat_dict(cfg, RUN_SECTIONS)
@@ -175,7 +182,9 @@ class Sweep:
         # Failed trials (an interrupted batch) are not done: the rerun trains their budget again.
         finished = len(self.study.get_trials(deepcopy=False, states=DONE))
         remaining = max(0, self.cfg.study.n_trials - finished)
-        if remaining == 0:
+        if self.grid:  # what is planned so far; extensions add to it
+            remaining = min(remaining, grids.waiting(self.study))
+        if remaining == 0 and not self.grid:  # a grid may still grow: said after the loop
             self.console.print(
                 f"study {self.cfg.study.name!r} already has {finished} finished trials "
                 f"(study.n_trials={self.cfg.study.n_trials})"
@@ -194,6 +203,15 @@ class Sweep:
                         self._wait(1.0)
             status = "FINISHED"
             self.phases["trained"] = time.time()
+            if self.grid and self.told == 0:
+                why = (
+                    f"study.n_trials={self.cfg.study.n_trials} reached"
+                    if finished >= self.cfg.study.n_trials
+                    else "its whole grid: every arm's basin closed or at study.grid_limits"
+                )
+                self.console.print(
+                    f"study {self.cfg.study.name!r} already has {finished} finished trials, {why}"
+                )
         finally:
             # Interrupted or crashed: every trained result is still recorded (a second Ctrl-C
             # stops waiting for them), trials asked but not told fail, never stay RUNNING, and
@@ -247,7 +265,19 @@ class Sweep:
         if finished >= self.cfg.study.n_trials:
             return None
         running = sum(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-        return max(0, min(self.cfg.study.batch_size, self.cfg.study.n_trials - finished - running))
+        room = self.cfg.study.n_trials - finished - running
+        if self.grid:
+            queued = sum(t.state == optuna.trial.TrialState.WAITING for t in trials)
+            if queued == 0 and running:
+                return 0  # other workers still train: their results decide the extension
+            if queued == 0:
+                queued = grids.extend(self.study, self.cfg)
+                if queued == 0:
+                    return None  # every arm's basin is closed, or the limits are reached
+                total = self.progress.tasks[self.task].total or 0
+                self.progress.update(self.task, total=total + min(queued, max(room, 0)))
+            room = min(room, queued)
+        return max(0, min(self.cfg.study.batch_size, room))
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -267,6 +297,19 @@ class Sweep:
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return [t for t in batch if t.number in first]
 
+    def _planned_only(self, batch: list[optuna.trial.Trial]) -> list[optuna.trial.Trial]:
+        """Under the grid, a trial asked when another worker had just taken the last queued
+        point would be sampled off the grid: fail it (it is not part of the design)."""
+        frozen = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        kept = []
+        for trial in batch:
+            if frozen[trial.number].system_attrs.get("fixed_params"):
+                kept.append(trial)
+            else:
+                trial.set_user_attr("off_grid", True)
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return kept
+
     def _run_batch(self, size: int) -> None:
         self._stop_point()
         t0 = time.perf_counter()
@@ -275,12 +318,16 @@ class Sweep:
         for trial in self.batch:
             self.lease.hold(trial)
         self.batch = self._keep_first(self.batch)
+        if self.grid:
+            self.batch = self._planned_only(self.batch)
         self.untold = {t.number for t in self.batch}
         self.specs = [
-            TrialSpec.from_flat({**self.base, **search_space.suggest(t, self.space)})
+            TrialSpec.from_flat({**self.base, **search_space.suggest(t, self.suggest_space)})
             for t in self.batch
         ]
         self.optuna_s += time.perf_counter() - t0
+        if not self.batch:
+            return
         self.engine.run(self.specs, on_chunk=self._on_chunk, on_result=self._on_result)
 
     def _on_chunk(self, ids: list[int], step: int, values: list[float]) -> set[int]:
@@ -345,6 +392,7 @@ class Sweep:
                 # per seed, for the bootstrap of `recommend` (pipeline.tracking.recommend)
                 seed_steps = [seed["steps_to_target"] for seed in result.seeds]
                 trial.set_user_attr(studies.SEED_STEPS_ATTR, seed_steps)
+                trial.set_user_attr(studies.SEED_DIVERGED_ATTR, studies.seed_diverged(result.seeds))
                 trial.set_user_attr(
                     "trace", compact_trace(result, self.cfg.metrics.curve_every_steps)
                 )

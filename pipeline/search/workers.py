@@ -23,9 +23,16 @@ from rich.console import Console
 
 
 def worker_command(
-    i: int, overrides: list[str], experiment: str | None, parent_run: str | None, cores: int
+    i: int,
+    overrides: list[str],
+    experiment: str | None,
+    parent_run: str | None,
+    cores: int,
+    resume: bool = False,
 ) -> list[str]:
     cmd = [sys.executable, "-m", "pipeline", "sweep", "--worker", str(i)]
+    if resume:
+        cmd.append("--resume")
     if parent_run is not None:
         cmd += ["--parent-run", parent_run]
     if experiment:
@@ -40,7 +47,14 @@ def cores_per_worker(cfg, n: int) -> int:
     return max(1, (os.cpu_count() or 1) // n)
 
 
-def launch(cfg, experiment: str | None, overrides: list[str], n: int, console: Console) -> int:
+def launch(
+    cfg,
+    experiment: str | None,
+    overrides: list[str],
+    n: int,
+    console: Console,
+    resume: bool = False,
+) -> int:
     """Run ``n`` workers to the end; 0 when all finished, 130 when interrupted, else 1."""
     from pipeline.config import Space
     from pipeline.engine import check_fits
@@ -57,6 +71,10 @@ def launch(cfg, experiment: str | None, overrides: list[str], n: int, console: C
     held = lease.Lease(study, cfg.study.lease_s).start()  # keeps the parent run from looking dead
     tracker = open_tracker(cfg, experiment, held.worker)
     recover(cfg, study, tracker, held.worker)
+    if cfg.study.design == "grid":  # the workers ask the planned points (pipeline.search.grid)
+        from pipeline.search.grid import plan
+
+        plan(study, cfg, space)
     parent = tracker.parent_id if tracker is not None else None
     env = dict(os.environ)
     # One single-threaded XLA device per core of each worker's share (pipeline.engine.devices).
@@ -64,7 +82,7 @@ def launch(cfg, experiment: str | None, overrides: list[str], n: int, console: C
     cores = cores_per_worker(cfg, n)
     procs = [
         subprocess.Popen(
-            worker_command(i, overrides, experiment, parent, cores),
+            worker_command(i, overrides, experiment, parent, cores, resume),
             env=env,
             start_new_session=True,
         )

@@ -23,8 +23,8 @@ from pipeline import theory  # noqa: E402
 from pipeline.config import TrialSpec  # noqa: E402
 from pipeline.core.model import RESIDUAL_KINDS  # noqa: E402
 from pipeline.search.study import trial_spec  # noqa: E402
-from pipeline.tracking import recommend  # noqa: E402
-from pipeline.tracking.recommend import group_name, network_label  # noqa: E402
+from pipeline.tracking import cells, heatmap  # noqa: E402
+from pipeline.tracking.cells import group_name, network_label  # noqa: E402
 
 NEVER = "never reached"
 # Panels per figure when a figure draws one panel per network; beyond it, the networks with the
@@ -49,10 +49,9 @@ def study_rows(study: optuna.Study) -> list[Row]:
 
 
 def network_keys(specs) -> tuple[str, ...]:
-    """The keys that name a network, as the recommendations name it
-    (``recommend.network_keys``): kind, activation and depth, plus width, norm, heads and
-    attention scale where the trials differ in them."""
-    return recommend.network_keys(specs)
+    """The keys that name a network in the figures (``cells.network_keys``): kind, activation
+    and depth, plus width, norm, heads and attention scale where the trials differ in them."""
+    return cells.network_keys(specs)
 
 
 def networks(rows: list[Row], keys: tuple[str, ...] | None = None) -> dict[str, list[Row]]:
@@ -87,7 +86,7 @@ class Profile(NamedTuple):
 
 
 def layer_profiles(rows: list[Row], key: str) -> dict[str, Profile]:
-    """Per initializer (``recommend.group_name``): median and interquartile band of the trace
+    """Per initializer (``cells.group_name``): median and interquartile band of the trace
     ``key`` (e.g. ``init_backprop_norm``) over the rows' trials, layer by layer. A value that is
     not positive is NaN in the result: a log axis has no place for it."""
     traces: dict[str, list[np.ndarray]] = {}
@@ -727,14 +726,21 @@ FIGURES: dict[str, Callable[[list[Row], str, Path], Path | None]] = {
 }
 
 
-def sweep_plots(study: optuna.Study, out: Path) -> list[Path]:
+def sweep_plots(study: optuna.Study, out: Path, answer: dict | None = None) -> list[Path]:
     """Every figure of a study; those without the data they need are skipped, and a figure
-    that fails is reported and skipped: a picture is never worth losing a finished study."""
+    that fails is reported and skipped: a picture is never worth losing a finished study.
+    ``answer``: the study's ``recommend.recommendations`` where the caller has it (the LR x arm
+    heatmap draws its basins and picks)."""
     from optuna.visualization import matplotlib as ovm
 
     out.mkdir(parents=True, exist_ok=True)
     rows = study_rows(study)
     made = []
+    try:
+        made.append(heatmap.lr_heatmap(study, out / "lr_heatmap.png", answer) if rows else None)
+    except Exception as e:
+        warnings.warn(f"figure lr_heatmap.png skipped: {type(e).__name__}: {e}", stacklevel=2)
+        plt.close("all")
     for filename, draw in FIGURES.items():
         try:
             made.append(draw(rows, study.study_name, out / filename) if rows else None)

@@ -1,9 +1,8 @@
-"""Terminal output of a study: the top configurations, best first, and a verdict per family."""
+"""Terminal output of a study: the top single trials, best first; initializer families."""
 
 from __future__ import annotations
 
 import math
-import statistics
 
 import optuna
 from rich.table import Table
@@ -15,6 +14,7 @@ COLUMNS = {
     "model.depth": "depth",
     "init.weights": "init",
     "init.gain": "gain",
+    "train.learning_rate": "learning rate",
 }
 
 
@@ -41,8 +41,30 @@ def rules_text(rules: list) -> str:
     return "; ".join(parts) or "-"
 
 
-def best_table(study: optuna.Study, top_k: int) -> Table:
-    """The top trials; "never" for a trial that missed the target in its own spec's steps. A
+def answer_lines(document: dict) -> list[str]:
+    """What `make best` wrote first: per network, the rank of its recommended arm, at which
+    learning rate, with which basin; the networks with nothing to recommend."""
+    from pipeline.tracking.recommend import lr_text, span_text
+
+    answers = [c for c in document["configs"] if c.get("source") == "recommendation"]
+    lines = [f"the answer per network (study {document['study']}; `recommend`: every number):"]
+    for entry in answers:
+        a = entry["answer"]
+        basin = span_text(a["lr_basin"]) if a["lr_basin"] else "none where every seed reached it"
+        lines.append(
+            f"  rank {entry['rank']}  {a['network']}: {a['arm']} at LR "
+            f"{lr_text(a['learning_rate'])} (basin {basin}; trial {entry['provenance']['trial']})"
+        )
+    for missing in document.get("not_recommended", []):
+        lines.append(f"  {missing['network']}: no entry: {missing['summary']}")
+    if answers:
+        lines.append(f"then the top single trials, from rank {len(answers)}:")
+    return lines
+
+
+def best_table(study: optuna.Study, top_k: int, first_rank: int = 0) -> Table:
+    """The top trials, ranked from ``first_rank`` (their rank in the best file, after the
+    answer's entries); "never" for a trial that missed the target in its own spec's steps. A
     column of per-parameter rules appears when some trial has them."""
     table = Table(title=f"study {study.study_name}: top {top_k} of {len(study.trials)} trials")
     top = [(t, trial_spec(study, t)) for t in ranked_trials(study)[:top_k]]
@@ -56,7 +78,7 @@ def best_table(study: optuna.Study, top_k: int) -> Table:
     for name in (*names, "rules") if with_rules else names:
         left = name in ("activation", "init", "rules")
         table.add_column(name, justify="left" if left else "right")
-    for rank, (trial, spec) in enumerate(top):
+    for rank, (trial, spec) in enumerate(top, start=first_rank):
         m = trial_metrics(trial)
         hit = reached(m, spec.train.steps)
         table.add_row(
@@ -94,35 +116,3 @@ def family(weights: str) -> str:
         if weights.startswith(prefix):
             return name
     return FAMILY_NAMES.get(weights, weights)
-
-
-def family_verdicts(study: optuna.Study) -> list[str]:
-    """One line per initializer family over the study's completed trials, fastest first:
-    trials, median steps to target (the upper median: "never" when half or more missed it),
-    share that reached the target (each in its own spec's steps), share with at least one
-    exploding step."""
-    groups: dict[str, list[tuple[dict, float]]] = {}
-    members: dict[str, set[str]] = {}
-    for trial in ranked_trials(study):
-        spec, m = trial_spec(study, trial), trial_metrics(trial)
-        weights = spec.init.weights
-        groups.setdefault(family(weights), []).append((m, reached(m, spec.train.steps)))
-        members.setdefault(family(weights), set()).add(weights)
-    rows = []
-    for name, pairs in groups.items():
-        metrics, hits = [m for m, _ in pairs], [h for _, h in pairs]
-        median = statistics.median_high(hits)  # a real trial's value, never half "never"
-        share = sum(h < math.inf for h in hits) / len(hits)
-        exploded = sum(m.get("explosion_count", 0) > 0 for m in metrics) / len(metrics)
-        # Ties (all "never") go to the family that got closer to the target: the objective.
-        progress = statistics.median(m.get("objective", math.inf) for m in metrics)
-        rows.append((median, progress, exploded, name, len(metrics), share))
-    lines = []
-    for median, _, exploded, name, n, share in sorted(rows):
-        shown = f"{median:.0f}" if median < math.inf else "never"
-        lines.append(
-            f"{name:<13} {n:>4} trials: median steps to target {shown:>5}, "
-            f"{share:4.0%} reached target, {exploded:4.0%} exploded "
-            f"({', '.join(sorted(members[name]))})"
-        )
-    return lines

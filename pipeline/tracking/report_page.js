@@ -72,15 +72,16 @@ function filterTables() {
   });
   document.getElementById("best-count").textContent =
     `${shown} shown of ${matching} matching trials (top ${DATA.top_k}, fastest first)`;
-  const recs = document.querySelectorAll("#recommend-table tbody tr");
+  // The answer: one <tbody> per network (its sentence, its arms, the baseline).
+  const recs = document.querySelectorAll("#recommend-table tbody");
   let networks = 0;
   DATA.recommend.forEach((net, i) => {
     const ok = matches(DATA.networks[net]);
     networks += ok;
     recs[i].hidden = !ok;
   });
-  document.getElementById("recommend-count").textContent =
-    `${networks} of ${DATA.recommend.length} networks`;
+  const count = document.getElementById("recommend-count");  // none before a trial completes
+  if (count) count.textContent = `${networks} of ${DATA.recommend.length} networks shown`;
 }
 
 function panels(container, note) {
