@@ -1,5 +1,6 @@
 # initsweep: `make sweep`, then `make ui` / `make best`; `make test` runs the suite.
 SHELL := /bin/bash
+MAKEFLAGS += --no-print-directory  # `make recommend ARGS=--json` prints only JSON, even nested
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,8 +16,8 @@ WORKERS ?= 1
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: EXPERIMENT=<preset> STUDY=<name> WORKERS=1 TOP=<k> ARGS=\"key=value ...\" PORT=5000"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: EXPERIMENT=<preset> STUDY=<name> WORKERS=1 TOP=<k> ARGS=\"key=value ...\" PORT=<port> (ui 5000, dashboard 8080)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,7 +31,7 @@ install: $(STAMP) ## create .venv and install the project (EXTRAS=dev,keras,torc
 sweep: $(STAMP) ## run the default study (EXPERIMENT=<preset>, WORKERS=<processes>, ARGS="study.n_trials=16 ...")
 	$(BIN)/python -m pipeline sweep --workers $(WORKERS) $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
 
-ui: $(STAMP) ## MLflow UI on 127.0.0.1:$(PORT), opened on the study's runs table
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 (PORT=<port>), opened on STUDY's runs table
 	$(BIN)/python -m pipeline ui --port $(PORT) study.name=$(STUDY) $(ARGS)
 
 dashboard: $(STAMP) ## optuna-dashboard on 127.0.0.1:8080 over STUDY's storage (PORT=<port>)

@@ -1,7 +1,9 @@
-"""Command line: ``python -m pipeline {sweep,train,best,ui,dashboard,keys} [key=value ...]``.
+"""Command line: ``python -m pipeline <command> [key=value ...]``, one function per command.
 
-Only parsing and calling lives here. Bad input prints one ``error:`` line and exits with 2
-before anything is created.
+Only parsing and calling lives here. Bad input (a key, a value, a port, a study, a folder that
+cannot be written) prints one ``error:`` line and exits with 2 before anything is created; Ctrl-C
+prints one line that says what was kept and exits with 130. Files are written whole or not at
+all; a server (``ui``) runs as a child process that Ctrl-C stops quietly.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from pipeline import serving, writing
 from pipeline.config import (
     SCHEMA,
     SEARCHABLE_KEYS,
@@ -25,15 +29,33 @@ from pipeline.config import (
     read_yaml,
     redacted,
 )
-from pipeline.engine.timing import StalledCall
 
 EXIT_BAD_INPUT = 2
 EXIT_STALLED = 3  # a compiled call stalled (engine.stall_timeout_s); what it trained is saved
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+# What Ctrl-C leaves, per command: the one line printed before exiting with 130.
+INTERRUPTED = {
+    "sweep": "interrupted: finished trials are saved; rerun the same command to continue",
+    "train": "interrupted: nothing was written; rerun the same command to train it",
+    "best": "interrupted: no best-config file was written (an earlier one is unchanged)",
+    "report": "interrupted: no report was written (an earlier one is unchanged)",
+    "recommend": "interrupted: nothing was written",
+    "coord-check": "interrupted: no figure was written (an earlier one is unchanged)",
+    "transfer": "interrupted: no figure was written (earlier ones are unchanged)",
+    "ui": "stopped the MLflow UI",
+    "dashboard": "stopped optuna-dashboard",
+    "keys": "interrupted",
+}
+DESCRIPTION = (
+    "Sweep weight initialization with JAX, Optuna and MLflow, then reuse the winners. Every "
+    "command takes key=value overrides (`python -m pipeline keys` lists them)."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    prog = "initsweep" if Path(sys.argv[0]).name == "initsweep" else "python -m pipeline"
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
     s = sub.add_parser("sweep", help="run (or continue) a study")
     s.add_argument("--experiment", help="preset from conf/experiment/")
     s.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
@@ -97,7 +119,11 @@ def run() -> None:
     """``python -m pipeline`` and the ``initsweep`` command: ``main``, then leave without the
     interpreter's teardown (JAX's backends, thread pools, module cleanup: 1.4 s of a sweep
     command on 2 cores); every store is written and closed by now."""
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one's line was printed
+        code = EXIT_INTERRUPTED
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # leaving: a late Ctrl-C changes nothing
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -119,10 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, LookupError) as e:
         console.print(f"[red]error:[/] {_printable(str(e))}", highlight=False, soft_wrap=True)
         return EXIT_BAD_INPUT
+    except OSError as e:  # what a command did not foresee; its writes say which file (_writing)
+        where = f" ({e.filename})" if e.filename else ""
+        message = f"[red]error:[/] {_printable(e.strerror or str(e))}{_printable(where)}"
+        console.print(message, highlight=False, soft_wrap=True)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        console.print("interrupted: finished trials are saved; rerun the same command to continue")
-        return 130
-    except StalledCall as e:
+        console.print(INTERRUPTED[args.command], highlight=False, soft_wrap=True)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        # Only a command that trained can raise StalledCall, and then the engine is imported:
+        # importing it here would load JAX before a mistyped key is reported.
+        timing = sys.modules.get("pipeline.engine.timing")
+        if timing is None or not isinstance(e, timing.StalledCall):
+            raise
         after = (
             "; the trials of that call failed and were re-enqueued, finished trials are saved: "
             "rerun the same command to continue"
@@ -296,12 +332,16 @@ def cmd_best(args, console: Console) -> int:
     document = best_document(
         study, top, run_ids, parent, redacted(storage_spec(cfg)), answers=answers
     )
-    path = write_best(document, Path(args.out or f"conf/best/{cfg.study.name}.yaml"))
-    if tracker is not None:
+    out = Path(args.out or f"conf/best/{cfg.study.name}.yaml")
+    try:
+        with writing.writing(out, "choose another file with --out"):
+            path = write_best(document, out)
         if parent is not None:  # the file beside the sweep it came from
             tracker.attach_parent(parent)
             tracker.log_parent_artifact(path, "best")
-        tracker.close()
+    finally:
+        if tracker is not None:
+            tracker.close()
     configs = document["configs"]
     n_answers = sum(c["source"] == "recommendation" for c in configs)
     if args.format == "table":
@@ -347,34 +387,46 @@ def cmd_best(args, console: Console) -> int:
 
 
 def cmd_ui(args, console: Console) -> int:
-    from pipeline.tracking import default_uri, experiment_id, runs_table_url
+    from pipeline.tracking import check_reachable, default_uri, experiment_id, runs_table_url
 
     cfg = load_config(args.overrides)
+    serving.check_port(args.port)
+    if not args.print_url:  # --print-url: the address of a server already running there
+        serving.check_free(args.host, args.port, args.command)
     uri = cfg.tracking.uri or default_uri(cfg.runs_dir)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise LookupError(f"no MLflow store at {uri}: run `make sweep` first")
-    url = runs_table_url(args.host, args.port, experiment_id(uri, cfg.study.name))
+    check_reachable(uri)
+    found = experiment_id(uri, cfg.study.name)
+    if found is None:
+        studies = ", ".join(_mlflow_studies(uri)) or "none yet"
+        raise LookupError(
+            f"no study named {cfg.study.name!r} in the MLflow store {redacted(uri)} "
+            f"(studies: {studies})"
+        )
+    url = runs_table_url(args.host, args.port, found)
     print(f"MLflow UI for study {cfg.study.name!r}: {url}", flush=True)
     if args.print_url:
         return 0
-    cmd = [
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    os.execvp(str(Path(sys.executable).parent / "mlflow"), cmd)
-    return 0  # pragma: no cover
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    command = [mlflow, "server", "--backend-store-uri", uri, "--host", args.host]
+    return serving.serve([*command, "--port", str(args.port)], "the MLflow server", console)
+
+
+def _mlflow_studies(uri: str) -> list[str]:
+    """The studies (experiments) an MLflow store holds, without MLflow's own Default."""
+    from mlflow.tracking import MlflowClient
+
+    experiments = MlflowClient(tracking_uri=uri).search_experiments()
+    return sorted(e.name for e in experiments if e.name != "Default")
 
 
 def cmd_dashboard(args, console: Console) -> int:
     from pipeline.search.study import load_study, make_storage, storage_spec
 
     cfg = load_config(args.overrides)
+    serving.check_port(args.port)
+    serving.check_free(args.host, args.port, args.command)
     load_study(cfg)  # a one-line error when the storage or the study is missing
     storage = make_storage(storage_spec(cfg))
     if isinstance(storage, str):  # a URL: optuna-dashboard wants a storage object or URL alike
@@ -386,9 +438,10 @@ def cmd_dashboard(args, console: Console) -> int:
     print(f"optuna-dashboard for study {cfg.study.name!r}: {url}", flush=True)
     import optuna_dashboard
 
-    # The Python API takes a storage object, so the journal file works as well as any URL.
+    # The Python API takes a storage object, so the journal file works as well as any URL. It
+    # returns only when Ctrl-C stopped the server: bottle, under it, catches the interrupt.
     optuna_dashboard.run_server(storage, host=args.host, port=args.port)
-    return 0
+    raise KeyboardInterrupt
 
 
 def cmd_report(args, console: Console) -> int:
@@ -398,7 +451,8 @@ def cmd_report(args, console: Console) -> int:
     cfg = load_config(args.overrides)
     study = load_study(cfg)
     out_dir = Path(cfg.runs_dir) / cfg.study.name
-    path = write_report(study, out_dir, args.top or 10, cfg.report.baseline)
+    with writing.staged(out_dir, writing.ELSEWHERE) as stage:
+        path = out_dir / write_report(study, stage, args.top or 10, cfg.report.baseline).name
     console.print(f"wrote {path} (one self-contained page: open it in any browser)")
     return 0
 
@@ -442,7 +496,9 @@ def cmd_coord_check(args, console: Console) -> int:
     data = coord_check.coord_data(cfg, [trial], widths, args.seeds, args.steps, args.batch)
     name = coord_check.figure_name(trial)
     path = Path(cfg.runs_dir) / "coord_check" / f"{name}.png"
-    coord_check.plot(data, 0, coord_check.title_of(trial, args.seeds, args.batch), path)
+    with writing.staged(path.parent, writing.ELSEWHERE) as stage:
+        title = coord_check.title_of(trial, args.seeds, args.batch)
+        coord_check.plot(data, 0, title, stage / path.name)
     out = {**coord_check.slopes_json(data), "figure": str(path)}
     if args.json:
         print(json.dumps(out, indent=2))
@@ -469,7 +525,9 @@ def cmd_transfer(args, console: Console) -> int:
     cfg = load_config(args.overrides)
     study = load_study(cfg)
     result = transfer.analyse(study)
-    paths = transfer.write_figures(study, result, Path(cfg.runs_dir) / cfg.study.name)
+    out_dir = Path(cfg.runs_dir) / cfg.study.name
+    with writing.staged(out_dir, writing.ELSEWHERE) as stage:
+        paths = [out_dir / p.name for p in transfer.write_figures(study, result, stage)]
     if args.json:
         print(json.dumps({**result, "figures": [str(p) for p in paths]}, indent=2, default=str))
         return 0

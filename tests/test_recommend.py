@@ -5,6 +5,7 @@ and one real grid study end to end (extension, refusal of a changed question, re
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -357,12 +358,15 @@ def test_make_recommend_json_prints_only_json(grid_study):
     stamp = subprocess.run(["make", "-q", ".venv/.installed"], cwd=root)
     if stamp.returncode != 0 or Path(sys.executable).parent != root / ".venv" / "bin":
         pytest.skip("make's venv is not this interpreter's, or it would reinstall")
+    # as from a user's shell: not nested in the make that runs the tests
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     out = subprocess.run(
         ["make", "recommend", "STUDY=grid", f"ARGS=--json runs_dir={tmp / 'runs'}"],
         cwd=root,
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     check_contract(json.loads(out.stdout))

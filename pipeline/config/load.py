@@ -6,7 +6,6 @@ is allowed; the CLI prints it and exits non-zero before anything is written.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import re
 from collections.abc import Iterable
@@ -22,18 +21,21 @@ from pipeline.config.schema import (
     RULES,
     SCHEMA,
     SEARCHABLE_KEYS,
+    Choice,
     Config,
     ConfigError,
+    did_you_mean,
 )
 from pipeline.config.space import Space
 from pipeline.core.model import RESIDUAL_KINDS
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
+# Data files the project writes on request: where a preset expects one, the command that makes it.
+MADE_BY = {CONF_DIR.parent / "examples" / "breast_cancer.npz": "make example-data"}
 
 
 def _close(key: str, candidates: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(matches)}?" if matches else ""
+    return did_you_mean(key, candidates, prefixes=False)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -81,31 +83,34 @@ _PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
 
 
 def check_value(key: str, value: Any) -> None:
-    ok, expected, explain = RULES[key]
+    rule = RULES[key]
+    ok, expected, explain = rule
     try:
         good = ok(value)
     except (TypeError, ValueError):  # e.g. a list where a number belongs
         good = False
-    if not good and explain is not None:
+    if good:
+        return
+    if explain is not None and not isinstance(rule, Choice):
         raise ConfigError(explain(value))
-    if not good:
-        raise ConfigError(f"{key}={redacted(value)!r} is invalid: expected {expected}")
+    hint = did_you_mean(value, rule.names) if isinstance(rule, Choice) else ""
+    raise ConfigError(f"{key}={redacted(value)!r} is invalid: expected {expected}{hint}")
 
 
 def validate(cfg: DictConfig) -> Space:
     """Value and cross-field checks; raises ``ConfigError`` on the first problem. Returns the
-    parsed space."""
-    from pipeline.engine import datasets  # a user's data file: read and checked here
+    parsed space. The checks of values alone run first: a typo fails before the data checks
+    import the engine (and JAX)."""
+    space = _check_values(cfg)
+    _check_data(cfg)
+    return space
 
+
+def _check_values(cfg: DictConfig) -> Space:
+    """Every check that reads the config only."""
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
     for key in RULES:
         check_value(key, flat.get(key, OmegaConf.select(cfg, key)))
-    t = cfg.train
-    if t.steps % t.eval_every_steps:
-        raise ConfigError(
-            f"train.steps={t.steps} must be a multiple of train.eval_every_steps="
-            f"{t.eval_every_steps} (training runs in chunks of that many steps)"
-        )
     d = cfg.data
     for given, value, names in (
         ("data.path", d.path, ("npz",)),
@@ -120,17 +125,7 @@ def validate(cfg: DictConfig) -> Space:
             f"data.task=regression needs real-valued targets: data.name=npz or custom (data.name="
             f"{d.name} holds class labels)"
         )
-    n = datasets.check(d) if d.name in DATA_FILES else datasets.sizes(d)
-    if d.name == "digits" and min(n.n_train, n.n_val) < n.n_classes:
-        # scikit-learn's stratified split needs a sample of every class on both sides.
-        raise ConfigError(
-            f"data.val_fraction={cfg.data.val_fraction} leaves {n.n_train} training and "
-            f"{n.n_val} validation images: each needs at least {n.n_classes} (one per class)"
-        )
-    if t.batch_size > n.n_train:
-        raise ConfigError(
-            f"train.batch_size={t.batch_size} is larger than the {n.n_train} training samples"
-        )
+    _check_data_file(d.name, d.path)
     space = Space.parse(cfg.space)
     space.check()
     # The base values count too: `train` uses them, and a sweep whose space fixes neither.
@@ -165,6 +160,34 @@ def validate(cfg: DictConfig) -> Space:
             " is a range: give a list of values"
         )
     return space
+
+
+def _check_data_file(name: str, path: str | None) -> None:
+    """A data file that is not there, named before anything reads it (with the command that
+    writes it, for the project's example data)."""
+    if name != "npz" or path is None or Path(path).is_file():
+        return
+    make = MADE_BY.get(Path(path).resolve())
+    hint = f"; write it with `{make}`" if make else ""
+    raise ConfigError(f"data.path={str(path)!r}: no such file{hint}")
+
+
+def _check_data(cfg: DictConfig) -> None:
+    """The checks that read the data (a user's file, or the sizes of a built-in set)."""
+    from pipeline.engine import datasets
+
+    d, t = cfg.data, cfg.train
+    n = datasets.check(d) if d.name in DATA_FILES else datasets.sizes(d)
+    if d.name == "digits" and min(n.n_train, n.n_val) < n.n_classes:
+        # scikit-learn's stratified split needs a sample of every class on both sides.
+        raise ConfigError(
+            f"data.val_fraction={d.val_fraction} leaves {n.n_train} training and "
+            f"{n.n_val} validation images: each needs at least {n.n_classes} (one per class)"
+        )
+    if t.batch_size > n.n_train:
+        raise ConfigError(
+            f"train.batch_size={t.batch_size} is larger than the {n.n_train} training samples"
+        )
 
 
 def _check_grid(cfg: DictConfig, space: Space) -> None:
@@ -391,9 +414,10 @@ def load_config(
     if space_overrides:
         _check_keys({"space": _nest_dotted(space_overrides)}, "the command-line overrides")
         cfg.space = _nest_dotted({**Space.parse(cfg.space).entries, **space_overrides})
+    _check_values(cfg)  # a typo fails here, before the data checks import the engine
     if cfg.data.name in DATA_FILES:  # what trials record: the data's source and its hash
         cfg = _resolve_data(cfg)
-    validate(cfg)
+    _check_data(cfg)
     return cfg
 
 
@@ -404,8 +428,8 @@ def _resolve_data(cfg: DictConfig) -> DictConfig:
 
     d = cfg.data
     if d.name == "npz":
-        if d.path is None or not Path(d.path).is_file():
-            return cfg  # validate() says what is wrong
+        if d.path is None:
+            return cfg  # _check_data says what is wrong
         source, resolved = f"data.path={d.path!r}", {"path": str(Path(d.path).resolve())}
     else:
         if d.loader is None or not RULES["data.loader"].ok(d.loader):

@@ -17,6 +17,7 @@ Roles say what a value does to the engine:
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -87,9 +88,35 @@ def number(lo: float | None = None, hi: float | None = None, lo_open=True, hi_op
     return Rule(ok, "a number " + " and ".join(parts) if parts else "a finite number")
 
 
+class Choice(Rule):
+    """``one_of``'s rule; it keeps its ``names`` so that an error can say which one was meant."""
+
+    names: tuple[str, ...] = ()  # set by one_of (a NamedTuple's fields are fixed)
+
+
 def one_of(names: Iterable[str]) -> Rule:
     names = tuple(names)
-    return Rule(lambda v: v in names, "one of " + ", ".join(names))
+    expected = "one of " + ", ".join(names)
+    # the space's errors read explain (they name the key before it); check_value adds the key
+    rule = Choice(
+        lambda v: v in names,
+        expected,
+        lambda v: f"{v!r} is invalid: expected {expected}{did_you_mean(v, names)}",
+    )
+    rule.names = names
+    return rule
+
+
+def did_you_mean(word: Any, names: Iterable[str], prefixes: bool = True) -> str:
+    """``"; did you mean a, b?"`` for a mistyped name, or ``""``: the names ``word`` begins
+    (``he`` for he_normal, he_uniform; with ``prefixes``), then spellings close to it."""
+    if not isinstance(word, str) or not word:
+        return ""
+    names = list(names)
+    begun = [n for n in names if n.lower().startswith(word.lower())] if prefixes else []
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    matches = list(dict.fromkeys(begun + close))[: max(3, len(begun))]
+    return f"; did you mean {', '.join(matches)}?" if matches else ""
 
 
 def or_null(rule: Rule, meaning: str) -> Rule:
@@ -189,8 +216,11 @@ FACTORY, LOADER = function_ref("examples.resnet:make_model"), function_ref("exam
 
 def _override_problem(name: str, value: Any) -> str | None:
     """The problem of one rule override's value, by the rule of ``init.<name>``."""
-    ok, expected = RULES[f"init.{name}"][:2]
-    return None if ok(value) else f"{name}={value!r} is invalid: expected {expected}"
+    rule = RULES[f"init.{name}"]
+    if rule.ok(value):
+        return None
+    hint = did_you_mean(value, rule.names) if isinstance(rule, Choice) else ""
+    return f"{name}={value!r} is invalid: expected {rule.expected}{hint}"
 
 
 RULE_SET = Rule(

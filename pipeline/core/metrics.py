@@ -189,10 +189,11 @@ def summarize(
     summary = {k: _median(v) for k, v in per_seed.items()}
     summary["diverged"] = float(per_seed["diverged"].max())
 
-    chunk_steps = chunks[0].loss.shape[1]
-    loss = np.concatenate([c.loss[rows] for c in chunks], axis=1)
-    grad_norm = np.concatenate([c.grad_norm[rows] for c in chunks], axis=1)
-    chunk_ends = np.arange(1, len(chunks) + 1) * chunk_steps
+    # The last chunk may reach past train.steps (masked steps, ``train.chunk_row``): the curves
+    # keep the real steps only, and that chunk's validation and probes are at train.steps.
+    loss = np.concatenate([c.loss[rows] for c in chunks], axis=1)[:, :steps]
+    grad_norm = np.concatenate([c.grad_norm[rows] for c in chunks], axis=1)[:, :steps]
+    chunk_ends = chunk_boundaries(chunks, steps)[1:]
     curves = {
         "loss": (np.arange(loss.shape[1]), np.median(loss, axis=0)),
         "grad_norm": (np.arange(loss.shape[1]), np.median(grad_norm, axis=0)),
@@ -204,19 +205,26 @@ def summarize(
     if last.val_accuracy is not None:
         accuracy = np.stack([c.val_accuracy[rows] for c in chunks], 1)
         curves["val_accuracy"] = (chunk_ends, np.median(accuracy, axis=0))
-    steps_at, diagnostics = _diagnostics(chunks, rows, depth)
+    steps_at, diagnostics = _diagnostics(chunks, rows, depth, steps)
     for when, boundary in (("init", 0), ("final", -1)) if diagnostics else ():
         scalars = diagnostic_scalars(diagnostics, boundary)
         summary.update({f"diag.{when}.{k}": v for k, v in scalars.items()})
     return TrialResult(summary, seeds, curves, diagnostics, steps_at, pruned)
 
 
-def _diagnostics(chunks: list, rows: slice, depth: int) -> tuple[np.ndarray, dict]:
+def chunk_boundaries(chunks: list, steps: int) -> np.ndarray:
+    """The training step at init and after each chunk: its curve lengths summed, capped at
+    ``steps`` (a last chunk's masked steps change nothing)."""
+    lengths = [c.loss.shape[1] for c in chunks]
+    return np.minimum(np.concatenate([[0], np.cumsum(lengths)]), steps).astype(int)
+
+
+def _diagnostics(chunks: list, rows: slice, depth: int, steps: int) -> tuple[np.ndarray, dict]:
     """Per-layer diagnostics at init and at every chunk boundary, medians over seeds."""
     if chunks[0].probe_start is None:  # metrics.diagnostics off
         return np.zeros(0, int), {}
     probes = [c.probe_start for c in chunks] + [chunks[-1].probe_end]
-    steps_at = np.arange(len(probes)) * chunks[0].loss.shape[1]
+    steps_at = chunk_boundaries(chunks, steps)
     table = {}
     for name in PROBE_FIELDS:
         if getattr(probes[0], name) is None:  # stream_ms: a residual MLP's only

@@ -4,7 +4,9 @@
 row = one trial x one seed); the engine applies ``jax.jit(jax.vmap(...))`` and sharding. ``chunk``
 runs ``settings.chunk_steps`` optimizer steps with ``lax.scan`` and returns the row's state and
 that chunk's curves; the host calls it once per chunk, which is where Optuna's pruner gets its
-intermediate values. Everything
+intermediate values. The mini-batch schedule holds train.steps steps: when chunks do not divide
+it, the last chunk's steps past its end are masked (computed, changing nothing), so every chunk
+shares one executable. Everything
 per row that is a number (initializer draw and scales, bias moments, learning rate and its
 per-layer multipliers and warmup, momentum, clipping, leaky slope, depth, seed) is a traced
 array, so one executable serves every trial of a structure. Metrics (steps to target,
@@ -87,7 +89,9 @@ class Data(NamedTuple):
     y_train: jax.Array
     x_val: jax.Array
     y_val: jax.Array
-    batches: jax.Array  # int32[seeds, steps, batch_size]: sample indices per seed and step
+    # int32[seeds, steps, batch_size]: sample indices per seed and step; its length is the
+    # training budget (train.steps): ``chunk_row`` masks the steps past it
+    batches: jax.Array
 
 
 class RowState(NamedTuple):
@@ -98,8 +102,8 @@ class RowState(NamedTuple):
 
 
 class ChunkOut(NamedTuple):
-    loss: jax.Array  # [chunk_steps] mini-batch loss before each update
-    grad_norm: jax.Array  # [chunk_steps] global gradient norm
+    loss: jax.Array  # [chunk_steps] mini-batch loss before each update (NaN: a masked step)
+    grad_norm: jax.Array  # [chunk_steps] global gradient norm (NaN: a masked step)
     probe_start: Probe | None  # diagnostics before the chunk's first step (init for the first)
     probe_end: Probe | None  # and after its last step; None with Settings.diagnostics off
     val_loss: jax.Array
@@ -295,7 +299,8 @@ class TrainFns(NamedTuple):
     """One structure's pure per-row functions; the engine applies ``jit(vmap(...))``.
 
     ``init(hp, units, data) -> RowState``; ``chunk(state, hp, active, data) -> (RowState,
-    ChunkOut)``: ``settings.chunk_steps`` optimizer steps of one row (one trial x one seed).
+    ChunkOut)``: ``settings.chunk_steps`` optimizer steps of one row (one trial x one seed),
+    those past the end of ``data.batches`` masked.
     """
 
     init: Callable
@@ -334,7 +339,8 @@ def train_step(
     net: Net, settings: Settings, hp: Hparams, active: jax.Array, data: Data, state: RowState
 ) -> tuple[RowState, tuple[jax.Array, jax.Array]]:
     """One optimizer step of one row; an inactive row (pruned trial, padding) keeps its state."""
-    idx = data.batches[hp.seed, state.step]
+    # A masked step past the schedule's end (``chunk_row``) reads its last mini-batch.
+    idx = data.batches[hp.seed, jnp.minimum(state.step, data.batches.shape[1] - 1)]
     key = None
     if settings.dropout or net.needs_key:
         # threefry, though it costs compile time: "rbg" keys draw different bits under vmap, so
@@ -358,7 +364,9 @@ def chunk_row(
     net: Net, settings: Settings, state: RowState, hp: Hparams, active: jax.Array, data: Data
 ) -> tuple[RowState, ChunkOut]:
     """``settings.chunk_steps`` steps of one row, then its validation loss and accuracy (and,
-    with Settings.diagnostics, the per-layer probes before and after the chunk)."""
+    with Settings.diagnostics, the per-layer probes before and after the chunk). Steps past the
+    end of the schedule (a last chunk that train.steps does not fill) leave the state as it is:
+    parameters, optimizer state, step and metrics; their curve points are NaN."""
     x_probe, y_probe = data.x_val[: settings.batch_size], data.y_val[: settings.batch_size]
 
     def probe(params) -> Probe | None:
@@ -372,8 +380,20 @@ def chunk_row(
     def step(state: RowState, _):
         return train_step(net, settings, hp, active, data, state)
 
+    def step_within_budget(state: RowState, _):
+        # Computed (the executable is shared by every chunk) but changing nothing; the host
+        # keeps the first train.steps curve points.
+        live = active & (state.step < data.batches.shape[1])
+        new, (loss, grad_norm) = train_step(net, settings, hp, live, data, state)
+        nan = jnp.full((), jnp.nan, loss.dtype)
+        return new, (jnp.where(live, loss, nan), jnp.where(live, grad_norm, nan))
+
+    # A step count that chunks divide never reaches past the schedule: no mask is compiled,
+    # and such a run trains bit for bit as it did before a last chunk could be partial.
+    ragged = data.batches.shape[1] % settings.chunk_steps != 0
     probe_start = probe(state.params)
-    state, (loss, grad_norm) = jax.lax.scan(step, state, None, length=settings.chunk_steps)
+    body = step_within_budget if ragged else step
+    state, (loss, grad_norm) = jax.lax.scan(body, state, None, length=settings.chunk_steps)
     val_loss, outputs = loss_fn(net, state.params, hp, data.x_val, data.y_val)
     val_accuracy = losses.accuracy(outputs, data.y_val)
     out = ChunkOut(loss, grad_norm, probe_start, probe(state.params), val_loss, val_accuracy)

@@ -23,7 +23,8 @@ def settings_from(cfg, optimizer: str, trials: Sequence[TrialSpec] = ()) -> Sett
     return Settings(
         optimizer=optimizer,
         batch_size=cfg.train.batch_size,
-        chunk_steps=cfg.train.eval_every_steps,
+        # A run shorter than a chunk is one chunk of its own length (no masked steps).
+        chunk_steps=min(cfg.train.eval_every_steps, cfg.train.steps),
         smoothing=cfg.metrics.smoothing,
         target_loss=cfg.train.target_loss,
         explode_threshold=cfg.metrics.explode_threshold,

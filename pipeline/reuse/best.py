@@ -172,11 +172,13 @@ def _data_structure(data: dict) -> dict[str, int]:
 
 
 def write_best(document: dict, path: Path) -> Path:
+    """``document`` as YAML at ``path``, whole or not at all: written beside it under a temporary
+    name and renamed over it; on any failure (or Ctrl-C) the old file stays and no temporary
+    is left."""
+    from pipeline.writing import write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), "utf-8")
-    tmp.replace(path)  # never a half-written file
-    return path
+    return write_text(path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
 
 
 def read_best(path: str | Path, rank: int = 0) -> dict:

@@ -31,6 +31,7 @@ from pipeline.search.study import ranked_trials, trial_spec
 from pipeline.tracking import cells, plots, recommend
 from pipeline.tracking.heatmap import STAR
 from pipeline.tracking.report import COLUMNS, reached
+from pipeline.writing import write_text
 
 # The per-layer traces a sweep stores at initialization (``metrics.compact_trace``): the key,
 # what the figure's y axis says, what its x axis says.
@@ -503,6 +504,4 @@ def write_report(
         f'<script type="application/octet-stream" id="plotly-gz">{_plotly_gz()}</script>'
         f"<script>{script}</script></body></html>"
     )
-    path = out_dir / "report.html"
-    path.write_text(page)
-    return path
+    return write_text(out_dir / "report.html", page)  # whole: a failed write keeps the old page
