@@ -64,8 +64,12 @@ bench: $(STAMP) ## sweep command vs plain loops, whole processes, cold and warm 
 # The suite tests the Keras, PyTorch and PostgreSQL paths too: make test installs their extras, as
 # .ci/run does (a missing system package, Chromium or PostgreSQL, skips its tests with the reason).
 test: EXTRAS = dev,keras,torch,postgres
-test: install ## the whole test suite (installs every extra its tests use)
-	$(BIN)/python -m pytest -q
+test: install ## the whole test suite (installs every extra its tests use), two workers
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+test-fast: EXTRAS = dev,keras,torch,postgres
+test-fast: install ## the inner loop: the tests not marked slow, two workers
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check pipeline tests benchmarks examples
@@ -74,4 +78,4 @@ lint: $(STAMP) ## ruff check and format check
 clean: ## remove runs/ (studies, MLflow store, caches)
 	rm -rf runs
 
-.PHONY: help install sweep ui dashboard example-data best report recommend train coord-check transfer bench test lint clean
+.PHONY: help install sweep ui dashboard example-data best report recommend train coord-check transfer bench test test-fast lint clean

@@ -12,6 +12,16 @@ import pytest
 
 from pipeline.config import load_config
 
+# One JAX compilation cache for every `python -m pipeline` the tests start, in pytest-xdist's
+# workers too (pipeline.engine.devices.cache_dir reads JAX_COMPILATION_CACHE_DIR), kept between
+# runs: a second `make test-fast` compiles little. A test whose assertion is about the cache
+# itself names its own folder (engine.cache_dir) or turns the cache off. (Engines built inside
+# the test process do not use it: measured, a session's in-process engines share almost no
+# executable, 340 s against 351 s for the not-slow tests.)
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".test_jax_cache")
+)
+
 # The base values the tests were written against (the schema's defaults and the search space of
 # the first default study), in place of the default study's (conf/config.yaml: digits, 3 seeds,
 # framework biases, a learning-rate grid).

@@ -567,7 +567,11 @@ class Engine:
         "trials are padded to the next bucket depth; auto: the space's depth list, else 2^k",
     )
     compilation_cache: bool = key(True, BOOL, "JAX's persistent compilation cache")
-    cache_dir: str | None = key(None, or_null(FOLDER, "<runs_dir>/jax_cache"), "its folder")
+    cache_dir: str | None = key(
+        None,
+        or_null(FOLDER, "$JAX_COMPILATION_CACHE_DIR if set, else <runs_dir>/jax_cache"),
+        "its folder",
+    )
     cpu_devices: Any = key(
         "auto",
         or_auto(int_in(1, 1024), "one per core"),

@@ -71,4 +71,7 @@ def setup_jax(cfg) -> None:
 
 
 def cache_dir(cfg) -> Path:
-    return Path(cfg.engine.cache_dir or Path(cfg.runs_dir) / "jax_cache")
+    """``engine.cache_dir``; else the folder JAX's own ``JAX_COMPILATION_CACHE_DIR`` names (one
+    cache for every study of a machine or a test session); else ``<runs_dir>/jax_cache``."""
+    named = cfg.engine.cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    return Path(named or Path(cfg.runs_dir) / "jax_cache")
