@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
-from pipeline import theory  # noqa: E402
+from pipeline.core import theory  # noqa: E402
 from pipeline.config import TrialSpec  # noqa: E402
 from pipeline.core.model import RESIDUAL_KINDS  # noqa: E402
 from pipeline.search.study import trial_spec  # noqa: E402
