@@ -24,7 +24,9 @@ from pipeline.config import (
     SCHEMA,
     SEARCHABLE_KEYS,
     ConfigError,
+    Space,
     load_config,
+    load_with_space,
     markdown_table,
     read_yaml,
     redacted,
@@ -191,18 +193,21 @@ def _print_results(study, cfg, console: Console) -> None:
 
 def cmd_sweep(args, console: Console) -> int:
     phases = {"command": time.time()}  # the interpreter started and imported the CLI
-    cfg = load_config(args.overrides, args.experiment)
+    cfg, space = load_with_space(args.overrides, args.experiment)  # the config alone: no JAX
     if args.workers < 1:
         raise ConfigError(f"--workers={args.workers} is invalid: expected an integer >= 1")
     if cfg.tracking.enabled and cfg.tracking.uri:  # before the heavy imports: fail in seconds
         from pipeline.tracking import check_reachable
 
         check_reachable(cfg.tracking.uri)
-    from pipeline.config import Space
+    from pipeline.engine.preflight import preflight
     from pipeline.search.study import check_question, resume_config
 
+    cfg = preflight(cfg)  # the data, before anything is written
     if args.resume:
-        cfg, ignored = resume_config(cfg, Space.parse(cfg.space))
+        cfg, ignored = resume_config(cfg, space)
+        cfg = preflight(cfg)
+        space = Space.parse(cfg.space)  # the stored question's
         if ignored and args.worker is None:
             console.print(
                 f"resuming study {cfg.study.name!r} as it was asked; ignoring "
@@ -211,7 +216,7 @@ def cmd_sweep(args, console: Console) -> int:
                 soft_wrap=True,
             )
     elif args.worker is None:  # a question with new settings never gets an old answer
-        check_question(cfg, Space.parse(cfg.space))
+        check_question(cfg, space)
     from pipeline.search.sweep import run_sweep
 
     phases["imports"] = time.time()
@@ -224,7 +229,7 @@ def cmd_sweep(args, console: Console) -> int:
 
             _print_results(load_study(cfg), cfg, console)
         return code
-    summary = run_sweep(cfg, args.experiment, console, args.parent_run, args.worker)
+    summary = run_sweep(cfg, args.experiment, console, args.parent_run, args.worker, space)
     if args.worker is not None:
         console.print(f"worker {args.worker}: {summary.trials_run} trials")
         return 0
@@ -265,6 +270,7 @@ def cmd_train(args, console: Console) -> int:
     from pipeline.engine import Engine, check_fits
     from pipeline.engine.datasets import load_dataset
     from pipeline.engine.devices import setup_jax
+    from pipeline.engine.preflight import preflight
     from pipeline.reuse.best import config_overrides, read_best
 
     layers = []
@@ -280,6 +286,7 @@ def cmd_train(args, console: Console) -> int:
     # One configuration: the overrides describe it, so the search space plays no part.
     cfg = load_config(args.overrides, args.experiment, layers)
     cfg.space = {}
+    cfg = preflight(cfg)
     setup_jax(cfg)
     check_fits(cfg, Space())
     engine = Engine(cfg, load_dataset(cfg.data), Space())
@@ -476,6 +483,7 @@ def cmd_coord_check(args, console: Console) -> int:
     """Train one configuration at each width for a few steps; slopes, figure (docs/mup.md)."""
     from pipeline.config import TrialSpec
     from pipeline.engine.devices import setup_jax
+    from pipeline.engine.preflight import preflight
     from pipeline.tracking import coord_check
 
     try:
@@ -491,6 +499,7 @@ def cmd_coord_check(args, console: Console) -> int:
             raise ConfigError(f"{flag}={value} is invalid: expected an integer >= 1")
     cfg = load_config(args.overrides, args.experiment)
     cfg.space = {}
+    cfg = preflight(cfg)
     setup_jax(cfg)
     trial = TrialSpec.of_config(cfg)
     data = coord_check.coord_data(cfg, [trial], widths, args.seeds, args.steps, args.batch)

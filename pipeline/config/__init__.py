@@ -2,16 +2,19 @@
 space and the typed ``TrialSpec`` of one trial.
 
 - ``schema``: each key's type, default, allowed values, doc and role;
-- ``load``: conf/config.yaml + experiment preset + ``key=value`` overrides, validated;
+- ``load``: conf/config.yaml + experiment preset + ``key=value`` overrides, validated (the config
+  only: the checks that read data run in ``pipeline.engine.preflight``);
 - ``space``: the search space, parsed once;
 - ``spec``: ``TrialSpec``, the fully resolved configuration of one trial.
 """
 
 from pipeline.config.load import (
     CONF_DIR,
+    Loaded,
     check_value,
     experiments,
     load_config,
+    load_with_space,
     read_yaml,
     redacted,
     to_flat_dict,
@@ -52,11 +55,13 @@ __all__ = [
     "TRACED_KEYS",
     "Config",
     "ConfigError",
+    "Loaded",
     "Space",
     "TrialSpec",
     "check_value",
     "experiments",
     "load_config",
+    "load_with_space",
     "markdown_table",
     "read_yaml",
     "redacted",

@@ -1,7 +1,9 @@
 """Typed configuration: YAML defaults + experiment preset + ``key=value`` overrides, validated.
 
 Every error is a ``ConfigError`` whose message is one line naming the key, the bad value and what
-is allowed; the CLI prints it and exits non-zero before anything is written.
+is allowed; the CLI prints it and exits non-zero before anything is written. Loading reads the
+config only (schema and cross-field checks, no JAX); the checks that read the data or need the
+engine run after it, in ``pipeline.engine.preflight``.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import importlib.util
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -27,7 +29,7 @@ from pipeline.config.schema import (
     did_you_mean,
 )
 from pipeline.config.space import Space
-from pipeline.core.model import RESIDUAL_KINDS
+from pipeline.core.names import RESIDUAL_KINDS
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 # Data files the project writes on request: where a preset expects one, the command that makes it.
@@ -97,17 +99,16 @@ def check_value(key: str, value: Any) -> None:
     raise ConfigError(f"{key}={redacted(value)!r} is invalid: expected {expected}{hint}")
 
 
+class Loaded(NamedTuple):
+    """A loaded configuration and its search space, parsed once."""
+
+    cfg: DictConfig
+    space: Space
+
+
 def validate(cfg: DictConfig) -> Space:
-    """Value and cross-field checks; raises ``ConfigError`` on the first problem. Returns the
-    parsed space. The checks of values alone run first: a typo fails before the data checks
-    import the engine (and JAX)."""
-    space = _check_values(cfg)
-    _check_data(cfg)
-    return space
-
-
-def _check_values(cfg: DictConfig) -> Space:
-    """Every check that reads the config only."""
+    """Value and cross-field checks (the config only); raises ``ConfigError`` on the first
+    problem. Returns the parsed space."""
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
     for key in RULES:
         check_value(key, flat.get(key, OmegaConf.select(cfg, key)))
@@ -170,24 +171,6 @@ def _check_data_file(name: str, path: str | None) -> None:
     make = MADE_BY.get(Path(path).resolve())
     hint = f"; write it with `{make}`" if make else ""
     raise ConfigError(f"data.path={str(path)!r}: no such file{hint}")
-
-
-def _check_data(cfg: DictConfig) -> None:
-    """The checks that read the data (a user's file, or the sizes of a built-in set)."""
-    from pipeline.engine import datasets
-
-    d, t = cfg.data, cfg.train
-    n = datasets.check(d) if d.name in DATA_FILES else datasets.sizes(d)
-    if d.name == "digits" and min(n.n_train, n.n_val) < n.n_classes:
-        # scikit-learn's stratified split needs a sample of every class on both sides.
-        raise ConfigError(
-            f"data.val_fraction={d.val_fraction} leaves {n.n_train} training and "
-            f"{n.n_val} validation images: each needs at least {n.n_classes} (one per class)"
-        )
-    if t.batch_size > n.n_train:
-        raise ConfigError(
-            f"train.batch_size={t.batch_size} is larger than the {n.n_train} training samples"
-        )
 
 
 def _check_grid(cfg: DictConfig, space: Space) -> None:
@@ -389,7 +372,17 @@ def load_config(
     extra_layers: Iterable[tuple[dict, str]] = (),
 ) -> DictConfig:
     """The schema's defaults, then the default study ``conf/config.yaml`` or, in its place, the
-    preset ``conf/experiment/<experiment>.yaml``; extra layers; then overrides."""
+    preset ``conf/experiment/<experiment>.yaml``; extra layers; then overrides. Validated; the
+    data is read later (``pipeline.engine.preflight``)."""
+    return load_with_space(overrides, experiment, extra_layers).cfg
+
+
+def load_with_space(
+    overrides: Iterable[str] = (),
+    experiment: str | None = None,
+    extra_layers: Iterable[tuple[dict, str]] = (),
+) -> Loaded:
+    """``load_config``'s config with its space, parsed once."""
     layers: list[tuple[dict, str]] = []
     if not experiment:
         layers.append((_read_yaml(CONF_DIR / "config.yaml"), "conf/config.yaml"))
@@ -414,34 +407,7 @@ def load_config(
     if space_overrides:
         _check_keys({"space": _nest_dotted(space_overrides)}, "the command-line overrides")
         cfg.space = _nest_dotted({**Space.parse(cfg.space).entries, **space_overrides})
-    _check_values(cfg)  # a typo fails here, before the data checks import the engine
-    if cfg.data.name in DATA_FILES:  # what trials record: the data's source and its hash
-        cfg = _resolve_data(cfg)
-    _check_data(cfg)
-    return cfg
-
-
-def _resolve_data(cfg: DictConfig) -> DictConfig:
-    """The user's data pinned: a file's absolute path, and the SHA-256 of the file or of the
-    loader's arrays (computed once, here), compared with a ``data.sha256`` given beforehand."""
-    from pipeline.engine import datasets
-
-    d = cfg.data
-    if d.name == "npz":
-        if d.path is None:
-            return cfg  # _check_data says what is wrong
-        source, resolved = f"data.path={d.path!r}", {"path": str(Path(d.path).resolve())}
-    else:
-        if d.loader is None or not RULES["data.loader"].ok(d.loader):
-            return cfg
-        source, resolved = f"data.loader={d.loader}", {}
-    digest = datasets.digest(d)
-    if d.sha256 is not None and RULES["data.sha256"].ok(d.sha256) and d.sha256 != digest:
-        raise ConfigError(
-            f"data.sha256={d.sha256} does not match {source} (its SHA-256 is {digest}): the "
-            "data changed"
-        )
-    return OmegaConf.merge(cfg, {"data": {**resolved, "sha256": digest}})
+    return Loaded(cfg, validate(cfg))
 
 
 def _nest_dotted(flat: dict[str, Any]) -> dict:

@@ -25,13 +25,18 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from pipeline.core.activations import ACTIVATIONS
-from pipeline.core.initializers import BIAS_INITS, FAN_MODES, FRAMEWORK_DEFAULTS, INITIALIZERS
-from pipeline.core.model import KINDS
+from pipeline.core.names import (
+    ACTIVATION_NAMES,
+    ATTENTION_SCALES,
+    BIAS_INITS,
+    FAN_MODES,
+    FRAMEWORK_DEFAULTS,
+    INITIALIZER_NAMES,
+    KINDS,
+)
 from pipeline.core.parametrization import PARAMETRIZATIONS
+from pipeline.core.residual import INIT_RESIDUALS, NORMS
 from pipeline.core.rules import OVERRIDES, rules_problem
-from pipeline.core.theory import INIT_RESIDUALS, NORMS
-from pipeline.core.transformer import ATTENTION_SCALES
 
 STRUCTURAL, TRACED, SETTING, BOOKKEEPING = "structural", "traced", "setting", "bookkeeping"
 DATASETS = ("gaussian", "digits", "recall", "npz", "custom")
@@ -361,7 +366,7 @@ class Model:
         "or depth_mup sets it (sqrt(d_base)/d: 1/d relative to model.base_width)",
         TRACED,
     )
-    activation: str = key("relu", one_of(ACTIVATIONS), "hidden-layer nonlinearity", STRUCTURAL)
+    activation: str = key("relu", one_of(ACTIVATION_NAMES), "hidden-layer nonlinearity", STRUCTURAL)
     norm: str = key(
         "none",
         one_of(NORMS),
@@ -383,7 +388,7 @@ class Model:
 
 @dataclass(frozen=True)
 class Init:
-    weights: str = key("he_normal", one_of(INITIALIZERS), "the weight initializer", TRACED)
+    weights: str = key("he_normal", one_of(INITIALIZER_NAMES), "the weight initializer", TRACED)
     gain: Any = key(
         1.0,
         or_auto(

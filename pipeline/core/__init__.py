@@ -2,6 +2,7 @@
 I/O under here (``tests/test_layout.py`` checks it); the shell (config, engine, search, tracking,
 reuse) imports the core, never the other way round.
 
+- ``names``: the registries' names without JAX (what the config schema checks values against);
 - ``activations``, ``initializers``: registries, formulas with their papers, sampling;
 - ``model``: the Flax MLP, CNN and residual MLP (scanned, depth-masked hidden stack);
 - ``transformer``: the encoder on token sequences (attention scale, t_fixup, recall task);
@@ -11,6 +12,7 @@ reuse) imports the core, never the other way round.
 - ``train``: ``make_train`` returns pure per-row ``init``/``chunk`` functions;
 - ``metrics``: metric definitions, the in-scan updates, summaries and the objective;
 - ``diagnostics``, ``lsuv``: per-layer probes and LSUV inside the compiled call;
+- ``residual``: the residual-rule table (what each ``init.residual`` sets, by depth);
 - ``theory``: mean-field signal propagation, residual streams, attention logits;
 - ``data``: generated or bundled datasets;
 - ``estimate``: what a study estimates per network and arm (T*, basins, bootstrap intervals).

@@ -14,6 +14,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from pipeline.core.names import ACTIVATION_NAMES, check_registry
+
 
 class Activation(NamedTuple):
     fn: Callable[[jax.Array, jax.Array], jax.Array]  # (x, negative_slope) -> y
@@ -45,6 +47,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation(lambda x, s: jnp.tanh(x), _constant(5.0 / 3.0), bounds=(-1.0, 1.0)),
     "sigmoid": Activation(lambda x, s: jax.nn.sigmoid(x), _constant(1.0), bounds=(0.0, 1.0)),
 }
+check_registry(ACTIVATIONS, ACTIVATION_NAMES)  # the schema checks init values against the names
 
 
 def recommended_gain(activation: str, negative_slope: float = 0.01) -> float:

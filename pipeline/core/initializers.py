@@ -73,6 +73,14 @@ import jax.numpy as jnp
 import jax.scipy.special
 import numpy as np
 
+from pipeline.core.names import (  # noqa: F401 (initializers.BIAS_INITS, FAN_MODES)
+    BIAS_INITS,
+    FAN_MODES,
+    FRAMEWORK_DEFAULTS,
+    INITIALIZER_NAMES,
+    check_registry,
+)
+
 # Unit draws. The order is the integer code a trial carries into the compiled call.
 DRAWS = ("constant", "normal", "truncated_normal", "uniform", "orthogonal", "delta_orthogonal")
 TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of N(0, 1) truncated to [-2, 2]
@@ -131,12 +139,10 @@ INITIALIZERS: dict[str, Initializer] = {
     ),
     "keras_default": _GLOROT_U,
 }
-FRAMEWORK_DEFAULTS = ("torch_default", "flax_default", "keras_default")
+check_registry(INITIALIZERS, INITIALIZER_NAMES)  # the schema checks values against the names
 
-BIAS_INITS = ("zeros", "constant", "normal", "torch_default", "auto")
 # init.bias=auto: the bias each framework's layers start from with these weights.
 FRAMEWORK_BIAS = {"torch_default": "torch_default"}
-FAN_MODES = ("fan_in", "fan_out")
 
 
 def compute_fans(shape: Sequence[int]) -> Fans:

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.names import BUILTIN_KINDS, KINDS, RESIDUAL_KINDS  # noqa: F401 (model.KINDS)
+from pipeline.core.residual import embedding_var, residual_scales
 
 
 class Structure(NamedTuple):
@@ -39,9 +41,6 @@ class Structure(NamedTuple):
     vocab: int = 0  # transformer: token vocabulary of the data (0: float features, n_in of them)
 
 
-KINDS = ("mlp", "cnn", "resmlp", "transformer", "custom")  # custom: a user's module
-BUILTIN_KINDS = ("mlp", "cnn", "resmlp", "transformer")
-RESIDUAL_KINDS = ("resmlp", "transformer")  # model.norm and init.residual shape their blocks
 KERNEL = (3, 3)  # the CNN's window: fans are 9 x channels (the receptive field)
 
 
@@ -137,7 +136,7 @@ EMBEDDINGS = ("embed/embedding", "pos/embedding")
 class Residual(NamedTuple):
     """A residual MLP's forward constants per row (``init.residual``): u = skip x + alpha B(x)."""
 
-    alpha: jax.Array  # the branch multiplier (``theory.residual_scales``, depth-muP's factor)
+    alpha: jax.Array  # the branch multiplier (``residual.residual_scales``, depth-muP's factor)
     skip: jax.Array  # the identity path's multiplier (DeepNet's alpha, Wang et al. 2022)
     gated: jax.Array  # bool: each block's learnable gate times alpha is the multiplier instead
 
@@ -232,12 +231,10 @@ def generated_rules(
 ) -> list[dict]:
     """The ``init.rules`` that ``init.residual``, ``init.readout`` and (transformer)
     ``init.embedding_std`` stand for: each branch layer's variance factor from
-    ``theory.residual_scales`` as a ``scale`` (its square root, a std; 0 zeroes the layer,
+    ``residual.residual_scales`` as a ``scale`` (its square root, a std; 0 zeroes the layer,
     Fixup's last one), a zero read-out, kernel and bias (logits 0: the initial loss is exactly
     ln(classes)), and the embedding tables' std (their own draw is N(0, 1); T-Fixup scales it)."""
     rules = []
-    from pipeline.core.theory import embedding_var, residual_scales  # theory reads this module
-
     s = residual_scales(residual, depth) if residual != "none" else None
     if s is not None:
         transformer = kind == "transformer"

@@ -55,8 +55,8 @@ import jax.numpy as jnp
 
 from pipeline.core.activations import ACTIVATIONS
 from pipeline.core.model import Residual, Structure, _dropout
+from pipeline.core.names import ATTENTION_SCALES  # noqa: F401 (transformer.ATTENTION_SCALES)
 
-ATTENTION_SCALES = ("1/sqrt(d)", "1/d", "none")
 MLP_RATIO = 4  # the MLP's hidden width over d_model (Vaswani et al. 2017: 2048 / 512)
 
 

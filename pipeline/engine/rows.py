@@ -27,8 +27,8 @@ from pipeline.core.parametrization import (
     roles_by_fans,
     roles_by_shapes,
 )
+from pipeline.core.residual import residual_scales
 from pipeline.core.rules import BIAS_KEYS, WEIGHT_KEYS, evaluate, resolve
-from pipeline.core.theory import residual_scales
 from pipeline.core.train import Hparams
 from pipeline.core.transformer import attention_scale
 
@@ -139,7 +139,7 @@ def kernel_scale(r: dict, fan_shape: tuple[int, ...], activation: str, slope: fl
 
 
 def residual_row(trial: TrialSpec) -> Residual | None:
-    """A residual network's forward constants (``theory.residual_scales``); None for other
+    """A residual network's forward constants (``residual.residual_scales``); None for other
     kinds."""
     if trial["model.kind"] not in RESIDUAL_KINDS:
         return None

@@ -1194,7 +1194,7 @@ def residual_note(cfg, framework: str) -> str:
     init, model, _ = _sections(cfg)
     if model.get("kind") not in ("resmlp", "transformer"):
         return ""
-    from pipeline.core.theory import embedding_var, residual_scales
+    from pipeline.core.residual import embedding_var, residual_scales
 
     residual, depth = init.get("residual", "none"), int(model["depth"])
     s = residual_scales(residual, depth)

@@ -108,9 +108,10 @@ class Sweep:
         console: Console,
         parent_run: str | None = None,
         worker: int | None = None,
+        space: Space | None = None,
     ):
         self.cfg = cfg
-        self.space = Space.parse(cfg.space)
+        self.space = Space.parse(cfg.space) if space is None else space  # the CLI parsed it
         self.searched = searched_keys(cfg)
         # Refuse a space that cannot fit in memory before anything is written.
         check_fits(cfg, self.space)
@@ -421,14 +422,15 @@ def run_sweep(
     console: Console | None = None,
     parent_run: str | None = None,
     worker: int | None = None,
+    space: Space | None = None,
 ) -> SweepSummary:
     """Run the study ``cfg.study`` describes up to ``study.n_trials`` finished trials.
 
     ``worker``: this process is worker ``worker`` of ``sweep --workers N``
     (pipeline.search.workers); its child runs go under the MLflow run ``parent_run``, which the
-    launcher ends.
+    launcher ends. ``space``: ``cfg.space`` as ``pipeline.config.load`` parsed it.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     setup_jax(cfg)
     console = console or Console(stderr=True)
-    return Sweep(cfg, experiment, console, parent_run, worker).run()
+    return Sweep(cfg, experiment, console, parent_run, worker, space).run()

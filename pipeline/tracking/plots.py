@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
-from pipeline.core import theory  # noqa: E402
 from pipeline.config import TrialSpec  # noqa: E402
+from pipeline.core import theory  # noqa: E402
 from pipeline.core.model import RESIDUAL_KINDS  # noqa: E402
 from pipeline.search.study import trial_spec  # noqa: E402
 from pipeline.tracking import cells, heatmap  # noqa: E402
