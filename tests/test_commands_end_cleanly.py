@@ -129,12 +129,6 @@ def test_a_mistyped_key_or_value_fails_before_the_engine_is_imported(mistyped):
         assert only_line(err).endswith("; did you mean he_normal, he_uniform?")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`import pipeline` imports JAX itself: pipeline/__init__.py re-exports "
-    "pipeline.core.initializers, and pipeline/config/schema.py imports the core's registries "
-    "(model, theory, ...); the config/engine layering work removes both",
-)
 def test_a_mistyped_key_fails_before_jax_is_imported(mistyped):
     words, _ = mistyped
     assert words[0] == "2" and words[-1] == "False"  # jax

@@ -17,6 +17,7 @@ from pipeline.cli import main
 from pipeline.config import SPEC_ATTR, load_config
 from pipeline.core.data import digits, split
 from pipeline.engine.datasets import load_dataset, sha256
+from pipeline.engine.preflight import preflight
 from pipeline.search.study import make_storage
 
 SMALL = [
@@ -26,6 +27,11 @@ SMALL = [
     "train.batch_size=32",
     "train.seeds=1",
 ]
+
+
+def checked(overrides):
+    """What a command runs on: the config loaded, then its data pinned and checked."""
+    return preflight(load_config(overrides))
 
 
 def write(path, **arrays):
@@ -42,27 +48,27 @@ def digits_split(tmp_path):
 
 
 def test_a_file_of_the_digits_split_is_the_digits_dataset_and_trains_the_same(digits_split):
-    cfg = load_config([*SMALL, "data.name=npz", f"data.path={digits_split}", "model.depth=2"])
+    cfg = checked([*SMALL, "data.name=npz", f"data.path={digits_split}", "model.depth=2"])
     assert cfg.data.path == str(digits_split.resolve()) and cfg.data.sha256 == sha256(digits_split)
     ours, builtin = load_dataset(cfg.data), digits(0.2, 0)
     for a, b in zip(ours, builtin, strict=True):
         np.testing.assert_array_equal(a, b)  # standardized with the same training statistics
     [mine], _ = train_trials(cfg, {})
-    [theirs], _ = train_trials(load_config([*SMALL, "data.name=digits", "model.depth=2"]), {})
+    [theirs], _ = train_trials(checked([*SMALL, "data.name=digits", "model.depth=2"]), {})
     assert mine.metrics == theirs.metrics
 
 
 def test_without_validation_arrays_the_split_is_stratified_and_seeded(tmp_path):
     x, y = load_iris(return_X_y=True)
     path = write(tmp_path / "iris.npz", x_train=x, y_train=y)
-    cfg = load_config(["data.name=npz", f"data.path={path}", "train.batch_size=32"])
+    cfg = checked(["data.name=npz", f"data.path={path}", "train.batch_size=32"])
     ds = load_dataset(cfg.data)
     assert (len(ds.y_train), len(ds.y_val), ds.n_features, ds.n_classes) == (120, 30, 4, 3)
     assert np.bincount(ds.y_val).tolist() == [10, 10, 10]  # stratified
     same = ["data.name=npz", f"data.path={path}", "train.batch_size=32"]
-    again = load_dataset(load_config([*same, "data.seed=0"]).data)
+    again = load_dataset(checked([*same, "data.seed=0"]).data)
     np.testing.assert_array_equal(ds.x_val, again.x_val)
-    other = load_dataset(load_config([*same, "data.seed=1"]).data)
+    other = load_dataset(checked([*same, "data.seed=1"]).data)
     assert not np.array_equal(ds.x_val, other.x_val)
 
 
@@ -185,7 +191,7 @@ def test_a_regression_trains_on_mean_squared_error_in_the_units_asked(tmp_path, 
 
     x, y = load_diabetes(return_X_y=True)
     path = write(tmp_path / "diabetes.npz", x_train=x, y_train=y)
-    cfg = load_config(
+    cfg = checked(
         [*SMALL, "data.name=npz", f"data.path={path}", "data.task=regression",
          f"data.standardize_targets={str(standardize).lower()}", "model.depth=1",
          "train.steps=20"]
@@ -213,18 +219,18 @@ def test_a_loader_gives_the_same_data_as_its_file_and_its_arrays_are_hashed(load
     x, y = load_wine(return_X_y=True)
     path = write(loaders / "wine.npz", x_train=x, y_train=y)
     common = ["train.batch_size=32", "data.seed=3"]
-    by_loader = load_config([*common, "data.name=custom", "data.loader=my_loaders:wine"])
-    by_file = load_config([*common, "data.name=npz", f"data.path={path}"])
+    by_loader = checked([*common, "data.name=custom", "data.loader=my_loaders:wine"])
+    by_file = checked([*common, "data.name=npz", f"data.path={path}"])
     assert by_loader.data.sha256 == arrays_sha256({"x_train": x, "y_train": y})
     for a, b in zip(load_dataset(by_loader.data), load_dataset(by_file.data), strict=True):
         np.testing.assert_array_equal(a, b)
     # A tuple, a loader taking the seed, several regression targets:
-    two = load_config(
+    two = checked(
         ["data.name=custom", "data.loader=my_loaders:two_targets", "data.task=regression"]
     )
     ds = load_dataset(two.data)
     assert ds.n_classes == 2 and ds.y_train.shape == (160, 2) and ds.y_val.shape == (40, 2)
-    diabetes = load_config(
+    diabetes = checked(
         ["data.name=custom", "data.loader=my_loaders:diabetes", "data.task=regression"]
     )
     assert load_dataset(diabetes.data).n_features == 10
@@ -292,7 +298,7 @@ def test_a_regression_sweep_through_a_loader_records_it_and_its_best_retrains(lo
     study = optuna.load_study(
         study_name="reg", storage=make_storage(str(loaders / "runs" / "optuna.journal"))
     )
-    digest = load_config(args).data.sha256
+    digest = checked(args).data.sha256
     for trial in study.trials:
         spec = trial.user_attrs[SPEC_ATTR]
         assert spec["data.loader"] == "my_loaders:diabetes" and spec["data.sha256"] == digest

@@ -80,10 +80,13 @@ def assert_one_error_line(code, text: str, wrote: bool) -> str:
 
 
 def is_valid(overrides: list[str]) -> bool:
-    """The oracle for random overrides: does validation accept them? (Any other exception than
-    ConfigError is a bug the test then reports through ``main``.)"""
+    """The oracle for random overrides: does validation accept them (the config, then its data:
+    what ``main`` checks before it writes)? (Any other exception than ConfigError is a bug the
+    test then reports through ``main``.)"""
+    from pipeline.engine.preflight import preflight
+
     try:
-        load_config([*SAFE, *overrides, "runs_dir=runs"])  # main() also gets runs_dir last
+        preflight(load_config([*SAFE, *overrides, "runs_dir=runs"]))  # main() also gets runs_dir
     except ConfigError:
         return False
     except Exception:
@@ -284,8 +287,10 @@ def test_unreadable_experiment_file(conf_dir, content):
 
 
 def _experiment_is_valid() -> bool:
+    from pipeline.engine.preflight import preflight
+
     try:
-        load_config(SAFE, "bad")
+        preflight(load_config(SAFE, "bad"))
     except Exception:
         return False
     return True

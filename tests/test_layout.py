@@ -78,6 +78,8 @@ def test_the_core_is_all_the_modules_the_guide_names():
         "losses",
         "diagnostics",
         "lsuv",
+        "names",
+        "residual",
         "theory",
         "data",
         "estimate",

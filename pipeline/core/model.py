@@ -207,14 +207,6 @@ class ResMLP(nn.Module):
         return nn.Dense(s.n_classes, name="output")(h)
 
 
-def model_class(structure: Structure) -> type[nn.Module]:
-    if structure.kind == "transformer":
-        from pipeline.core.transformer import Transformer  # it builds on this module's pieces
-
-        return Transformer
-    return ResMLP if structure.kind == "resmlp" else MLP
-
-
 def probed_layers(kind: str, depth: int) -> int:
     """Layers the diagnostics read in a trial: an MLP's depth counts its input layer; a residual
     MLP has its input layer and ``depth`` blocks, a transformer its embedding and ``depth``

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.extend.core import Literal
 
-from pipeline.core.model import Structure, model_class
+from pipeline.core.model import MLP, ResMLP, Structure
+from pipeline.core.transformer import Transformer
 
 KERNEL, BIAS, OTHER = "kernel", "bias", "other"
 
@@ -214,6 +215,14 @@ def forward_constants(hp) -> dict:
 def input_dtype(structure: Structure):
     """A transformer reads token ids; every other built-in model float features."""
     return jnp.int32 if structure.vocab else jnp.float32
+
+
+def model_class(structure: Structure) -> type[nn.Module]:
+    """The built-in module of ``structure.kind`` (the transformer builds on the model's pieces,
+    so this choice lives above both)."""
+    if structure.kind == "transformer":
+        return Transformer
+    return ResMLP if structure.kind == "resmlp" else MLP
 
 
 def builtin_net(structure: Structure, unroll: int = 1) -> Net:

@@ -6,18 +6,19 @@
 - ``run``: ``Engine``, which groups trials by structure, compiles ``jit(vmap(...))`` of the
   core's per-row functions, shards rows over devices, calls them under a watchdog and
   summarizes;
+- ``preflight``: the data, memory and model checks run before anything is written;
 - ``devices``: CPU devices and the compilation cache; ``timing``: stopwatches and deadlines.
 """
 
 from pipeline.engine.plan import (
     bucket_depth,
-    check_fits,
     default_memory_gb,
     depth_buckets,
     draws_for,
     row_bytes,
     settings_from,
 )
+from pipeline.engine.preflight import check_fits
 from pipeline.engine.rows import row_hparams, stack_rows
 from pipeline.engine.run import STALL_FACTOR, STALL_FIRST_S, STALL_FLOOR_S, Call, Engine
 

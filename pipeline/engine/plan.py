@@ -1,6 +1,6 @@
 """Planning on the host, before anything compiles: the static settings of an executable, depth
-buckets, the memory a row needs, which unit draws a space needs, and the refusal of a space whose
-largest trial cannot fit."""
+buckets, the memory a row needs and which unit draws a space needs (``preflight.check_fits``
+refuses a space whose largest trial cannot fit)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pipeline.core.initializers import DRAWS, INITIALIZERS
 from pipeline.core.model import BUILTIN_KINDS, Structure
 from pipeline.core.net import Net
 from pipeline.core.train import Settings
-from pipeline.engine.datasets import sizes as data_sizes
 
 
 def settings_from(cfg, optimizer: str, trials: Sequence[TrialSpec] = ()) -> Settings:
@@ -112,50 +111,3 @@ def row_bytes(net: Net, structure: Structure, settings: Settings, n_val: int) ->
     activations = 4 * max(settings.batch_size, n_val) * features
     curves = settings.chunk_steps * (sum(leaf.layers for leaf in net.layout.kernels) + 4)
     return 4 * (state + activations + curves)
-
-
-def check_fits(cfg, space: Space) -> None:
-    """Refuse a search space whose largest trial cannot fit ``engine.memory_gb`` even alone,
-    and a model that cannot be built (``factory.check_model``: a user's factory is called here).
-
-    Runs before the study is opened, so a refused sweep writes nothing. The estimate is the one
-    that sizes calls (``row_bytes``), plus the replicated data and mini-batch schedule.
-    """
-    from pipeline.config import ConfigError
-
-    n_train, n_val, n_in, n_classes = data_sizes(cfg.data)
-    optimizers = space.values("train.optimizer", cfg.train.optimizer)
-    optimizer = max(optimizers, key=("sgd", "momentum", "adam").index)
-    depth = space.largest("model.depth", cfg.model.depth)
-    width = space.largest("model.width", cfg.model.width)
-    kinds = space.values("model.kind", cfg.model.kind)
-    kind = next((k for k in ("custom", "cnn", "transformer") if k in kinds), "mlp")
-    if kind == "custom":  # the factory is called here: its errors come before anything is written
-        factory = max(space.values("model.factory", cfg.model.factory) or [None], key=str)
-        structure = Structure(cfg.model.activation, depth, width, n_in, n_classes, kind, factory)
-    else:
-        from pipeline.core.data import token_vocab
-
-        n_hidden = bucket_depth(depth, depth_buckets(cfg, space))
-        heads = max(space.values("model.heads", cfg.model.heads)) if kind == "transformer" else 1
-        structure = Structure(
-            "relu", n_hidden, width, n_in, n_classes, kind, None, "none", heads,
-            token_vocab(cfg.data),
-        )  # fmt: skip
-    from pipeline.engine.factory import check_model, net_for
-
-    check_model(cfg, space, n_in, n_classes)
-    net = net_for(structure, cfg.engine.unroll)
-    memory_gb = cfg.engine.memory_gb or default_memory_gb()
-    n_seeds, t = cfg.train.seeds, cfg.train
-    rows_per_device = -(-n_seeds // jax.device_count())
-    fixed = 4 * ((n_train + n_val) * (n_in + 1) + n_seeds * t.steps * t.batch_size)
-    need = fixed + rows_per_device * row_bytes(net, structure, settings_from(cfg, optimizer), n_val)
-    if need > memory_gb * 2**30:
-        raise ConfigError(
-            f"one trial of the search space needs about {need / 2**30:.3g} GB (model.depth="
-            f"{depth}, model.width={width}, train.optimizer={optimizer}, train.seeds={n_seeds}, "
-            f"{n_train + n_val} samples) but engine.memory_gb={memory_gb:.3g}: lower model.width "
-            "or model.depth (or their space), train.seeds, train.steps or the data size, or raise "
-            "engine.memory_gb"
-        )

@@ -17,12 +17,35 @@ import optuna
 
 from pipeline.search.arms import CELL_KEYS, network_label
 from pipeline.search.study import ranked_trials, trial_metrics, trial_seed_steps, trial_spec
-from pipeline.tracking.report import family
 
 # Structural keys that name a network too, where the study's trials differ in them.
 NETWORK_KEYS = ("model.width", "model.norm", "model.heads", "model.attention_scale")
 
-__all__ = ["CELL_KEYS", "NETWORK_KEYS", "Trial", "network_label", "study_cells"]
+__all__ = ["CELL_KEYS", "NETWORK_KEYS", "Trial", "family", "network_label", "study_cells"]
+
+# Initializer families: one name per idea, whatever the distribution or alias.
+FAMILY_PREFIXES = {
+    "he_": "he",
+    "kaiming_": "he",
+    "glorot_": "glorot",
+    "xavier_": "glorot",
+    "lecun_": "lecun",
+}
+FAMILY_NAMES = {
+    "normal": "random",  # fixed-scale draws: init.std / init.limit, no fan
+    "truncated_normal": "random",
+    "uniform": "random",
+    "zeros": "constant",
+    "constant": "constant",
+}
+
+
+def family(weights: str) -> str:
+    """The family of an initializer: he, glorot, lecun, orthogonal, random, constant, ..."""
+    for prefix, name in FAMILY_PREFIXES.items():
+        if weights.startswith(prefix):
+            return name
+    return FAMILY_NAMES.get(weights, weights)
 
 
 class Trial(NamedTuple):

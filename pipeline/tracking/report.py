@@ -91,28 +91,3 @@ def best_table(study: optuna.Study, top_k: int, first_rank: int = 0) -> Table:
             *([rules_text(spec.init.rules)] if with_rules else []),
         )
     return table
-
-
-# Initializer families for the verdict: one name per idea, whatever the distribution or alias.
-FAMILY_PREFIXES = {
-    "he_": "he",
-    "kaiming_": "he",
-    "glorot_": "glorot",
-    "xavier_": "glorot",
-    "lecun_": "lecun",
-}
-FAMILY_NAMES = {
-    "normal": "random",  # fixed-scale draws: init.std / init.limit, no fan
-    "truncated_normal": "random",
-    "uniform": "random",
-    "zeros": "constant",
-    "constant": "constant",
-}
-
-
-def family(weights: str) -> str:
-    """The family of an initializer: he, glorot, lecun, orthogonal, random, constant, ..."""
-    for prefix, name in FAMILY_PREFIXES.items():
-        if weights.startswith(prefix):
-            return name
-    return FAMILY_NAMES.get(weights, weights)
