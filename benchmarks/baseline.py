@@ -32,6 +32,7 @@ from pipeline.core.activations import ACTIVATIONS
 from pipeline.core.data import batch_schedule
 from pipeline.core.initializers import make_bias_initializer, make_initializer, resolve_gain
 from pipeline.engine.datasets import load_dataset
+from pipeline.search import grid as grids
 from pipeline.search.samplers import suggest
 
 
@@ -79,7 +80,7 @@ def make_objective(cfg, space, results: list):
             make_initializer(p["init.weights"], gain, init_params),
             make_bias_initializer(p["init.bias"], p["init.bias_value"], p["init.bias_std"]),
         )
-        params = model.init(jax.random.key(cfg.train.seed + trial.number), x_batches[0, :1])
+        params = model.init(trial_key(cfg, trial), x_batches[0, :1])
         params = params["params"]
         tx = optax.sgd(p["train.learning_rate"])
         logits = lambda params, x: model.apply({"params": params}, x)  # noqa: E731
@@ -89,6 +90,13 @@ def make_objective(cfg, space, results: list):
         return metrics["steps_to_target"]
 
     return objective
+
+
+def trial_key(cfg, trial: optuna.Trial) -> jax.Array:
+    """The key a trial's parameters are drawn with: under ``study.design=grid`` every trial
+    shares ``train.seed`` (common seeds, as the engine's rows do); otherwise one key per trial."""
+    common = cfg.study.design == "grid"
+    return jax.random.key(cfg.train.seed + (0 if common else trial.number))
 
 
 def train(logits, tx, params, x_batches, y_batches, steps: int) -> np.ndarray:
@@ -132,12 +140,22 @@ def steps_to_target(losses: np.ndarray, grad_norms: np.ndarray, cfg) -> float:
     return float(cfg.train.steps + 1)
 
 
-def run_loop(cfg, space, n_trials: int, objective_factory=make_objective) -> list:
-    """Run a per-trial loop for ``n_trials`` trials; returns [(params, metrics)] in order."""
+def run_loop(
+    cfg, space, n_trials: int, objective_factory=make_objective, ends: list | None = None
+) -> list:
+    """Run a per-trial loop for ``n_trials`` trials; returns [(params, metrics)] in order (and
+    appends each trial's end time to ``ends``). Under ``study.design=grid`` the trials are the
+    grid's points (each with its learning rate), enqueued as the sweep plans them, in the same
+    order; the loop does not extend the grid."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results: list = []
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=cfg.study.seed))
-    study.optimize(objective_factory(cfg, space, results), n_trials=n_trials)
+    if cfg.study.design == "grid":
+        grids.plan(study, cfg, space)
+        n_trials = min(n_trials, grids.waiting(study))
+        space = grids.search_space(cfg, space)
+    callbacks = [lambda *_: ends.append(time.time())] if ends is not None else None
+    study.optimize(objective_factory(cfg, space, results), n_trials=n_trials, callbacks=callbacks)
     return results
 
 
@@ -163,12 +181,14 @@ def main(argv: list[str] | None = None, objective_factory=make_objective) -> int
 
     jax.monitoring.register_event_duration_secs_listener(on_event)
     imports = time.time()
-    results = run_loop(cfg, Space.parse(cfg.space), cfg.study.n_trials, objective_factory)
+    ends: list[float] = []
+    results = run_loop(cfg, Space.parse(cfg.space), cfg.study.n_trials, objective_factory, ends)
     if args.out:
         phases = {"started": pipeline.STARTED, "imports": imports, "trained": time.time()}
         document = {
             "phases": phases,
             "compile_s": compiled[0],
+            "trial_ends": ends,
             "params": [r[0] for r in results],
             "steps_to_target": [r[1]["steps_to_target"] for r in results],
         }

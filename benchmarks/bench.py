@@ -24,169 +24,45 @@ scaled, fixup, rezero}, He at a log-uniform gain, on the bench preset's data and
 per-trial residual MLP in Flax (scanned blocks) and Optax, plain and cached, on the same trials.
 Its results go to ``residual`` in the same file (``runs/bench/residual.json`` when it runs alone).
 
+The **grid workload** (``--workload grid``, or ``all``): the default study's design
+(``study.design=grid``: every arm at every point of one learning-rate grid, common seeds) on W's
+data and schedule, ``conf/experiment/bench_grid.yaml`` (240 trials), against both plain loops and
+the cached loop, which enqueue the same grid points with their learning rates. Its results go to
+``grid`` (``runs/bench/grid.json`` alone).
+
+``--scaling`` (``benchmarks.scaling``) and ``--device`` (``benchmarks.device``) run only those
+benches; the flags after them are theirs.
+
     python -m benchmarks.bench                 # 64 and 256 trials (+1024: --with-1024), depth table
     python -m benchmarks.bench --trials 64     # a quick look
     python -m benchmarks.bench --workload residual --trials 64   # only the residual workload
+    python -m benchmarks.bench --workload grid                   # only the grid workload
+    python -m benchmarks.bench --scaling 16,32,64                # how cost grows, a quick check
+    python -m benchmarks.bench --device --sizes 8,16 --steps 20  # the device script, tiny
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.core.model import count_flops
+from benchmarks import device, scaling
+from benchmarks.measure import ROOT, fmt, peak_in_child, run_engine, run_loop, same_trials
+from pipeline.config import Space, load_config
+from pipeline.search import grid as grids
 
 DEPTH_SPACES = {8: [2, 4, 8], 32: [2, 4, 8, 16, 32], 64: [2, 4, 8, 16, 32, 64]}
-# Where a whole sweep command's time goes: (label, phase it ends with, phase it starts after).
-ENGINE_PHASES = (
-    ("interpreter start", "started", "launch"),
-    ("imports", "imports", "started"),
-    ("config, stores, study, MLflow run, data", "setup", "imports"),
-    ("trials (ask, train, tell)", "trained", "setup"),
-    ("figures", "figures", "trained"),
-    ("MLflow close", "mlflow_closed", "figures"),
-    ("results table", "results", "mlflow_closed"),
-    ("exit", "exit", "results"),
-)
-LOOP_PHASES = (
-    ("interpreter start", "started", "launch"),
-    ("imports", "imports", "started"),
-    ("trials (data, init, train)", "trained", "imports"),
-    ("exit", "exit", "trained"),
-)
-
-
-ROOT = Path(__file__).resolve().parent.parent  # the checkout: benchmarks/ and pipeline/
-
-
-def _process(cmd: list[str], cwd: Path) -> dict:
-    """Run ``cmd`` as a whole process: wall seconds from launch to exit, and its peak RSS."""
-    launch = time.time()
-    # The plain loops live in benchmarks/, beside the package, not in it: importable from the root.
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    stderr: list[bytes] = []
-    reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()))
-    reader.start()
-    _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own resource usage
-    end = time.time()
-    reader.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    text = b"".join(stderr).decode(errors="replace")
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:5])} failed:\n{text[-3000:]}")
-    return {
-        "launch": launch,
-        "exit": end,
-        "wall_s": end - launch,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-    }
-
-
-def _durations(phases: dict, order) -> dict[str, float]:
-    return {label: phases[end] - phases[start] for label, end, start in order}
-
-
-def _useful_flops(cfg, depths: list[int]) -> float:
-    """Analytic forward+backward FLOPs of the unpadded networks, summed over trials. A residual
-    block has two width x width layers, so a residual MLP of depth d has the dense layers of an
-    MLP of depth 2d + 1 (its LayerNorms are left out: O(width), not O(width^2), per sample)."""
-    from pipeline.engine.datasets import load_dataset
-
-    ds = load_dataset(cfg.data)
-    layers = [2 * d + 1 for d in depths] if cfg.model.kind == "resmlp" else depths
-    per_step = [
-        count_flops(d, cfg.model.width, ds.n_features, ds.n_classes, cfg.train.batch_size)
-        for d in layers
-    ]
-    return float(sum(per_step) * cfg.train.steps)
-
-
-def run_engine(overrides: list[str], runs_dir: Path, experiment: str = "bench") -> dict:
-    """``python -m pipeline sweep --experiment bench``: wall, phases, the trials it trained."""
-    import optuna
-
-    from pipeline.config import load_config
-    from pipeline.search.study import make_storage
-
-    cfg = load_config([*overrides, f"runs_dir={runs_dir}"], experiment)
-    cmd = [sys.executable, "-m", "pipeline", "sweep", "--experiment", experiment, *overrides]
-    out = _process([*cmd, f"runs_dir={runs_dir}"], runs_dir.parent)
-    timing = json.loads((runs_dir / cfg.study.name / "timing.json").read_text())
-    phases = {**timing["phases"], "launch": out["launch"], "started": timing["started"]}
-    phases["exit"] = out["exit"]
-    storage = make_storage(str(runs_dir / "optuna.journal"))
-    trials = optuna.load_study(study_name=cfg.study.name, storage=storage).trials
-    trials = sorted(trials, key=lambda t: t.number)
-    depths = [t.params["model.depth"] for t in trials]
-    return {
-        "wall_s": out["wall_s"],
-        "peak_rss_mb": out["peak_rss_mb"],
-        "phases": _durations(phases, ENGINE_PHASES),
-        "sweep": {k: v for k, v in timing.items() if k not in ("phases", "started")},
-        "params": [t.params for t in trials],
-        "steps_to_target": [t.user_attrs["metrics"]["steps_to_target"] for t in trials],
-        "useful_flops": _useful_flops(cfg, depths) if cfg.model.kind != "custom" else None,
-    }
-
-
-def run_loop(module: str, overrides: list[str], runs_dir: Path, cached: bool = False) -> dict:
-    """``python -m <module>`` (a plain loop) as a whole process."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    result = runs_dir / f"{module}-{time.monotonic_ns()}.json"
-    cmd = [sys.executable, "-m", module, "--out", str(result), *(["--cached"] if cached else [])]
-    out = _process([*cmd, *overrides, f"runs_dir={runs_dir}"], runs_dir.parent)
-    document = json.loads(result.read_text())
-    phases = {**document["phases"], "launch": out["launch"], "exit": out["exit"]}
-    return {
-        "wall_s": out["wall_s"],
-        "peak_rss_mb": out["peak_rss_mb"],
-        "phases": _durations(phases, LOOP_PHASES),
-        "compile_s": document["compile_s"],
-        "params": document["params"],
-        "steps_to_target": document["steps_to_target"],
-    }
-
-
-def measure_peak() -> dict:
-    """The float32 matrix-multiply peak of this machine, as JAX reaches it (best of 10)."""
-    import jax
-    import jax.numpy as jnp
-
-    n = 2048
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
-    f(a, a).block_until_ready()
-    best = float("inf")
-    for _ in range(10):
-        t0 = time.perf_counter()
-        f(a, a).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return {"peak_gflops": 2 * n**3 / best / 1e9, "device": str(jax.devices()[0].device_kind)}
-
-
-def _same_trials(*runs: dict) -> None:
-    first = runs[0]["params"]
-    for other in runs[1:]:
-        if other["params"] != first:
-            raise RuntimeError("the loops and the engine did not train the same trials")
+PLAIN_LOOPS = ("benchmarks.baseline", "benchmarks.independent_loop")
 
 
 def _row(n: int, start: str, engine: dict, loops: dict, cached: dict | None, peak: float) -> dict:
@@ -217,10 +93,6 @@ def _row(n: int, start: str, engine: dict, loops: dict, cached: dict | None, pea
     }
 
 
-def _fmt(v, spec: str = ".1f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def _speed_table(rows: list[dict], title: str) -> Table:
     t = Table(title=title)
     cols = [
@@ -241,7 +113,7 @@ def _speed_table(rows: list[dict], title: str) -> Table:
     for name, _, _ in cols:
         t.add_column(name, justify="right")
     for r in rows:
-        t.add_row(*(_fmt(r.get(k), spec) for _, k, spec in cols))
+        t.add_row(*(fmt(r.get(k), spec) for _, k, spec in cols))
     return t
 
 
@@ -255,7 +127,7 @@ def _phase_table(row: dict) -> Table:
     for label, value in row["engine_phases"].items():
         other = loop_of.get(label, label)
         t.add_row(
-            label, _fmt(value, ".2f"), _fmt(loop.get(other), ".2f"), _fmt(cached.get(other), ".2f")
+            label, fmt(value, ".2f"), fmt(loop.get(other), ".2f"), fmt(cached.get(other), ".2f")
         )
     sweep = row["sweep"]
     inside = {
@@ -264,12 +136,12 @@ def _phase_table(row: dict) -> Table:
         "  of which Optuna wait": sweep["optuna_s"],
     }
     for label, value in inside.items():
-        t.add_row(label, _fmt(value, ".2f"), "", "")
+        t.add_row(label, fmt(value, ".2f"), "", "")
     t.add_row(
         "total",
-        _fmt(row["engine_s"], ".2f"),
-        _fmt(sum(loop.values()), ".2f"),
-        _fmt(sum(cached.values()) if cached else None, ".2f"),
+        fmt(row["engine_s"], ".2f"),
+        fmt(sum(loop.values()), ".2f"),
+        fmt(sum(cached.values()) if cached else None, ".2f"),
     )
     return t
 
@@ -290,7 +162,7 @@ def _accounting_table(rows: list[dict]) -> Table:
         t.add_column(name, justify="right")
     for r in rows:
         values = {**r["sweep"], "trials": r["trials"], "start": r["start"]}
-        t.add_row(*(_fmt(values.get(k), spec) for _, k, spec in cols))
+        t.add_row(*(fmt(values.get(k), spec) for _, k, spec in cols))
     return t
 
 
@@ -314,7 +186,7 @@ def bench_custom(out: Path) -> int:
         for start in ("cold", "warm"):
             study = [f"study.name=custom-{start}"]
             rows[start] = run_engine([*common, *study], tmp / "engine", "your_model")
-        _same_trials(rows["cold"], rows["warm"], loop, cached)
+        same_trials(rows["cold"], rows["warm"], loop, cached)
     table = Table(title=f"your_model: {len(loop['params'])} trials of examples/resnet.py")
     for name in ("", "engine s", "loop s", "cached loop s", "speedup", "vs cached"):
         table.add_column(name, justify="right")
@@ -331,6 +203,27 @@ def bench_custom(out: Path) -> int:
     return 0
 
 
+def _against_loops(
+    n: int, common: list[str], experiment: str, tmp: Path, peak: float, console: Console
+) -> list[dict]:
+    """The sweep command cold and warm against both plain loops (one run each: no persistent
+    cache) and the cached loop (cold, then warm as its cache is), all on the same trials."""
+    loops = {
+        name: run_loop(module, common, tmp / f"{module}-{n}", experiment=experiment)
+        for name, module in zip(("loop", "independent_loop"), PLAIN_LOOPS, strict=True)
+    }
+    rows = []
+    for start in ("cold", "warm"):
+        study = [f"study.name={experiment}{n}-{start}"]
+        engine = run_engine([*common, *study], tmp / f"engine-{n}", experiment)
+        cached = run_loop(PLAIN_LOOPS[0], common, tmp / f"cached-{n}", True, experiment)
+        same_trials(engine, cached, *loops.values())
+        rows.append(_row(n, start, engine, loops, cached, peak))
+        console.print(_speed_table(rows[-1:], f"{experiment}: {n} trials, {start}"))
+        console.print(_phase_table(rows[-1]))
+    return rows
+
+
 def bench_mlp(
     trials: list[int], peak: float, console: Console, depth_table: bool
 ) -> tuple[list[dict], list[dict]]:
@@ -340,30 +233,17 @@ def bench_mlp(
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         tmp = Path(tmp)
         for n in trials:
-            common = [f"study.n_trials={n}"]
-            loops = {
-                m.split(".")[-1]: run_loop(m, common, tmp / f"{m}-{n}")
-                for m in ("benchmarks.baseline", "benchmarks.independent_loop")
-            }
-            loops = {"loop": loops["baseline"], "independent_loop": loops["independent_loop"]}
-            for start in ("cold", "warm"):
-                study = [f"study.name=bench{n}-{start}"]
-                engine = run_engine([*common, *study], tmp / f"engine-{n}")
-                cached = run_loop("benchmarks.baseline", common, tmp / f"cached-{n}", cached=True)
-                _same_trials(engine, cached, *loops.values())
-                rows.append(_row(n, start, engine, loops, cached, peak))
-                console.print(_speed_table(rows[-1:], f"{n} trials, {start}"))
-                console.print(_phase_table(rows[-1]))
-        if depth_table:
-            for depth, depths in DEPTH_SPACES.items():
-                space = [f"space.model.depth=[{', '.join(map(str, depths))}]"]
-                engine = run_engine(
-                    ["study.n_trials=256", f"study.name=depth{depth}", *space],
-                    tmp / f"depth-{depth}",
-                )
-                depth_rows.append(
-                    {"max_depth": depth, "engine_s": engine["wall_s"], "sweep": engine["sweep"]}
-                )
+            rows += _against_loops(n, [f"study.n_trials={n}"], "bench", tmp, peak, console)
+    if depth_table:
+        for depth, depths in DEPTH_SPACES.items():
+            space = [f"space.model.depth=[{', '.join(map(str, depths))}]"]
+            engine = run_engine(
+                ["study.n_trials=256", f"study.name=depth{depth}", *space],
+                tmp / f"depth-{depth}",
+            )
+            depth_rows.append(
+                {"max_depth": depth, "engine_s": engine["wall_s"], "sweep": engine["sweep"]}
+            )
     console.print(_speed_table(rows, "whole commands: engine vs plain loops (workload W)"))
     for row in rows:
         console.print(_phase_table(row))
@@ -376,13 +256,38 @@ def bench_mlp(
             s = r["sweep"]
             t.add_row(
                 str(r["max_depth"]),
-                _fmt(r["engine_s"]),
-                _fmt(s["compile_s"]),
+                fmt(r["engine_s"]),
+                fmt(s["compile_s"]),
                 str(s["executables"]),
-                _fmt(s["compile_wait_s"]),
+                fmt(s["compile_wait_s"]),
             )
         console.print(t)
     return rows, depth_rows
+
+
+def grid_trials(experiment: str = "bench_grid") -> int:
+    """The trials of a ``study.design=grid`` preset's whole grid, before any extension: every
+    combination of the space's lists at every point of its learning-rate range."""
+    cfg = load_config([], experiment)
+    space = Space.parse(cfg.space)
+    lr = space.get("train.learning_rate")
+    rates = grids.initial_rates(float(lr["low"]), float(lr["high"]), cfg.study.grid_per_decade)
+    return len(rates) * math.prod(len(space.choices(key)) for key in space.lists())
+
+
+def bench_grid(trials: list[int], peak: float, console: Console) -> list[dict]:
+    """The grid workload (``conf/experiment/bench_grid.yaml``, the default study's design on W's
+    data and schedule): the sweep command cold and warm against the two plain loops and the
+    cached loop, which enqueue the same grid points (each with its learning rate). A count
+    below the whole grid takes the points nearest the grid's middle first, as the sweep does."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-grid-") as tmp:
+        for n in trials:
+            common = [f"study.n_trials={n}"]
+            rows += _against_loops(n, common, "bench_grid", Path(tmp), peak, console)
+    console.print(_speed_table(rows, "whole commands: engine vs plain loops (grid workload)"))
+    console.print(_accounting_table(rows))
+    return rows
 
 
 def bench_residual(trials: list[int], peak: float, console: Console) -> list[dict]:
@@ -402,7 +307,7 @@ def bench_residual(trials: list[int], peak: float, console: Console) -> list[dic
                 cached = run_loop(
                     "benchmarks.residual_loop", common, tmp / f"cached-{n}", cached=True
                 )
-                _same_trials(engine, loop, cached)
+                same_trials(engine, loop, cached)
                 rows.append(_row(n, start, engine, {"loop": loop}, cached, peak))
                 console.print(_speed_table(rows[-1:], f"residual workload: {n} trials, {start}"))
                 console.print(_phase_table(rows[-1]))
@@ -413,15 +318,20 @@ def bench_residual(trials: list[int], peak: float, console: Console) -> list[dic
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m benchmarks.bench", description=__doc__.splitlines()[0]
+        prog="python -m benchmarks.bench",
+        description=__doc__.splitlines()[0],
+        allow_abbrev=False,  # --scaling-starts and --device's flags pass through untouched
     )
-    p.add_argument("--trials", default="64,256", help="comma-separated trial counts")
+    p.add_argument(
+        "--trials",
+        help="comma-separated trial counts (default 64,256; the grid workload: its whole grid, "
+        "and no count above it)",
+    )
     p.add_argument(
         "--with-1024", action="store_true", help="add 1024 trials (about 25 min more on 2 cores)"
     )
     p.add_argument("--no-depth-table", action="store_true")
-    p.add_argument("--out", default="runs/bench/latest.json")
-    p.add_argument("--child", choices=["peak"], help=argparse.SUPPRESS)
+    p.add_argument("--out", help="the JSON file (default runs/bench/latest.json)")
     p.add_argument(
         "--custom",
         action="store_true",
@@ -430,26 +340,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--workload",
-        choices=["all", "mlp", "residual"],
+        choices=["all", "mlp", "residual", "grid"],
         default="all",
         help="mlp: workload W (the bench preset); residual: residual MLPs against "
-        "benchmarks.residual_loop; all: both",
+        "benchmarks.residual_loop; grid: the default study's design on W's data "
+        "(conf/experiment/bench_grid.yaml); all: the three",
     )
-    args, _ = p.parse_known_args(argv)
-    if args.child:
-        print(json.dumps(measure_peak()))
-        return 0
+    p.add_argument(
+        "--scaling",
+        nargs="?",
+        const=scaling.COUNTS,
+        metavar="N,N,...",
+        help=f"only how cost grows: the engine on W at these trial counts (default {scaling.COUNTS}"
+        "), a straight-line fit (benchmarks/scaling.py; its flags follow)",
+    )
+    p.add_argument(
+        "--device",
+        action="store_true",
+        help="only the device script: W through the engine on whatever accelerator JAX sees, "
+        "against a plain loop on the same device (benchmarks/device.py; its flags follow)",
+    )
+    args, rest = p.parse_known_args(argv)
+    rest += ["--out", args.out] if args.out else []
+    if args.device:
+        return device.main(rest)
+    if args.scaling:
+        return scaling.main(["--counts", args.scaling, *rest])
     if args.custom:
-        return bench_custom(Path(args.out).with_name("custom.json"))
+        return bench_custom(Path(args.out or "runs/bench/latest.json").with_name("custom.json"))
 
     console = Console(width=max(Console().width, 190))
-    trials = [int(n) for n in args.trials.split(",")] + ([1024] if args.with_1024 else [])
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench", "--child", "peak"],
-        capture_output=True,
-        text=True,
-    )
-    peak = json.loads(out.stdout.strip().splitlines()[-1])
+    trials = [int(n) for n in (args.trials or "64,256").split(",")]
+    trials += [1024] if args.with_1024 else []
+    peak = peak_in_child()
     cpu = platform.processor() or platform.machine()
     machine = f"{cpu}, {peak['device']}, {os.cpu_count()} cores"
     console.print(f"machine: {machine}; float32 matmul peak {peak['peak_gflops']:.1f} GFLOP/s")
@@ -461,13 +384,18 @@ def main(argv: list[str] | None = None) -> int:
     residual = []
     if args.workload in ("all", "residual"):
         residual = bench_residual(trials, peak["peak_gflops"], console)
+    grid = []
+    if args.workload in ("all", "grid"):
+        whole = grid_trials()
+        counts = sorted({min(n, whole) for n in trials}) if args.trials else [whole]
+        grid = bench_grid(counts, peak["peak_gflops"], console)
     loops_differ = statistics.median(r["loops_differ"] for r in rows) if rows else None
-    path = Path(args.out)
-    if args.workload == "residual":  # alone: leave the last full bench's file as it is
-        path = path.with_name("residual.json")
+    path = Path(args.out or "runs/bench/latest.json")
+    if args.workload in ("residual", "grid"):  # alone: leave the last full bench's file as it is
+        path = path.with_name(f"{args.workload}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"machine": machine, "peak": peak, "rows": rows, "depth_rows": depth_rows}
-    document["residual"] = residual
+    document.update(residual=residual, grid=grid)
     path.write_text(json.dumps({**document, "loops_differ_median": loops_differ}, indent=2))
     console.print(f"wrote {path}")
     return 0

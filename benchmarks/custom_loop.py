@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import jax
 import optax
 import optuna
 from flax import nnx
@@ -41,7 +40,7 @@ def make_objective(cfg, space, results: list):
             n_features=ds.n_features, n_classes=ds.n_classes,
         )  # fmt: skip
         entry = {**spec.nested(), "structure": {"n_features": ds.n_features}}
-        key = jax.random.key(cfg.train.seed + trial.number)
+        key = baseline.trial_key(cfg, trial)
         pipeline.init_params(entry, model, key, x_batches[0, :1])  # updates the module
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         tx = optax.sgd(p["train.learning_rate"])

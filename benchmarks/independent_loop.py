@@ -37,7 +37,7 @@ def make_objective(cfg, space, results: list):
         )
         init_b = make_bias_initializer(p["init.bias"], p["init.bias_value"], p["init.bias_std"])
         sizes = [ds.n_features] + [p["model.width"]] * p["model.depth"] + [ds.n_classes]
-        keys = jax.random.split(jax.random.key(cfg.train.seed + trial.number), 2 * len(sizes))
+        keys = jax.random.split(baseline.trial_key(cfg, trial), 2 * len(sizes))
         layers = [
             (init_w(keys[2 * i], (a, b)), init_b(keys[2 * i + 1], (b,)))
             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import sys
 
 import flax.linen as nn
-import jax
 import optax
 import optuna
 
@@ -128,7 +127,7 @@ def make_objective(cfg, space, results: list):
     def objective(trial: optuna.Trial) -> float:
         p = {**baseline._base(cfg), **suggest(trial, space)}
         model = make_model(p, ds.n_classes)
-        key = jax.random.key(cfg.train.seed + trial.number)
+        key = baseline.trial_key(cfg, trial)
         params = model.init(key, x_batches[0, :1])["params"]
         tx = optax.sgd(p["train.learning_rate"])
         logits = lambda params, x: model.apply({"params": params}, x)  # noqa: E731
