@@ -58,7 +58,7 @@ coord-check: $(STAMP) ## mean |x| per layer vs width, steps 0-3, slopes + runs/c
 transfer: $(STAMP) ## does STUDY's proxy-optimal learning rate / init stay best at larger sizes: table + runs/<STUDY>/transfer.png (ARGS="--json")
 	$(BIN)/python -m pipeline transfer study.name=$(STUDY) $(ARGS)
 
-bench: $(STAMP) ## sweep command vs plain loops, whole processes, cold and warm (ARGS="--no-depth-table", "--workload residual"); ~30 min
+bench: $(STAMP) ## sweep command vs plain loops, whole processes, cold and warm (ARGS="--workload mlp|residual|grid", "--scaling", "--device")
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
 # The suite tests the Keras, PyTorch and PostgreSQL paths too: make test installs their extras, as
