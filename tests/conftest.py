@@ -1,26 +1,38 @@
-import contextlib
+"""Shared helpers and the test tiers.
+
+The tiers are folders (``tests/unit``, ``tests/engine``, ``tests/e2e``) and markers of the same
+names, set here from the folder: **unit** tests compile nothing beyond eager ops, **engine** tests
+compile the engine's functions in this process on tiny shapes, **e2e** tests run the command as a
+user does (a subprocess, real stores, servers, signals, the browser). A test marked ``slow`` in a
+unit or engine file is an end-to-end test there and is marked e2e too. ``make test`` runs every
+tier; ``make test-fast`` runs ``-m "not e2e"``.
+"""
+
 import os
+from pathlib import Path
+
+# One JAX compilation cache for the whole test session and between sessions: the executables the
+# tests compile in this process (every one, however quick: min compile time 0) and in every
+# `python -m pipeline` they start (pipeline.engine.devices.cache_dir reads
+# JAX_COMPILATION_CACHE_DIR), in pytest-xdist's workers too. Set before JAX is imported: JAX reads
+# these at import. A test whose assertion is about the cache itself names its own folder
+# (engine.cache_dir) or turns the cache off.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".test_jax_cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from pipeline.config import load_config
-
-# One JAX compilation cache for every `python -m pipeline` the tests start, in pytest-xdist's
-# workers too (pipeline.engine.devices.cache_dir reads JAX_COMPILATION_CACHE_DIR), kept between
-# runs: a second `make test-fast` compiles little. A test whose assertion is about the cache
-# itself names its own folder (engine.cache_dir) or turns the cache off. (Engines built inside
-# the test process do not use it: measured, a session's in-process engines share almost no
-# executable, 340 s against 351 s for the not-slow tests.)
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".test_jax_cache")
-)
 
 # The base values the tests were written against (the schema's defaults and the search space of
 # the first default study), in place of the default study's (conf/config.yaml: digits, 3 seeds,
@@ -183,3 +195,16 @@ def mlflow_server(folder: Path, timeout_s: float = 180, port: int | None = None)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+TIERS = ("unit", "engine", "e2e")
+
+
+def pytest_collection_modifyitems(items):
+    """Each test's tier marker from its folder; ``slow`` is end-to-end wherever it sits."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
+        if item.get_closest_marker("slow") and tier != "e2e":
+            item.add_marker("e2e")

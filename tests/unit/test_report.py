@@ -24,7 +24,7 @@ from pipeline.tracking import plots
 from pipeline.tracking.cells import group_name
 from pipeline.tracking.html_report import write_report
 
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "runs" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "runs" / "screenshots"
 
 
 def _row(weights: str, trace: list[float], depth: int = 3) -> plots.Row:

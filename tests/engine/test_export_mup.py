@@ -64,7 +64,7 @@ def _trial(optimizer: str, *overrides: str) -> TrialSpec:
 
 @functools.cache
 def _net_and_units():
-    """The network and unit draws of one seed, drawn with NumPy (as tests/test_mup.py does)."""
+    """The network and unit draws of one seed, drawn with NumPy (as test_mup.py does)."""
     net = builtin_net(STRUCTURE)
     rng = np.random.default_rng(0)
     units = {leaf.path: rng.standard_normal((1, 1, *leaf.shape)) for leaf in net.layout.kernels}

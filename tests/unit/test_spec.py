@@ -229,7 +229,7 @@ def test_a_spec_is_whole_valid_and_read_only():
 def test_keys_and_the_docs_table_come_from_the_schema():
     from pathlib import Path
 
-    page = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     start, end = "<!-- keys: start -->\n", "\n<!-- keys: end -->"
     assert page[page.index(start) + len(start) : page.index(end)] == markdown_table()
     # Every key of the table is one the loader accepts, with the schema's default where the

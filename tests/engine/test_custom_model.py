@@ -261,7 +261,7 @@ def test_the_example_sweeps_end_to_end_and_its_best_file_initializes_the_module(
     from pipeline.engine.datasets import sha256
     from pipeline.search.study import make_storage
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     data = tmp_path / "bc.npz"
     env = {**os.environ, "PYTHONPATH": str(repo)}
     subprocess.run([sys.executable, str(repo / "examples" / "make_data.py"), str(data)], check=True)

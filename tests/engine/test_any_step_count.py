@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 from conftest import TINY, run_cli, train_trials
 
 from benchmarks import baseline
@@ -231,6 +232,7 @@ def test_masked_steps_count_in_no_metric():
         assert r.metrics["steps_to_target"] == 62.0 and r.metrics["reached_target"] == 0.0
 
 
+@pytest.mark.slow  # the command as a user runs it: e2e
 def test_train_with_steps_no_chunk_divides_from_the_command_line(tmp_path):
     args = [*TINY, "train.steps=61", "train.eval_every_steps=20", "train.target_loss=1e-6"]
     out = run_cli(tmp_path, "train", *args, "--json")

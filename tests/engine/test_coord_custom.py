@@ -96,7 +96,7 @@ def test_record_reads_every_dense_layer_of_the_users_module_as_written_by_hand(k
     np.testing.assert_allclose(got, [np.abs(v).mean() for v in want.values()], rtol=1e-4)
 
 
-# Calibrated like the built-in check (tests/test_mup.py) on the linen MLP above (one hidden
+# Calibrated like the built-in check (tests/engine/test_mup.py) on the linen MLP above (one hidden
 # width x width layer) on TINY's gaussian data, Adam, lr 0.01, batch 64, 2 seeds, widths 64, 256,
 # 1024; 3 runs with train.seed 0, 1, 2. Measured slopes of log mean|x| against log width: μP's
 # layers within +-0.03 at every step; its logits -0.45..-0.47 at initialization (the read-out's

@@ -29,7 +29,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-SCREENSHOT = Path(__file__).resolve().parents[1] / "runs" / "screenshots" / "mlflow_runs.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "runs" / "screenshots" / "mlflow_runs.png"
 METRICS = ("steps_to_target", "explosion_count")
 PARAMS = ("init.weights", "model.activation")  # the keys the test's sweep searches
 

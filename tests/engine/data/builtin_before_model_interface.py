@@ -1,5 +1,6 @@
-"""Writes builtin_before_model_interface.json: run from a checkout of commit 1f2c9f9 (the engine
-before the model interface), `python tests/data/builtin_before_model_interface.py > ...json`."""
+"""Writes builtin_before_model_interface.json: run from a checkout of commit 1f2c9f9 (the
+engine before the model interface),
+`python tests/engine/data/builtin_before_model_interface.py > ...json`."""
 
 import json
 

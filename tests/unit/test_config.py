@@ -124,6 +124,7 @@ def test_bad_yaml_file_is_one_line(tmp_path):
         _read_yaml(bad)
 
 
+@pytest.mark.slow  # the command as a user runs it: e2e
 @pytest.mark.parametrize(
     "args",
     [

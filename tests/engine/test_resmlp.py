@@ -63,7 +63,7 @@ def test_masked_blocks_equal_the_real_shallower_network():
 
 
 # The measured stream ratio against theory (and against PyTorch built from the export):
-# tests/test_residual_export.py.
+# tests/engine/test_residual_export.py.
 
 STRUCTURE = Structure("relu", 3, 16, 16, 10, "resmlp")  # TINY's sizes, 3 blocks
 DRAWS = draws_for(["he_normal"])

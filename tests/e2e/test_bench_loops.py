@@ -78,7 +78,7 @@ def test_each_plain_loop_runs_as_the_bench_runs_it(tmp_path, module):
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "out.json"
     tiny = ["study.n_trials=2", "train.steps=20", "train.eval_every_steps=20", "model.width=8"]
     env = {**os.environ, "PYTHONPATH": str(root)}

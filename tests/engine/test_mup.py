@@ -187,7 +187,7 @@ def test_warmup_scales_the_learning_rate_of_step_k_by_min_1_k_plus_1_over_w():
             np.testing.assert_allclose(updates["a"], expected, rtol=3e-5, err_msg=f"{kind} {k}")
 
 
-# An SP row's update is optax's own chain bit for bit: tests/test_export_mup.py.
+# An SP row's update is optax's own chain bit for bit: tests/engine/test_export_mup.py.
 
 
 # Calibrated on a 3-layer ReLU MLP (gaussian data, Adam, lr 0.01, batch 64, 2 seeds, widths 64,
@@ -311,7 +311,7 @@ def test_the_export_carries_the_parametrizations_initial_scales(parametrization)
     """Every layer's exported std (`pipeline.export.init_spec` per layer path, the rules the
     snippets and to_flax/to_keras/to_torch apply) is the engine's initial std of that layer:
     μP's read-out x (base/width)^(1/2) included; the snippet's optimizer has the per-layer
-    rates (tests/test_export_mup.py runs it)."""
+    rates (tests/engine/test_export_mup.py runs it)."""
     from pipeline.core.initializers import compute_fans, weight_scale
     from pipeline.reuse import export
 

@@ -281,8 +281,8 @@ def _unit_draws_before_the_model_interface(structure, draws, key, n_seeds):
 def test_builtins_through_the_model_interface_train_as_before():
     """The MLP and CNN through today's generic per-leaf init give the metrics the engine gave
     before the model interface, given the same random numbers (the unit draws are now keyed per
-    parameter path, so a seed's draw changed by design; tests/data says where the numbers come
-    from)."""
+    parameter path, so a seed's draw changed by design; tests/engine/data says where the numbers
+    come from)."""
     import json
     from pathlib import Path
 

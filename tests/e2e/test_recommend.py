@@ -354,7 +354,7 @@ def test_resume_of_an_unknown_study_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_make_recommend_json_prints_only_json(grid_study):
     tmp, _ = grid_study
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     stamp = subprocess.run(["make", "-q", ".venv/.installed"], cwd=root)
     if stamp.returncode != 0 or Path(sys.executable).parent != root / ".venv" / "bin":
         pytest.skip("make's venv is not this interpreter's, or it would reinstall")

@@ -27,7 +27,7 @@ from pipeline.config import CONF_DIR, read_yaml
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STUDY = [  # two trials in a few seconds, with its MLflow runs and figures
     "data.name=gaussian",
     "data.samples=256",

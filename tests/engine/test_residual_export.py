@@ -3,7 +3,7 @@ frameworks with variance-parity tests"): a network built in PyTorch from nothing
 snippet (its ``init_weights`` and the block, alpha and skip its header states) starts with the
 engine's residual-stream growth, and a transformer's exported layers start with the engine's
 per-layer standard deviations. Flax and Keras take the same rules through the same ``init_spec``
-(``tests/test_export.py`` checks each framework's initializers against ours, rule by rule)."""
+(``tests/unit/test_export.py`` checks each framework's initializers against ours, rule by rule)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "pipeline"
+PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 # What the pure core may not import: the search, tracking, config and file layers, and the
 # shell's own packages.
 FORBIDDEN = {
@@ -106,6 +106,7 @@ print(signal_propagation("tanh", 1.0, 0.0)["chi1"])
     assert 0.0 < float(out.stdout.strip()) <= 1.0  # tanh at sigma_w^2 = 1: chi1 = 1 at q* = 0
 
 
+@pytest.mark.slow  # the command as a user runs it: e2e
 def test_the_initsweep_command_is_python_m_pipeline():
     # pyproject.toml's console script: the same entry point as `python -m pipeline`.
     command = Path(sys.executable).parent / "initsweep"
