@@ -583,6 +583,15 @@ class Engine:
         "on CPU: XLA devices the rows are sharded over",
     )
     unroll: int = key(1, int_in(1), "lax.scan unroll of the hidden-layer stack")
+    merge_activations: str = key(
+        "off",
+        one_of(("call", "row", "off")),
+        "the space's activations share one executable per depth bucket (mlp, cnn, resmlp), "
+        "picked by a traced index: call = one activation per call (a branch), row = mixed in "
+        "a call (every activation computed, the row's selected); off = an executable per "
+        "activation, the default: at width 64 on a CPU the switch cost more training than "
+        "the compiles it saved (docs/speed.md)",
+    )
     stall_timeout_s: Any = key(
         "auto",
         or_auto(

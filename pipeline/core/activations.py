@@ -50,6 +50,27 @@ ACTIVATIONS: dict[str, Activation] = {
 check_registry(ACTIVATIONS, ACTIVATION_NAMES)  # the schema checks init values against the names
 
 
+# One executable can serve several activations (``engine.merge_activations``): its structure's
+# activation is their names joined, "relu|tanh", and each row picks its own by a traced index.
+MERGED = "|"
+
+
+def names_of(activation: str) -> tuple[str, ...]:
+    """The activations a structure's ``activation`` stands for: one, or a merged set's."""
+    return tuple(activation.split(MERGED))
+
+
+def activate(activation: str, x: jax.Array, slope: jax.Array, index: jax.Array | None = None):
+    """phi(x) for a structure's ``activation``; a merged one picks its branch by ``index``
+    (``lax.switch``: under ``vmap`` with a per-row index every branch is computed and the
+    row's is selected, forward and backward, so a row gets exactly its own activation)."""
+    names = names_of(activation)
+    if len(names) == 1:
+        return ACTIVATIONS[activation].fn(x, slope)
+    index = 0 if index is None else index  # shapes only (a layout, initial values)
+    return jax.lax.switch(index, [ACTIVATIONS[n].fn for n in names], x, slope)
+
+
 def recommended_gain(activation: str, negative_slope: float = 0.01) -> float:
     """The gain ``torch.nn.init.calculate_gain`` recommends for ``activation``."""
     return ACTIVATIONS[activation].gain(negative_slope)

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from pipeline.core import losses
-from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.activations import ACTIVATIONS, activate, names_of
 from pipeline.core.model import Residual
 from pipeline.core.net import Net, flatten, kernel_norms
 
@@ -105,6 +105,7 @@ def measure(
     slope: jax.Array,
     residual: Residual | None = None,
     attention_scale: jax.Array | None = None,
+    activation_index: jax.Array | None = None,
 ) -> Probe:
     """Diagnostics of one built-in network (``net.builtin``) on the probe batch ``(x, y)``
     (``residual``: a residual network's forward constants; ``attention_scale``: a
@@ -113,6 +114,8 @@ def measure(
     extra = {} if residual is None else {"residual": residual}
     if attention_scale is not None:
         extra["attention_scale"] = attention_scale
+    if activation_index is not None:  # a merged structure's: the row's activation
+        extra["activation_index"] = activation_index
 
     def loss_fn(params, perturbations):
         variables = {"params": params, "perturbations": perturbations}
@@ -129,7 +132,7 @@ def measure(
     (_, inter), (grads, back) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
         params, zeros
     )
-    activation = ACTIVATIONS[model.structure.activation]
+    activation = model.structure.activation
     if model.structure.kind == "transformer":
         return _transformer_probe(net, params, grads, inter, back, activation, slope)
     # [layers, samples, units]: a CNN's positions count as samples of its channels.
@@ -137,7 +140,9 @@ def measure(
     pre = pre.reshape(pre.shape[0], -1, pre.shape[-1])
     back = _layers(back, "h").reshape(pre.shape)  # dL/dh_l
     return Probe(
-        **_unit_signal(pre, activation.fn(pre, slope), activation),
+        **_unit_signal(
+            pre, activate(activation, pre, slope, activation_index), activation, activation_index
+        ),
         backprop_norm=jnp.sqrt(jnp.sum(back * back, axis=(1, 2))),
         weight_grad_norm=_layer_norms(grads, net),
         weight_norm=_layer_norms(params, net),
@@ -147,17 +152,31 @@ def measure(
     )
 
 
-def _unit_signal(pre: jax.Array, h: jax.Array, activation) -> dict[str, jax.Array]:
+def _unit_signal(
+    pre: jax.Array, h: jax.Array, activation: str | None, which: jax.Array | None = None
+) -> dict[str, jax.Array]:
     """``act_mean``, ``act_var``, ``pre_q``, ``dead_fraction``, ``saturated_fraction`` and
     ``unit_spread`` per layer of ``pre`` and ``h = phi(pre)``, both [layers, samples, units]
-    (``activation=None``: a layer without a nonlinearity, neither dead nor saturated)."""
+    (``activation``: a structure's, merged ones picked by ``which``; None: a layer without a
+    nonlinearity, neither dead nor saturated)."""
     zero = jnp.zeros(pre.shape[0])
-    rectifier = activation is not None and activation.rectifier
-    dead = jnp.mean(jnp.all(pre <= 0, axis=1), axis=-1) if rectifier else zero
-    if activation is not None and activation.bounds is not None:
-        low, high = activation.bounds
+    kinds = [ACTIVATIONS[n] for n in names_of(activation)] if activation is not None else []
+    rectifier = [a.rectifier for a in kinds]
+    dead = jnp.mean(jnp.all(pre <= 0, axis=1), axis=-1) if any(rectifier) else zero
+    if any(rectifier) and not all(rectifier):  # merged: only the rows of a rectifier
+        dead = jnp.where(jnp.asarray(rectifier)[which], dead, zero)
+    bounds = [a.bounds for a in kinds]
+    if len(kinds) == 1 and bounds[0] is not None:
+        low, high = bounds[0]
+    elif any(b is not None for b in bounds):  # merged: the row's bounds ((0, 1) if none)
+        low = jnp.asarray([(b or (0.0, 1.0))[0] for b in bounds])[which]
+        high = jnp.asarray([(b or (0.0, 1.0))[1] for b in bounds])[which]
+    if any(b is not None for b in bounds):
         position = (h - low) / (high - low)
         saturated = jnp.mean((position < 0.01) | (position > 0.99), axis=(1, 2))
+        bounded = [b is not None for b in bounds]
+        if not all(bounded):
+            saturated = jnp.where(jnp.asarray(bounded)[which], saturated, zero)
     else:
         saturated = zero
     spread = jnp.mean(jnp.std(h, axis=2), axis=1) / (jnp.sqrt(jnp.mean(h * h, axis=(1, 2))) + 1e-30)
@@ -186,7 +205,7 @@ def _transformer_probe(net: Net, params, grads, inter, back, activation, slope) 
     x0 = flat(stream[:1])
     pre = flat(inter["blocks"]["mlp"]["pre"][0])
     embedding = _unit_signal(x0, x0, None)
-    blocks = _unit_signal(pre, activation.fn(pre, slope), activation)
+    blocks = _unit_signal(pre, activate(activation, pre, slope), activation)
     back = flat(_layers(back, "h"))
     logits = inter["blocks"]["attn"]["logits"][0]  # [blocks, batch, heads, T, T]
     t = logits.shape[-1]

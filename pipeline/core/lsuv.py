@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.activations import activate
 
 TOL = 0.01  # |Var - target| the paper stops at (it uses 0.1; 0.01 costs nothing more here)
 MAX_ITERS = 5
@@ -31,10 +31,19 @@ def _normalize(kernel: jax.Array, bias: jax.Array, h: jax.Array, target: jax.Arr
 
 
 def lsuv(
-    params: dict, x: jax.Array, depth: jax.Array, slope: jax.Array, activation: str, gain
+    params: dict,
+    x: jax.Array,
+    depth: jax.Array,
+    slope: jax.Array,
+    activation: str,
+    gain,
+    which: jax.Array | None = None,
 ) -> dict:
     """``params`` (the layout of ``MLP``) with every real layer's kernel LSUV-normalized."""
-    act = ACTIVATIONS[activation].fn
+
+    def act(x, slope):  # ``which``: the row's activation of a merged structure
+        return activate(activation, x, slope, which)
+
     target = jnp.square(gain)
     out = jax.tree.map(lambda a: a, params)
 

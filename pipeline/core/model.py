@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.activations import activate
 from pipeline.core.names import BUILTIN_KINDS, KINDS, RESIDUAL_KINDS  # noqa: F401 (model.KINDS)
 from pipeline.core.residual import embedding_var, residual_scales
 
@@ -67,11 +67,11 @@ class _HiddenLayer(nn.Module):
     kind: str = "mlp"
 
     @nn.compact
-    def __call__(self, carry, depth, slope, dropout):
+    def __call__(self, carry, depth, slope, dropout, which=None):
         h, index = carry
         pre = _linear(self.kind, self.width, "dense")(h)
         self.sow("intermediates", "pre", pre)
-        y = self.perturb("h", ACTIVATIONS[self.activation].fn(pre, slope))
+        y = self.perturb("h", activate(self.activation, pre, slope, which))
         y = _dropout(self, y, dropout)
         # Layer `index` of the stack is hidden layer index + 2 (the input layer is the first).
         h = jnp.where(index + 2 <= depth, y, h)
@@ -86,26 +86,32 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, depth: jax.Array, slope: jax.Array, dropout: jax.Array | None = None
+        self,
+        x: jax.Array,
+        depth: jax.Array,
+        slope: jax.Array,
+        dropout: jax.Array | None = None,
+        activation_index: jax.Array | None = None,
     ) -> jax.Array:
         s = self.structure
+        which = activation_index  # a merged structure's: the row's activation (activations.py)
         if s.kind == "cnn":  # flat pixels -> (batch, side, side, 1)
             side = math.isqrt(s.n_in)
             x = x.reshape(*x.shape[:-1], side, side, 1)
         pre = _linear(s.kind, s.width, "input")(x)
         self.sow("intermediates", "pre", pre)
-        h = _dropout(self, self.perturb("h", ACTIVATIONS[s.activation].fn(pre, slope)), dropout)
+        h = _dropout(self, self.perturb("h", activate(s.activation, pre, slope, which)), dropout)
         if s.n_hidden > 1:
             stack = nn.scan(
                 _HiddenLayer,
                 variable_axes={"params": 0, "intermediates": 0, "perturbations": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
+                in_axes=(nn.broadcast,) * 4,
                 length=s.n_hidden - 1,
                 unroll=self.unroll,
             )
             (h, _), _ = stack(s.width, s.activation, s.kind, name="hidden")(
-                (h, 0), depth, slope, dropout
+                (h, 0), depth, slope, dropout, which
             )
         if s.kind == "cnn":
             h = jnp.mean(h, axis=(-3, -2))  # global average pool over positions
@@ -151,12 +157,12 @@ class _Block(nn.Module):
     norm: str
 
     @nn.compact
-    def __call__(self, carry, depth, slope, dropout, residual: Residual):
+    def __call__(self, carry, depth, slope, dropout, residual: Residual, which=None):
         x, index = carry
         x_in = _norm(self.norm)(x) if self.norm in ("pre", "rmsnorm") else x
         pre = nn.Dense(self.width, name="fc1")(x_in)
         self.sow("intermediates", "pre", pre)
-        h = _dropout(self, ACTIVATIONS[self.activation].fn(pre, slope), dropout)
+        h = _dropout(self, activate(self.activation, pre, slope, which), dropout)
         branch = nn.Dense(self.width, name="fc2")(h)
         # SkipInit (De & Smith 2020) and ReZero (Bachlechner et al. 2020): a learnable scalar
         # that starts at 0 (times alpha, depth-muP's branch multiplier, else 1); every other
@@ -186,23 +192,25 @@ class ResMLP(nn.Module):
         slope: jax.Array,
         dropout: jax.Array | None = None,
         residual: Residual | None = None,
+        activation_index: jax.Array | None = None,
     ) -> jax.Array:
         s = self.structure
+        which = activation_index  # a merged structure's: the row's activation (activations.py)
         residual = residual if residual is not None else Residual(1.0, 1.0, False)
         pre = nn.Dense(s.width, name="input")(x)
         self.sow("intermediates", "pre", pre)
-        h = nn.LayerNorm(name="input_norm")(ACTIVATIONS[s.activation].fn(pre, slope))
+        h = nn.LayerNorm(name="input_norm")(activate(s.activation, pre, slope, which))
         self.sow("intermediates", "stream", h)
         stack = nn.scan(
             _Block,
             variable_axes={"params": 0, "intermediates": 0, "perturbations": 0},
             split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast,) * 4,
+            in_axes=(nn.broadcast,) * 5,
             length=s.n_hidden,
             unroll=self.unroll,
         )
         (h, _), _ = stack(s.width, s.activation, s.norm, name="blocks")(
-            (self.perturb("h", h), 0), depth, slope, dropout, residual
+            (self.perturb("h", h), 0), depth, slope, dropout, residual, which
         )
         return nn.Dense(s.n_classes, name="output")(h)
 

@@ -205,10 +205,13 @@ class Net(NamedTuple):
 
 def forward_constants(hp) -> dict:
     """The per-row forward constants a built-in module takes besides depth, slope and dropout:
-    a residual network's ``residual``, a transformer's ``attention_scale``."""
+    a residual network's ``residual``, a transformer's ``attention_scale``, a merged
+    structure's ``activation_index``."""
     extra = {} if hp.residual is None else {"residual": hp.residual}
     if getattr(hp, "attention_scale", None) is not None:
         extra["attention_scale"] = hp.attention_scale
+    if getattr(hp, "activation", None) is not None:  # a merged structure's (activations.py)
+        extra["activation_index"] = hp.activation
     return extra
 
 

@@ -82,6 +82,9 @@ class Hparams(NamedTuple):
     # bool[biases]: draw this bias uniform (PyTorch's default bias, ``initializers.bias_draw``)
     # rather than normal, from the same standard normal; None = normal for every bias
     bias_uniform: jax.Array | None = None
+    # int32: the row's activation among a merged structure's (``activations.names_of``); None
+    # when the structure has one activation
+    activation: jax.Array | None = None
 
 
 class Data(NamedTuple):
@@ -328,7 +331,7 @@ def init_row(net: Net, settings: Settings, hp: Hparams, units: dict, data: Data)
         x = data.x_train[data.batches[hp.seed, 0]]  # the row's first mini-batch
         slope = hp.values["model.negative_slope"]
         activation = net.builtin.structure.activation
-        rescaled = lsuv(params, x, hp.depth, slope, activation, hp.gain)
+        rescaled = lsuv(params, x, hp.depth, slope, activation, hp.gain, hp.activation)
         params = jax.tree.map(lambda a, b: jnp.where(hp.lsuv, a, b), rescaled, params)
     tx = make_optimizer(settings.optimizer, hp, settings.weight_decay, net.layout)
     opt_state = tx.init(params)
@@ -374,8 +377,9 @@ def chunk_row(
             return None
         slope = hp.values["model.negative_slope"]
         return measure(
-            net, params, x_probe, y_probe, hp.depth, slope, hp.residual, hp.attention_scale
-        )
+            net, params, x_probe, y_probe, hp.depth, slope, hp.residual, hp.attention_scale,
+            hp.activation,
+        )  # fmt: skip
 
     def step(state: RowState, _):
         return train_step(net, settings, hp, active, data, state)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import jax
 
 from pipeline.config import Space, TrialSpec
+from pipeline.core.activations import MERGED
 from pipeline.core.initializers import DRAWS, INITIALIZERS
 from pipeline.core.model import BUILTIN_KINDS, Structure
 from pipeline.core.net import Net
@@ -49,6 +50,20 @@ def depth_buckets(cfg, space: Space) -> list[int]:
     if isinstance(depths, list) and len(depths) <= 8:
         return sorted(set(depths))
     return [2**k for k in range(11)]
+
+
+# The kinds whose activation can be a traced switch (``activations.activate``); a transformer
+# and a user's module keep one executable per activation.
+MERGEABLE_KINDS = ("mlp", "cnn", "resmlp")
+
+
+def merged_activation(cfg, space: Space) -> str | None:
+    """The structure activation that serves every activation of the space in one executable
+    (``engine.merge_activations``): their names joined in the space's order; None for one."""
+    names = list(dict.fromkeys(space.values("model.activation", cfg.model.activation)))
+    if cfg.engine.merge_activations == "off" or len(names) < 2:
+        return None
+    return MERGED.join(names)
 
 
 def default_memory_gb() -> float:

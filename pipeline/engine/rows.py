@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from pipeline.config import ROW_KEYS, TrialSpec
+from pipeline.core.activations import names_of
 from pipeline.core.initializers import (
     INITIALIZERS,
     bias_draw,
@@ -203,7 +204,15 @@ def row_hparams(
         lr_scale=np.asarray([m.lr for m in scaled], np.float32),
         decay_scale=np.asarray([m.decay for m in scaled], np.float32),
         bias_uniform=np.asarray(uniform, np.bool_),
+        activation=activation_index(activation, structure),
     )
+
+
+def activation_index(activation: str, structure: Structure) -> np.int32 | None:
+    """The row's activation among a merged structure's (``activations.names_of``); None when
+    the structure has only its own."""
+    names = names_of(structure.activation)
+    return np.int32(names.index(activation)) if len(names) > 1 else None
 
 
 def stack_rows(rows: Sequence[Hparams], sharding=None) -> Hparams:

@@ -38,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from pipeline.config import Space, TrialSpec
 from pipeline.core import metrics
+from pipeline.core.activations import MERGED
 from pipeline.core.data import Dataset, batch_schedule
 from pipeline.core.metrics import TrialResult
 from pipeline.core.model import BUILTIN_KINDS, Structure, probed_layers
@@ -53,9 +54,11 @@ from pipeline.core.train import (
 )
 from pipeline.engine.factory import factory_takes, net_for
 from pipeline.engine.plan import (
+    MERGEABLE_KINDS,
     bucket_depth,
     default_memory_gb,
     depth_buckets,
+    merged_activation,
     row_bytes,
     settings_from,
     space_draws,
@@ -80,11 +83,14 @@ class EngineStats:
     padded_layer_steps: int = 0  # the same, counting masked layers and padding rows
 
 
-def batched(fns: TrainFns) -> tuple[Callable, Callable]:
+def batched(fns: TrainFns, activation_axis: int | None = None) -> tuple[Callable, Callable]:
     """The core's per-row functions over a batch of rows: ``jit(vmap(...))``, rows on axis 0,
     the unit draws and the data shared; the chunk's input state is donated (updated in place)."""
-    init = jax.jit(jax.vmap(fns.init, in_axes=(0, None, None)))
-    chunk = jax.jit(jax.vmap(fns.chunk, in_axes=(0, 0, 0, None)), donate_argnums=0)
+    # A merged structure's activation index is one per call (``Engine.plan``), not a row axis
+    # (``activation_axis=None``), so its ``lax.switch`` stays a branch: only the call's runs.
+    hp = Hparams(*[0] * len(Hparams._fields))._replace(activation=activation_axis)
+    init = jax.jit(jax.vmap(fns.init, in_axes=(hp, None, None)))
+    chunk = jax.jit(jax.vmap(fns.chunk, in_axes=(0, hp, 0, None)), donate_argnums=0)
     return init, chunk
 
 
@@ -125,6 +131,8 @@ class Engine:
         self.replicated = replicated
         self.key = jax.random.key(cfg.train.seed)
         self.buckets = depth_buckets(cfg, space)
+        self.merged_activation = merged_activation(cfg, space)
+        self.index_per_call = cfg.engine.merge_activations == "call"
         self.memory_gb = cfg.engine.memory_gb or default_memory_gb()
         self.stats = EngineStats()
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="xla")
@@ -141,8 +149,11 @@ class Engine:
         """A built-in network's depth is padded to its bucket (masked layers); a user's module
         has no mask, so each depth is its own structure."""
         kind, depth = trial["model.kind"], trial["model.depth"]
+        activation = trial["model.activation"]
+        if self.merged_activation and kind in MERGEABLE_KINDS:
+            activation = self.merged_activation  # one executable, each row its own by index
         structure = Structure(
-            activation=trial["model.activation"],
+            activation=activation,
             n_hidden=bucket_depth(depth, self.buckets) if kind in BUILTIN_KINDS else depth,
             width=trial["model.width"],
             n_in=self.dataset.n_features,
@@ -187,11 +198,15 @@ class Engine:
         return -(-n // step) * step
 
     def plan(self, trials: Sequence[TrialSpec]) -> list[Call]:
-        groups: dict[tuple[Structure, str], list[int]] = {}
+        groups: dict[tuple[Structure, str, str], list[int]] = {}
         for i, trial in enumerate(trials):
-            groups.setdefault((self.structure_of(trial), trial["train.optimizer"]), []).append(i)
+            structure = self.structure_of(trial)
+            # engine.merge_activations=call: one executable, but a call per activation
+            merged = self.index_per_call and MERGED in structure.activation
+            own = trial["model.activation"] if merged else ""
+            groups.setdefault((structure, trial["train.optimizer"], own), []).append(i)
         calls = []
-        for (structure, optimizer), ids in groups.items():
+        for (structure, optimizer, _), ids in groups.items():
             settings = settings_from(self.cfg, optimizer, [trials[i] for i in ids])
             per_call = max(1, self.max_rows(structure, settings) // self.n_seeds)
             for start in range(0, len(ids), per_call):
@@ -248,7 +263,8 @@ class Engine:
 
     def _compile(self, call: Call, row: Hparams):
         s = call.structure
-        init_fn, chunk_fn = batched(make_train(self.net(s), call.settings))
+        axis = None if self.index_per_call else 0
+        init_fn, chunk_fn = batched(make_train(self.net(s), call.settings), axis)
         units = jax.eval_shape(self._sampler(s).raw, self.key, self.n_seeds)
         units = jax.tree.map(lambda a: self._abstract(a, self.replicated), units)
         hp = jax.tree.map(
@@ -256,8 +272,11 @@ class Engine:
                 jax.ShapeDtypeStruct((call.n_rows, *np.shape(a)), np.asarray(a).dtype),
                 self.rows_sharding,
             ),
-            row,
+            row._replace(activation=None) if self.index_per_call else row,
         )
+        if self.index_per_call and row.activation is not None:  # one per call (``batched``)
+            index = jax.ShapeDtypeStruct((), jnp.int32)
+            hp = hp._replace(activation=self._abstract(index, self.replicated))
         init_c = init_fn.lower(hp, units, self.data).compile()
         state = jax.tree.map(
             lambda a: self._abstract(a, self.rows_sharding),
@@ -303,6 +322,8 @@ class Engine:
         rows = [r._replace(seed=np.int32(s)) for r in per_trial for s in range(self.n_seeds)]
         rows += [rows[0]] * (n_rows - n_real)
         hp = stack_rows(rows, self.rows_sharding)
+        if self.index_per_call and rows[0].activation is not None:  # the rows share it
+            hp = hp._replace(activation=jax.device_put(rows[0].activation, self.replicated))
         active = np.arange(n_rows) < n_real
 
         t_wait = time.perf_counter()
