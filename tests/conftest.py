@@ -208,3 +208,26 @@ def pytest_collection_modifyitems(items):
             item.add_marker(tier)
         if item.get_closest_marker("slow") and tier != "e2e":
             item.add_marker("e2e")
+
+
+# The number of assert statements that passed, printed under the run (pytest's assertion-pass
+# hook, enabled in pyproject.toml), summed over pytest-xdist's workers: a change that makes the
+# suite faster shows here whether it checks as much as before.
+ASSERTIONS = {"passed": 0}
+
+
+def pytest_assertion_pass(item, lineno, orig, expl):
+    ASSERTIONS["passed"] += 1
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # a pytest-xdist worker: report to the controller
+        session.config.workeroutput["assertions_passed"] = ASSERTIONS["passed"]
+
+
+def pytest_testnodedown(node, error):
+    ASSERTIONS["passed"] += getattr(node, "workeroutput", {}).get("assertions_passed", 0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"assertions passed: {ASSERTIONS['passed']}")
