@@ -24,6 +24,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import numpy as np
 
 from pipeline.config import redacted, to_flat_dict
 from pipeline.core.metrics import TrialResult, diagnostic_scalars, diagnostics_csv
@@ -162,6 +166,36 @@ def _diagnostic_metrics(result: TrialResult, config: dict[str, Any], now: int) -
             Metric(f"diag.{k}", v, now, int(step)) for k, v in scalars.items() if _finite(v)
         ]
     return metrics
+
+
+# Points per curve a child run gets at most (loss and gradient norm of every step otherwise):
+# each point is a row MLflow inserts, on the cores that train. A chart of 32 points shows a
+# 300-step curve's shape; the curve's first and last step and the step where the smoothed loss
+# reached the target are always kept, and the exact metrics (steps_to_target, explosion_count)
+# are computed from every step before logging.
+CURVE_POINTS = 32
+
+
+def curve_indices(n: int, every: int, keep: Iterable[int] = ()) -> list[int]:
+    """Which of a curve's ``n`` points to log: every ``every``-th, thinned to about
+    ``CURVE_POINTS``, with the first, the last and ``keep`` (indices within the curve)."""
+    if n <= 20:
+        return list(range(n))
+    stride = max(every, -(-n // CURVE_POINTS))
+    chosen = {*range(0, n, stride), n - 1, *(k for k in keep if 0 <= k < n)}
+    return sorted(chosen)
+
+
+def _write_text(client, run_id: str, artifact_uri: str, text: str, path: str) -> None:
+    """An artifact file of a run: written straight into a local artifact folder (no store
+    round trip, no temporary copy), else through MLflow (a server's artifact store)."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme in ("file", ""):
+        target = Path(url2pathname(parsed.path)) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        return
+    client.log_text(run_id, text, path)
 
 
 def _batches(params: list, metrics: list) -> Iterable[tuple[list, list]]:
@@ -318,7 +352,7 @@ class Tracker:
         self, number: int, config: dict, state: str, metrics: dict, more=(), **tags: str
     ) -> str:
         """A child run of the sweep's parent, named for its trial, with the trial's params,
-        summary metrics and the metrics ``more`` (curves); returns its id."""
+        summary metrics and the metrics ``more`` (curves); returns its ``RunInfo``."""
         from mlflow.entities import Metric, Param
 
         run = self.client.create_run(
@@ -339,7 +373,7 @@ class Tracker:
         now = int(time.time() * 1000)
         summary = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
         self._log(run_id, [Param(k, param_text(v)) for k, v in config.items()], [*summary, *more])
-        return run_id
+        return run.info
 
     def _log_trial(self, number, config, result, state, curve_every) -> None:
         from mlflow.entities import Metric
@@ -349,17 +383,20 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = []
+        hit = int(result.metrics.get("steps_to_target", 0)) - 1  # the step the target was reached
         for name, (steps, values) in result.curves.items():
-            every = curve_every if len(steps) > 20 else 1
+            keep = np.searchsorted(steps, [hit]) if len(steps) else []
             metrics += [
-                Metric(name, float(v), now, int(s))
-                for s, v in zip(steps[::every], values[::every])
-                if _finite(float(v))
+                Metric(name, float(values[i]), now, int(steps[i]))
+                for i in curve_indices(len(steps), curve_every, keep)
+                if _finite(float(values[i]))
             ]
         metrics += _diagnostic_metrics(result, config, now)
-        run_id = self._start_child(number, config, state, result.metrics, metrics)
+        run = self._start_child(number, config, state, result.metrics, metrics)
+        run_id = run.run_id
         if result.diagnostics:
-            self.client.log_text(run_id, diagnostics_csv(result), "diagnostics/per_layer.csv")
+            csv = diagnostics_csv(result)
+            _write_text(self.client, run_id, run.artifact_uri, csv, "diagnostics/per_layer.csv")
         self.client.set_terminated(run_id, "FINISHED" if state != "FAIL" else "FAILED")
         del self._child_ids[number]
 
@@ -434,7 +471,7 @@ class Tracker:
         return len(missing)
 
     def _log_recovered(self, number: int, config: dict, metrics: dict, state: str) -> None:
-        run_id = self._start_child(number, config, state, metrics, recovered="true")
+        run_id = self._start_child(number, config, state, metrics, recovered="true").run_id
         self.client.set_terminated(run_id, "FINISHED")
         del self._child_ids[number]
 
