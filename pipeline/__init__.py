@@ -6,7 +6,8 @@ The package, by concern (each subpackage's docstring says more):
 - ``pipeline.config``: the schema, loading and validation, the search space, ``TrialSpec``;
 - ``pipeline.engine``: planning, traced arrays, compiled calls, devices;
 - ``pipeline.search``: Optuna samplers, study storage, leases, the sweep loop, workers;
-- ``pipeline.tracking``: MLflow, figures, reports;
+- ``pipeline.tracking``: every MLflow write;
+- ``pipeline.reports``: what a finished study shows (figures, reports, recommendations, transfer);
 - ``pipeline.reuse``: best-config files, ``load_initializer``, Flax/Keras/PyTorch export;
 - ``pipeline.cli``: ``python -m pipeline ...``.
 

@@ -183,8 +183,8 @@ def _printable(text: str) -> str:
 
 def _print_results(study, cfg, console: Console) -> None:
     """The end of a sweep: the answer per network (what `make recommend` prints)."""
-    from pipeline.tracking.answer_text import answer_text
-    from pipeline.tracking.recommend import recommendations
+    from pipeline.reports.answer_text import answer_text
+    from pipeline.reports.recommend import recommendations
 
     document = recommendations(study, cfg.report.baseline, cfg.report.tie_margin)
     if document["networks"]:
@@ -217,19 +217,30 @@ def cmd_sweep(args, console: Console) -> int:
             )
     elif args.worker is None:  # a question with new settings never gets an old answer
         check_question(cfg, space)
+    from pipeline.reports.figures import log_sweep_artifacts
     from pipeline.search.sweep import run_sweep
 
     phases["imports"] = time.time()
     if args.workers > 1:
         from pipeline.search.workers import launch
 
-        code = launch(cfg, args.experiment, args.overrides, args.workers, console, args.resume)
+        code = launch(
+            cfg,
+            args.experiment,
+            args.overrides,
+            args.workers,
+            console,
+            args.resume,
+            log_sweep_artifacts,
+        )
         if code == 0:
             from pipeline.search.study import load_study
 
             _print_results(load_study(cfg), cfg, console)
         return code
-    summary = run_sweep(cfg, args.experiment, console, args.parent_run, args.worker, space)
+    summary = run_sweep(
+        cfg, args.experiment, console, args.parent_run, args.worker, space, log_sweep_artifacts
+    )
     if args.worker is not None:
         console.print(f"worker {args.worker}: {summary.trials_run} trials")
         return 0
@@ -312,11 +323,11 @@ def cmd_train(args, console: Console) -> int:
 
 
 def cmd_best(args, console: Console) -> int:
+    from pipeline.reports.recommend import recommendations
+    from pipeline.reports.report import answer_lines, best_table
     from pipeline.reuse.best import answer_trial, best_document, write_best
     from pipeline.search.study import load_study, ranked_trials, storage_spec
     from pipeline.tracking import Tracker, default_uri, find_trial_run, latest_parent
-    from pipeline.tracking.recommend import recommendations
-    from pipeline.tracking.report import answer_lines, best_table
 
     cfg = load_config(args.overrides)
     study = load_study(cfg)
@@ -452,8 +463,8 @@ def cmd_dashboard(args, console: Console) -> int:
 
 
 def cmd_report(args, console: Console) -> int:
+    from pipeline.reports.html_report import write_report
     from pipeline.search.study import load_study
-    from pipeline.tracking.html_report import write_report
 
     cfg = load_config(args.overrides)
     study = load_study(cfg)
@@ -466,9 +477,9 @@ def cmd_report(args, console: Console) -> int:
 
 def cmd_recommend(args, console: Console) -> int:
     """Per network: the initializers to use, at which learning rate, and how sure."""
+    from pipeline.reports.answer_text import answer_text
+    from pipeline.reports.recommend import recommendations
     from pipeline.search.study import load_study
-    from pipeline.tracking.answer_text import answer_text
-    from pipeline.tracking.recommend import recommendations
 
     cfg = load_config(args.overrides)
     document = recommendations(load_study(cfg), cfg.report.baseline, cfg.report.tie_margin)
@@ -484,7 +495,7 @@ def cmd_coord_check(args, console: Console) -> int:
     from pipeline.config import TrialSpec
     from pipeline.engine.devices import setup_jax
     from pipeline.engine.preflight import preflight
-    from pipeline.tracking import coord_check
+    from pipeline.reports import coord_check
 
     try:
         widths = sorted({int(w) for w in args.widths.split(",")})
@@ -528,8 +539,8 @@ def cmd_coord_check(args, console: Console) -> int:
 
 def cmd_transfer(args, console: Console) -> int:
     """Optimal learning rate per size, or rank correlation of inits, proxy against larger."""
+    from pipeline.reports import transfer
     from pipeline.search.study import load_study
-    from pipeline.tracking import transfer
 
     cfg = load_config(args.overrides)
     study = load_study(cfg)

@@ -8,7 +8,7 @@ measured metrics and where they came from (study, trial number, MLflow run ids);
 multipliers (``lr_multipliers``, ``weight_decay_multipliers``: parameter-path glob -> number).
 
 The answer comes first: one entry per network for the arm ``recommend`` recommends
-(``pipeline.tracking.recommend``), the trial at that arm's best learning rate, so
+(``pipeline.reports.recommend``), the trial at that arm's best learning rate, so
 ``train.learning_rate`` is LR*, with ``source: recommendation`` and an ``answer`` block (the
 network, the arm and its tie set, LR* and its basin, the steps and P(best), the sentence); then
 the study's fastest single trials, ``source: top trial``, ranks continuing. Rank 0 is thus the
@@ -45,7 +45,7 @@ def best_document(
     from pipeline.search.study import ranked_trials
 
     if answers is None:
-        from pipeline.tracking.recommend import recommendations
+        from pipeline.reports.recommend import recommendations
 
         kwargs = {} if margin is None else {"margin": margin}
         answers = recommendations(study, baseline, **kwargs)

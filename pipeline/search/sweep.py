@@ -10,6 +10,7 @@ import contextlib
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,12 @@ from pipeline.search import lease as leases
 from pipeline.search import samplers as search_space
 from pipeline.search import study as studies
 from pipeline.tracking import Tracker, check_reachable, default_uri, open_tracker, run_name
-from pipeline.tracking.artifacts import log_sweep_artifacts
+from pipeline.tracking.artifacts import log_run_files
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 LIVE = (*DONE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+# What a finished study logs to its parent run: (cfg, study, tracker) -> None.
+LogArtifacts = Callable[[object, optuna.Study, Tracker], None]
 
 
 @dataclass
@@ -109,8 +112,10 @@ class Sweep:
         parent_run: str | None = None,
         worker: int | None = None,
         space: Space | None = None,
+        log_artifacts: LogArtifacts = log_run_files,
     ):
         self.cfg = cfg
+        self.log_artifacts = log_artifacts
         self.space = Space.parse(cfg.space) if space is None else space  # the CLI parsed it
         self.searched = searched_keys(cfg)
         # Refuse a space that cannot fit in memory before anything is written.
@@ -229,7 +234,7 @@ class Sweep:
             self.lease.end()
             if self.tracker is not None:
                 if status == "FINISHED" and self.tracker.owns_parent:
-                    log_sweep_artifacts(self.cfg, self.study, self.tracker)
+                    self.log_artifacts(self.cfg, self.study, self.tracker)
                     self.phases["figures"] = time.time()
                 warning = self.tracker.close(status)
                 if warning:
@@ -423,14 +428,18 @@ def run_sweep(
     parent_run: str | None = None,
     worker: int | None = None,
     space: Space | None = None,
+    log_artifacts: LogArtifacts = log_run_files,
 ) -> SweepSummary:
     """Run the study ``cfg.study`` describes up to ``study.n_trials`` finished trials.
 
     ``worker``: this process is worker ``worker`` of ``sweep --workers N``
     (pipeline.search.workers); its child runs go under the MLflow run ``parent_run``, which the
     launcher ends. ``space``: ``cfg.space`` as ``pipeline.config.load`` parsed it.
+    ``log_artifacts(cfg, study, tracker)``: what a finished study logs to its parent run; the
+    config and trials table unless the caller passes more (the command passes
+    ``pipeline.reports.figures.log_sweep_artifacts``, which draws the figures too).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     setup_jax(cfg)
     console = console or Console(stderr=True)
-    return Sweep(cfg, experiment, console, parent_run, worker, space).run()
+    return Sweep(cfg, experiment, console, parent_run, worker, space, log_artifacts).run()

@@ -18,8 +18,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from pipeline.search.sweep import LogArtifacts
 
 
 def worker_command(
@@ -54,15 +58,18 @@ def launch(
     n: int,
     console: Console,
     resume: bool = False,
+    log_artifacts: LogArtifacts | None = None,
 ) -> int:
-    """Run ``n`` workers to the end; 0 when all finished, 130 when interrupted, else 1."""
+    """Run ``n`` workers to the end; 0 when all finished, 130 when interrupted, else 1.
+    ``log_artifacts(cfg, study, tracker)``: what the finished study logs to its parent run (the
+    config and trials table unless the caller passes more; see ``pipeline.search.sweep``)."""
     from pipeline.config import Space
     from pipeline.engine import check_fits
     from pipeline.search import lease
     from pipeline.search.study import open_study
     from pipeline.search.sweep import recover
     from pipeline.tracking import open_tracker
-    from pipeline.tracking.artifacts import log_sweep_artifacts
+    from pipeline.tracking.artifacts import log_run_files
 
     space = Space.parse(cfg.space)
     check_fits(cfg, space)
@@ -109,7 +116,7 @@ def launch(
     status = "KILLED" if interrupted else "FAILED" if failed else "FINISHED"
     if tracker is not None:
         if status == "FINISHED":
-            log_sweep_artifacts(cfg, study, tracker)
+            (log_artifacts or log_run_files)(cfg, study, tracker)
         warning = tracker.close(status)
         if warning:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)

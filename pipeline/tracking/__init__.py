@@ -1,7 +1,6 @@
-"""Tracking: every MLflow write (``tracker``), the parent run's artifacts and figures
-(``artifacts``, ``plots``), what a study prints or renders (``report``, ``html_report``), and
-the coordinate check (``coord_check``: width sweeps of a few training steps, their slopes and
-figure)."""
+"""Tracking: every MLflow write (``tracker``) and the parent run's config and trials table
+(``artifacts``). What a finished study shows (figures, reports, recommendations) is
+``pipeline.reports``, a layer above the sweep."""
 
 from pipeline.tracking.tracker import (
     LOGGING_RETRIES,

@@ -1,26 +1,23 @@
-"""The sweep's parent-run artifacts: the resolved config, the trials table and the figures.
+"""The sweep's parent-run files: the resolved config and the trials table.
 
-The figures are drawn by a process of their own (``python -m pipeline.tracking.artifacts
---figures <job>``) that outlives the command, unless ``tracking.figures=wait``.
+The figures of a finished study are the reports' (``pipeline.reports.figures``), which the
+command passes to the sweep so that the sweep loop never imports the analysis above it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from pathlib import Path
 
 import optuna
 from omegaconf import OmegaConf
 
 from pipeline.config import redacted
-from pipeline.search import study as studies
 from pipeline.tracking.tracker import Tracker
 
 
-def log_sweep_artifacts(cfg, study: optuna.Study, tracker: Tracker) -> None:
-    """The parent run's artifacts: the resolved config, the trials table and the figures."""
+def log_run_files(cfg, study: optuna.Study, tracker: Tracker) -> Path:
+    """The resolved config and the trials table, written under ``runs/<study>/`` and logged to
+    the parent run; returns that folder."""
     out = Path(cfg.runs_dir) / cfg.study.name
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.yaml"
@@ -29,77 +26,4 @@ def log_sweep_artifacts(cfg, study: optuna.Study, tracker: Tracker) -> None:
     table_path = out / "trials.csv"
     study.trials_dataframe().to_csv(table_path, index=False)
     tracker.log_parent_artifact(table_path)
-    job = {
-        "storage": studies.storage_spec(cfg),
-        "study": cfg.study.name,
-        "out": str(out),
-        "uri": tracker.uri,
-        "parent": tracker.parent_id,
-    }
-    if cfg.tracking.figures == "wait":
-        draw_figures(job, lambda path: tracker.log_parent_artifact(path, "plots"))
-    else:
-        start_figures(job)
-
-
-FIGURES_PENDING = "figures.pending"  # in runs/<study>/ while a figures process works
-
-
-def start_figures(job: dict) -> None:
-    """Draw the figures in a process of their own that outlives this command (about 4 s of a
-    sweep on 2 cores, and nothing the results table needs); ``figures.pending`` says it is
-    still at work (it holds the job, which may carry a storage password: owner-only)."""
-    import subprocess
-    import sys
-
-    out = Path(job["out"])
-    pending = out / FIGURES_PENDING
-    with open(os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
-        json.dump(job, f)
-    with open(out / "figures.log", "w") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "pipeline.tracking.artifacts", "--figures", str(pending)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C meant for the next command does not stop it
-        )
-
-
-def draw_figures(job: dict, log=None) -> list[Path]:
-    """Every figure of the study in ``job``, written under ``job["out"]`` and logged to the
-    parent run ``job["parent"]`` (folder ``plots``), or handed to ``log(path)``."""
-    from pipeline.tracking import plots
-
-    study = optuna.load_study(study_name=job["study"], storage=studies.make_storage(job["storage"]))
-    paths = plots.sweep_plots(study, Path(job["out"]))
-    if log is None:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=job["uri"])
-
-        def log(path: Path) -> None:
-            client.log_artifact(job["parent"], str(path), "plots")
-
-    for path in paths:
-        log(path)
-    return paths
-
-
-def wait_for_figures(out: Path, timeout_s: float = 300) -> None:
-    """Until a background figures process for ``runs/<study>`` (``out``) has finished."""
-    deadline = time.monotonic() + timeout_s
-    while (Path(out) / FIGURES_PENDING).exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the figures of {out} are still being drawn after {timeout_s} s")
-        time.sleep(0.1)
-
-
-if __name__ == "__main__":  # python -m pipeline.tracking.artifacts --figures <job>
-    import sys
-
-    job_path = Path(sys.argv[2])
-    try:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        draw_figures(json.loads(job_path.read_text()))
-    finally:
-        job_path.unlink(missing_ok=True)
+    return out

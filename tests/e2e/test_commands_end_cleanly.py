@@ -306,7 +306,7 @@ def test_report_that_cannot_replace_its_page_leaves_no_temporary(runs, capfd, tm
 def no_training(monkeypatch):
     """coord-check without JAX work: what is tested is where its figure goes."""
     monkeypatch.setattr("pipeline.engine.devices.setup_jax", lambda cfg: None)
-    monkeypatch.setattr("pipeline.tracking.coord_check.coord_data", lambda *a: None)
+    monkeypatch.setattr("pipeline.reports.coord_check.coord_data", lambda *a: None)
 
 
 def test_coord_check_into_a_folder_that_is_a_file_is_one_line(capfd, tmp_path, no_training):
@@ -326,7 +326,7 @@ def test_ctrl_c_while_coord_check_draws_leaves_no_figure(capfd, tmp_path, monkey
         path.write_bytes(b"\x89PNG half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.tracking.coord_check.plot", draw)
+    monkeypatch.setattr("pipeline.reports.coord_check.plot", draw)
     code, out, err = run_main(
         capfd, "coord-check", "--widths", "8,16", "data.name=gaussian", f"runs_dir={tmp_path}"
     )
@@ -346,7 +346,7 @@ def test_ctrl_c_while_report_writes_keeps_the_earlier_page(runs, capfd, tmp_path
     before = page.read_bytes()
     figures = {p.name: p.read_bytes() for p in (mine / "default").glob("*.png")}
     # after the new figures are drawn (into the staging folder), while the page is assembled
-    monkeypatch.setattr("pipeline.tracking.html_report._plotly_gz", interrupt)
+    monkeypatch.setattr("pipeline.reports.html_report._plotly_gz", interrupt)
     code, out, err = run_main(capfd, "report", f"runs_dir={mine}")
     assert code == 130 and out == ""
     assert only_line(err) == "interrupted: no report was written (an earlier one is unchanged)"
@@ -385,12 +385,12 @@ def test_ctrl_c_while_best_writes_keeps_the_earlier_file(runs, capfd, tmp_path, 
         ),
         (
             ["recommend"],
-            "pipeline.tracking.recommend.recommendations",
+            "pipeline.reports.recommend.recommendations",
             "interrupted: nothing was written",
         ),
         (
             ["transfer"],
-            "pipeline.tracking.transfer.analyse",
+            "pipeline.reports.transfer.analyse",
             "interrupted: no figure was written (earlier ones are unchanged)",
         ),
     ],

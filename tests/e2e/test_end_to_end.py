@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 import pipeline
 from pipeline.config import SPEC_ATTR
 from pipeline.core.initializers import expected_std
+from pipeline.reports.figures import wait_for_figures
 from pipeline.search.study import make_storage
-from pipeline.tracking.artifacts import wait_for_figures
 from pipeline.tracking.tracker import param_text
 
 pytestmark = pytest.mark.slow

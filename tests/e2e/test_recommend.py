@@ -1,4 +1,4 @@
-"""The answer per network (``pipeline.tracking.recommend``): planted studies with known answers
+"""The answer per network (``pipeline.reports.recommend``): planted studies with known answers
 written into an Optuna study, the ``recommend --json`` contract, the 80-column terminal answer,
 and one real grid study end to end (extension, refusal of a changed question, resume)."""
 
@@ -16,14 +16,14 @@ import pytest
 from conftest import TINY, add_planted_trial, run_cli
 
 from pipeline.config import Space, TrialSpec, load_config
+from pipeline.reports.answer_text import WIDTH, answer_text
+from pipeline.reports.recommend import recommendations
 from pipeline.search.study import (
     QUESTION_ATTR,
     SEED_STEPS_ATTR,
     make_storage,
     question,
 )
-from pipeline.tracking.answer_text import WIDTH, answer_text
-from pipeline.tracking.recommend import recommendations
 
 LRS = [0.01, 0.01778, 0.03162, 0.05623, 0.1, 0.1778, 0.3162]
 NEVER = None

@@ -18,7 +18,7 @@ from pipeline.config import TrialSpec, load_config
 from pipeline.core.model import Structure
 from pipeline.core.net import unflatten
 from pipeline.engine.factory import net_for
-from pipeline.tracking.coord_check import _captured_names, coord_data, record, slopes
+from pipeline.reports.coord_check import _captured_names, coord_data, record, slopes
 
 RESNET = "examples.resnet:make_model"  # embed, blocks/<i>/{norm, fc, out_proj}, head
 

@@ -197,7 +197,7 @@ def test_warmup_scales_the_learning_rate_of_step_k_by_min_1_k_plus_1_over_w():
 # hidden layer +0.80..+0.87 and the logits +1.69..+1.74 (Adam moves every entry of a width x width
 # matrix by ~lr, so a pre-activation by ~lr x width). Thresholds sit halfway to the next regime.
 def test_coordinate_check_is_flat_under_mup_and_grows_under_sp_with_adam():
-    from pipeline.tracking.coord_check import coord_data, slopes
+    from pipeline.reports.coord_check import coord_data, slopes
 
     cfg = load_config([*TINY, "model.depth=3", "model.width=64", "train.optimizer=adam",
                        "train.learning_rate=0.01"])  # fmt: skip

@@ -319,7 +319,7 @@ def test_live_attention_theory_rejects_the_mlp_only_and_uniform_attention_formul
 def test_theory_vs_measurement_draws_a_transformers_own_theory(tmp_path):
     """chi1 is one layer's gradient gain: the figure keeps it for plain networks and puts a
     transformer's stream ratio and logit std theory beside their measurement instead."""
-    from pipeline.tracking import plots
+    from pipeline.reports import plots
 
     cfg = _setup(16, 2, L, "pre")[0]
     transformer = TrialSpec.of_config(cfg)

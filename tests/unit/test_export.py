@@ -395,8 +395,8 @@ def tiny_study(tmp_path_factory):
 
 @pytest.mark.slow
 def test_sweep_ends_with_the_answer_per_network(tiny_study):
-    from pipeline.tracking.answer_text import answer_text
-    from pipeline.tracking.recommend import recommendations
+    from pipeline.reports.answer_text import answer_text
+    from pipeline.reports.recommend import recommendations
 
     tmp, out = tiny_study
     study = optuna.load_study(

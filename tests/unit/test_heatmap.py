@@ -11,10 +11,10 @@ import pytest
 from conftest import TINY, add_planted_trial
 
 from pipeline.config import TrialSpec, load_config
+from pipeline.reports import heatmap, plots
+from pipeline.reports.heatmap import DIVERGED, NEVER, heatmap_panels, network_panel
+from pipeline.reports.recommend import recommendations
 from pipeline.search.arms import study_networks
-from pipeline.tracking import heatmap, plots
-from pipeline.tracking.heatmap import DIVERGED, NEVER, heatmap_panels, network_panel
-from pipeline.tracking.recommend import recommendations
 
 BUDGET = 60
 X = BUDGET + 1  # a seed that never reached the target, as a sweep stores it

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
-# What the pure core may not import: the search, tracking, config and file layers, and the
+# What the pure core may not import: the search, tracking, reports, config and file layers, and the
 # shell's own packages.
 FORBIDDEN = {
     "optuna",
@@ -32,6 +32,7 @@ FORBIDDEN = {
     "pipeline.engine",
     "pipeline.search",
     "pipeline.tracking",
+    "pipeline.reports",
     "pipeline.reuse",
     "pipeline.cli",
 }

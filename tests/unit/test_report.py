@@ -19,10 +19,10 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS
 from test_heatmap import grid_study
 
 from pipeline.config import TrialSpec, load_config
+from pipeline.reports import plots
+from pipeline.reports.cells import group_name
+from pipeline.reports.html_report import write_report
 from pipeline.search.study import ranked_trials, trial_spec
-from pipeline.tracking import plots
-from pipeline.tracking.cells import group_name
-from pipeline.tracking.html_report import write_report
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "runs" / "screenshots"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Space, TrialSpec, load_config
-from pipeline.tracking.plots import FIGURES, Row, residual_rules
+from pipeline.reports.plots import FIGURES, Row, residual_rules
 
 PRESETS = {
     "residual_without_norm": {"init.residual": ["none", "scaled", "fixup", "rezero"]},

@@ -11,8 +11,8 @@ from conftest import TINY
 
 from pipeline.cli import main
 from pipeline.config import TrialSpec, load_config
+from pipeline.reports import transfer
 from pipeline.search.study import make_storage
-from pipeline.tracking import transfer
 
 LRS = (0.001, 0.002, 0.004, 0.008)
 WIDTHS = (64, 128, 256)

@@ -22,9 +22,9 @@ import optuna  # noqa: E402
 from pipeline.config import TrialSpec  # noqa: E402
 from pipeline.core import theory  # noqa: E402
 from pipeline.core.model import RESIDUAL_KINDS  # noqa: E402
+from pipeline.reports import cells, heatmap  # noqa: E402
+from pipeline.reports.cells import group_name, network_label  # noqa: E402
 from pipeline.search.study import trial_spec  # noqa: E402
-from pipeline.tracking import cells, heatmap  # noqa: E402
-from pipeline.tracking.cells import group_name, network_label  # noqa: E402
 
 NEVER = "never reached"
 # Panels per figure when a figure draws one panel per network; beyond it, the networks with the

@@ -1,4 +1,4 @@
-// The report's filters and figures (pipeline/tracking/html_report.py writes DATA and this file
+// The report's filters and figures (pipeline/reports/html_report.py writes DATA and this file
 // into one page). The statistics are computed in Python; this file only selects and draws.
 // The tables work without Plotly; the figures wait for its inlined bundle to be inflated.
 "use strict";

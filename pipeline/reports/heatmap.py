@@ -341,7 +341,7 @@ def lr_heatmap(study: optuna.Study, path: Path, document: dict | None = None) ->
     if not networks:
         return None
     if document is None:
-        from pipeline.tracking.recommend import recommendations
+        from pipeline.reports.recommend import recommendations
 
         document = recommendations(study)
     return draw_heatmap(heatmap_panels(networks, document), study.study_name, path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import textwrap
 
-from pipeline.tracking.recommend import lr_text, span_text
+from pipeline.reports.recommend import lr_text, span_text
 
 WIDTH = 80
 ARM = 18  # an arm name longer than this gets its own line

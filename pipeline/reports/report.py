@@ -44,7 +44,7 @@ def rules_text(rules: list) -> str:
 def answer_lines(document: dict) -> list[str]:
     """What `make best` wrote first: per network, the rank of its recommended arm, at which
     learning rate, with which basin; the networks with nothing to recommend."""
-    from pipeline.tracking.recommend import lr_text, span_text
+    from pipeline.reports.recommend import lr_text, span_text
 
     answers = [c for c in document["configs"] if c.get("source") == "recommendation"]
     lines = [f"the answer per network (study {document['study']}; `recommend`: every number):"]

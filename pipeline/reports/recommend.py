@@ -21,9 +21,9 @@ import optuna
 
 from pipeline.core.estimate import LEVEL, TIE_MARGIN, ArmEstimate, estimate_network
 from pipeline.core.initializers import resolve_gain
+from pipeline.reports.cells import scale_to_critical
 from pipeline.search.arms import LR, Network, network_label, study_networks
 from pipeline.search.study import QUESTION_ATTR
-from pipeline.tracking.cells import scale_to_critical
 
 __all__ = ["LEVEL", "network_label", "recommendations", "summary_sentence"]
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import optuna
 
 from pipeline.core import theory
+from pipeline.reports import cells, plots, recommend
+from pipeline.reports.heatmap import STAR
+from pipeline.reports.report import COLUMNS, reached
 from pipeline.search.study import ranked_trials, trial_spec
-from pipeline.tracking import cells, plots, recommend
-from pipeline.tracking.heatmap import STAR
-from pipeline.tracking.report import COLUMNS, reached
 from pipeline.writing import write_text
 
 # The per-layer traces a sweep stores at initialization (``metrics.compact_trace``): the key,
