@@ -33,6 +33,7 @@ from pipeline.core.names import (
     FRAMEWORK_DEFAULTS,
     INITIALIZER_NAMES,
     KINDS,
+    OPTIMIZERS,
 )
 from pipeline.core.parametrization import PARAMETRIZATIONS
 from pipeline.core.residual import INIT_RESIDUALS, NORMS
@@ -42,7 +43,7 @@ STRUCTURAL, TRACED, SETTING, BOOKKEEPING = "structural", "traced", "setting", "b
 DATASETS = ("gaussian", "digits", "recall", "npz", "custom")
 DATA_FILES = ("npz", "custom")  # a user's data: hashed into data.sha256 when loaded
 TASKS = ("classification", "regression")
-OPTIMIZERS = ("sgd", "momentum", "adam")
+# Optuna's samplers and pruners by name; pipeline.search.samplers holds one factory per name.
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsgaii")
 DESIGNS = ("grid", "search")
 PRUNERS = ("none", "median", "hyperband")

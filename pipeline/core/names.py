@@ -54,6 +54,11 @@ KINDS = ("mlp", "cnn", "resmlp", "transformer", "custom")  # custom: a user's mo
 BUILTIN_KINDS = ("mlp", "cnn", "resmlp", "transformer")
 RESIDUAL_KINDS = ("resmlp", "transformer")  # model.norm and init.residual shape their blocks
 ATTENTION_SCALES = ("1/sqrt(d)", "1/d", "none")  # the transformer's model.attention_scale
+# Each optimizer (train.optimizer) and the copies of the parameters its state holds: momentum's
+# trace, Adam's first and second moments. The memory estimate reads the copies; the core's
+# make_optimizer and the exports' optimizer code hold one entry per name.
+OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}
+OPTIMIZERS = tuple(OPTIMIZER_STATE_COPIES)
 
 
 def check_registry(entries: Mapping[str, object], names: tuple[str, ...]) -> None:

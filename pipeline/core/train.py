@@ -30,9 +30,17 @@ from pipeline.core.diagnostics import Probe, measure
 from pipeline.core.initializers import finish_draw, raw_draw, uniform_from_normal
 from pipeline.core.lsuv import lsuv
 from pipeline.core.model import Residual
+from pipeline.core.names import OPTIMIZERS, check_registry
 from pipeline.core.net import Layout, Net, flatten, kernel_norms, unflatten
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
+# Each optimizer's direction, before its learning rate (pipeline.core.names.OPTIMIZERS).
+DIRECTIONS = {
+    "sgd": lambda hp: optax.identity(),
+    # optax.sgd's own chain: trace, then the learning rate
+    "momentum": lambda hp: optax.trace(decay=hp.values["train.momentum"]),
+    "adam": lambda hp: optax.scale_by_adam(),  # optax.adam's: scale_by_adam, then the rate
+}
+check_registry(DIRECTIONS, OPTIMIZERS)
 
 
 class Settings(NamedTuple):
@@ -181,14 +189,9 @@ def make_optimizer(
     direction (plain, momentum, Adam), then its learning rate: train.learning_rate times the
     warmup factor (train.warmup_steps) times each leaf's multiplier (``hp.lr_scale`` over
     ``layout``: init.parametrization's per-layer rates; the decay times ``hp.decay_scale``)."""
-    if kind == "sgd":
-        direction = optax.identity()
-    elif kind == "momentum":  # optax.sgd's own chain: trace, then the learning rate
-        direction = optax.trace(decay=hp.values["train.momentum"])
-    elif kind == "adam":  # optax.adam's: scale_by_adam, then the learning rate
-        direction = optax.scale_by_adam()
-    else:
+    if kind not in DIRECTIONS:
         raise ValueError(f"unknown optimizer {kind!r}; allowed: {', '.join(OPTIMIZERS)}")
+    direction = DIRECTIONS[kind](hp)
     per_leaf = None if hp.lr_scale is None or layout is None else leaf_tree(hp.lr_scale, layout)
     rate = scale_by_leaf_rate(
         hp.values["train.learning_rate"], hp.values.get("train.warmup_steps"), per_leaf

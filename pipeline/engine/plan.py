@@ -13,6 +13,7 @@ from pipeline.config import Space, TrialSpec
 from pipeline.core.activations import MERGED
 from pipeline.core.initializers import DRAWS, INITIALIZERS
 from pipeline.core.model import BUILTIN_KINDS, Structure
+from pipeline.core.names import OPTIMIZER_STATE_COPIES
 from pipeline.core.net import Net
 from pipeline.core.train import Settings
 
@@ -115,7 +116,7 @@ def row_bytes(net: Net, structure: Structure, settings: Settings, n_val: int) ->
     (a convolution's per position: a feature map per pixel)."""
     s = structure
     n_params = net.layout.n_params
-    opt_copies = {"sgd": 0, "momentum": 1, "adam": 2}[settings.optimizer]
+    opt_copies = OPTIMIZER_STATE_COPIES[settings.optimizer]
     state = (4 + opt_copies) * n_params  # params, grads, updates, donated copy, optimizer
     features = 0
     for leaf in net.layout.kernels:

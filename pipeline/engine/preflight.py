@@ -18,6 +18,7 @@ from pipeline.config import RULES, ConfigError, Space
 from pipeline.config.schema import DATA_FILES
 from pipeline.core.data import token_vocab
 from pipeline.core.model import Structure
+from pipeline.core.names import OPTIMIZER_STATE_COPIES
 from pipeline.engine import datasets
 from pipeline.engine.factory import check_model, net_for
 from pipeline.engine.plan import (
@@ -84,7 +85,7 @@ def check_fits(cfg, space: Space) -> None:
     """
     n_train, n_val, n_in, n_classes = datasets.sizes(cfg.data)
     optimizers = space.values("train.optimizer", cfg.train.optimizer)
-    optimizer = max(optimizers, key=("sgd", "momentum", "adam").index)
+    optimizer = max(optimizers, key=OPTIMIZER_STATE_COPIES.__getitem__)  # the most state
     depth = space.largest("model.depth", cfg.model.depth)
     width = space.largest("model.width", cfg.model.width)
     kinds = space.values("model.kind", cfg.model.kind)

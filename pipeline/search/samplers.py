@@ -10,7 +10,9 @@ from typing import Any
 
 import optuna
 
+from pipeline.config.schema import PRUNERS, SAMPLERS
 from pipeline.config.space import Space
+from pipeline.core.names import check_registry
 
 
 def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
@@ -43,27 +45,39 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         pass
 
 
+# One factory per name of ``study.sampler`` (the schema's SAMPLERS): (seed, space) -> sampler.
+SAMPLER_FACTORIES = {
+    # constant_liar keeps the trials of one batch apart while they are all still running.
+    "tpe": lambda seed, space: optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, constant_liar=True
+    ),
+    "random": lambda seed, space: optuna.samplers.RandomSampler(seed=seed),
+    "grid": lambda seed, space: AskTellGridSampler(
+        {k: space.choices(k) for k in space.lists()}, seed=seed
+    ),
+    "cmaes": lambda seed, space: optuna.samplers.CmaEsSampler(
+        seed=seed, warn_independent_sampling=False
+    ),
+    "gp": lambda seed, space: optuna.samplers.GPSampler(seed=seed),
+    "nsgaii": lambda seed, space: optuna.samplers.NSGAIISampler(seed=seed),
+}
+check_registry(SAMPLER_FACTORIES, SAMPLERS)
+# One factory per name of ``study.pruner`` (the schema's PRUNERS).
+PRUNER_FACTORIES = {
+    "none": optuna.pruners.NopPruner,
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=1),
+    "hyperband": optuna.pruners.HyperbandPruner,
+}
+check_registry(PRUNER_FACTORIES, PRUNERS)
+
+
 def make_sampler(name: str, seed: int, space: Space) -> optuna.samplers.BaseSampler:
     """The sampler ``study.sampler`` names, seeded by ``study.seed``."""
-    if name == "tpe":
-        # constant_liar keeps the trials of one batch apart while they are all still running.
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return AskTellGridSampler({k: space.choices(k) for k in space.lists()}, seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "nsgaii":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}")
+    if name not in SAMPLER_FACTORIES:
+        raise ValueError(f"unknown sampler {name!r}")
+    return SAMPLER_FACTORIES[name](seed, space)
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=8, n_warmup_steps=1)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    return optuna.pruners.NopPruner()
+    """The pruner ``study.pruner`` names (``none``: Optuna's NopPruner)."""
+    return PRUNER_FACTORIES.get(name, PRUNER_FACTORIES["none"])()
