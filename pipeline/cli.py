@@ -238,6 +238,9 @@ def cmd_sweep(args, console: Console) -> int:
 
             _print_results(load_study(cfg), cfg, console)
         return code
+    from pipeline.engine.devices import setup_jax
+
+    setup_jax(cfg)  # the process's JAX set-up, here at the entry point only
     summary = run_sweep(
         cfg, args.experiment, console, args.parent_run, args.worker, space, log_sweep_artifacts
     )

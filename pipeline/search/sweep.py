@@ -31,7 +31,6 @@ from pipeline.config import RUN_SECTIONS, SPEC_ATTR, Space, TrialSpec, to_flat_d
 from pipeline.core.metrics import TrialResult, compact_trace
 from pipeline.engine import Engine, check_fits
 from pipeline.engine.datasets import load_dataset
-from pipeline.engine.devices import setup_jax
 from pipeline.engine.timing import Stopwatch
 from pipeline.search import grid as grids
 from pipeline.search import lease as leases
@@ -438,8 +437,11 @@ def run_sweep(
     ``log_artifacts(cfg, study, tracker)``: what a finished study logs to its parent run; the
     config and trials table unless the caller passes more (the command passes
     ``pipeline.reports.figures.log_sweep_artifacts``, which draws the figures too).
+
+    JAX's process-wide set-up (CPU devices, the persistent cache) is the entry point's: the
+    command calls ``pipeline.engine.devices.setup_jax(cfg)`` before this; a library call leaves
+    the process's JAX settings as they are.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    setup_jax(cfg)
     console = console or Console(stderr=True)
     return Sweep(cfg, experiment, console, parent_run, worker, space, log_artifacts).run()
