@@ -103,10 +103,49 @@ def _fan(fans: Fans, params: dict) -> float:
     return fans.fan_out if params.get("mode", "fan_in") == "fan_out" else fans.fan_in
 
 
-_GLOROT_N = Initializer("normal", lambda f, p: math.sqrt(2.0 / (f.fan_in + f.fan_out)))
-_GLOROT_U = Initializer("uniform", lambda f, p: math.sqrt(6.0 / (f.fan_in + f.fan_out)))
-_HE_N = Initializer("normal", lambda f, p: math.sqrt(2.0 / _fan(f, p)), math.sqrt(2.0))
-_HE_U = Initializer("uniform", lambda f, p: math.sqrt(6.0 / _fan(f, p)), math.sqrt(2.0))
+# The variance-scaling initializers as data (the table above; the exports read it too):
+# name -> (factor, fan), the draw's variance factor * gain^2 / fan, so a normal's std is
+# sqrt(factor / fan) and a uniform's limit sqrt(3 factor / fan) before the gain. fan None:
+# init.mode's (fan_in or fan_out); fan_avg: (fan_in + fan_out) / 2.
+VARIANCE_SCALING: dict[str, tuple[float, str | None]] = {
+    "glorot_normal": (1.0, "fan_avg"),  # Glorot & Bengio 2010: 2 / (fan_in + fan_out)
+    "xavier_normal": (1.0, "fan_avg"),
+    "glorot_uniform": (1.0, "fan_avg"),
+    "xavier_uniform": (1.0, "fan_avg"),
+    "he_normal": (2.0, None),  # He et al. 2015: 2 / fan
+    "kaiming_normal": (2.0, None),
+    "he_uniform": (2.0, None),
+    "kaiming_uniform": (2.0, None),
+    "lecun_normal": (1.0, None),  # LeCun et al. 1998: 1 / fan
+    "lecun_uniform": (1.0, None),
+    # Framework defaults, always fan_in (fan_avg for Glorot):
+    "torch_default": (1.0 / 3.0, "fan_in"),  # kaiming_uniform_(a=sqrt(5)): gain^2 1/3
+    "flax_default": (1.0, "fan_in"),  # lecun_normal, truncated and rescaled
+    "keras_default": (1.0, "fan_avg"),  # glorot_uniform
+}
+
+
+def _fan_of(fan: str | None, fans: Fans, params: dict) -> float:
+    if fan == "fan_avg":
+        return (fans.fan_in + fans.fan_out) / 2
+    return fans.fan_in if fan == "fan_in" else _fan(fans, params)
+
+
+def _variance_scaled(name: str, draw: str, intrinsic_gain: float = 1.0) -> Initializer:
+    """``VARIANCE_SCALING[name]`` drawn as ``draw``: a uniform's limit is sqrt(3) stds, and a
+    truncated normal is rescaled so that its realised std is the formula's (Flax's default)."""
+    factor, fan = VARIANCE_SCALING[name]
+    numerator = 3.0 * factor if draw == "uniform" else factor
+    rescale = TRUNCATED_NORMAL_STD if draw == "truncated_normal" else 1.0
+    return Initializer(
+        draw, lambda f, p: math.sqrt(numerator / _fan_of(fan, f, p)) / rescale, intrinsic_gain
+    )
+
+
+_GLOROT_N = _variance_scaled("glorot_normal", "normal")
+_GLOROT_U = _variance_scaled("glorot_uniform", "uniform")
+_HE_N = _variance_scaled("he_normal", "normal", math.sqrt(2.0))
+_HE_U = _variance_scaled("he_uniform", "uniform", math.sqrt(2.0))
 
 INITIALIZERS: dict[str, Initializer] = {
     "zeros": Initializer("constant", lambda f, p: 0.0, relative=False),
@@ -122,8 +161,8 @@ INITIALIZERS: dict[str, Initializer] = {
     "kaiming_normal": _HE_N,
     "he_uniform": _HE_U,
     "kaiming_uniform": _HE_U,
-    "lecun_normal": Initializer("normal", lambda f, p: math.sqrt(1.0 / _fan(f, p))),
-    "lecun_uniform": Initializer("uniform", lambda f, p: math.sqrt(3.0 / _fan(f, p))),
+    "lecun_normal": _variance_scaled("lecun_normal", "normal"),
+    "lecun_uniform": _variance_scaled("lecun_uniform", "uniform"),
     "orthogonal": Initializer("orthogonal", lambda f, p: 1.0),
     # For convolutions: a dense (in, out) kernel gets plain orthogonal.
     "delta_orthogonal": Initializer("delta_orthogonal", lambda f, p: 1.0),
@@ -131,12 +170,8 @@ INITIALIZERS: dict[str, Initializer] = {
     # mini-batch (pipeline.core.lsuv). gain=auto is 1: LSUV's target variance is already "right".
     "lsuv": Initializer("orthogonal", lambda f, p: 1.0, relative=False, data_dependent=True),
     # Framework defaults (always fan_in): gain 1 is exactly what the framework draws.
-    "torch_default": Initializer(
-        "uniform", lambda f, p: math.sqrt(1.0 / f.fan_in), intrinsic_gain=1.0 / math.sqrt(3.0)
-    ),
-    "flax_default": Initializer(
-        "truncated_normal", lambda f, p: math.sqrt(1.0 / f.fan_in) / TRUNCATED_NORMAL_STD
-    ),
+    "torch_default": _variance_scaled("torch_default", "uniform", 1.0 / math.sqrt(3.0)),
+    "flax_default": _variance_scaled("flax_default", "truncated_normal"),
     "keras_default": _GLOROT_U,
 }
 check_registry(INITIALIZERS, INITIALIZER_NAMES)  # the schema checks values against the names
