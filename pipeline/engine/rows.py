@@ -57,6 +57,16 @@ def trial_rules(trial: TrialSpec) -> list[dict]:
     )
 
 
+def rule_inits(base: dict, rules: Sequence[dict], path: str, values: dict) -> dict:
+    """The init keys in force for the parameter at ``path`` (``base`` overridden by the rules
+    that match it) with the rules' ``scale`` formula evaluated on ``values``: one parameter's
+    resolution, which ``leaf_inits`` applies to every leaf of a network and the exports to a
+    layer's kernel and bias (``pipeline.reuse.resolve.init_spec``)."""
+    r = resolve(base, rules, path)
+    r["scale"] = evaluate(r["scale"], values)
+    return r
+
+
 def leaf_inits(
     trial: TrialSpec, layout: Layout, structure: Structure, scaled: tuple | None = None
 ) -> dict[str, dict]:
@@ -69,9 +79,8 @@ def leaf_inits(
     scaled = scaled if scaled is not None else leaf_multipliers(trial, layout, structure)
     out = {}
     for leaf, m in zip(layout.leaves, scaled):
-        r = resolve(base, rules, leaf.path)
-        # init.parametrization's std multiplier applies on top of the rules (μP's read-out).
-        r["scale"] = evaluate(r["scale"], values) * m.init
+        r = rule_inits(base, rules, leaf.path, values)
+        r["scale"] *= m.init  # init.parametrization's std multiplier on top (μP's read-out)
         out[leaf.path] = r
     return out
 
