@@ -394,7 +394,7 @@ class Sweep:
                 config = spec.flat()
                 trial.set_user_attr(SPEC_ATTR, config)
                 trial.set_user_attr("metrics", result.metrics)
-                # per seed, for the bootstrap of `recommend` (pipeline.tracking.recommend)
+                # per seed, for the bootstrap of `recommend` (pipeline.reports.recommend)
                 seed_steps = [seed["steps_to_target"] for seed in result.seeds]
                 trial.set_user_attr(studies.SEED_STEPS_ATTR, seed_steps)
                 trial.set_user_attr(studies.SEED_DIVERGED_ATTR, studies.seed_diverged(result.seeds))
