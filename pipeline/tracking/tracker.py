@@ -32,6 +32,7 @@ import numpy as np
 from pipeline.config import redacted, to_flat_dict
 from pipeline.core.metrics import TrialResult, diagnostic_scalars, diagnostics_csv
 from pipeline.engine.timing import Stopwatch
+from pipeline.writing import write_text
 
 # The runs table (MLflow 3 opens GenAI views otherwise) in the study's shared view: MLflow 3.17
 # loads a view from the experiment tag ``mlflow.sharedViewState.<key>`` when the address names
@@ -193,7 +194,7 @@ def _write_text(client, run_id: str, artifact_uri: str, text: str, path: str) ->
     if parsed.scheme in ("file", ""):
         target = Path(url2pathname(parsed.path)) / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        write_text(target, text)  # whole or not at all: a reader never sees half a file
         return
     client.log_text(run_id, text, path)
 
@@ -350,7 +351,7 @@ class Tracker:
 
     def _start_child(
         self, number: int, config: dict, state: str, metrics: dict, more=(), **tags: str
-    ) -> str:
+    ) -> Any:
         """A child run of the sweep's parent, named for its trial, with the trial's params,
         summary metrics and the metrics ``more`` (curves); returns its ``RunInfo``."""
         from mlflow.entities import Metric, Param
