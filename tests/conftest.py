@@ -47,6 +47,17 @@ BASE = [
     "space.init.gain={low: 0.5, high: 2.0, log: true}",
     "space.train.learning_rate={low: 0.01, high: 0.3, log: true}",
 ]
+# The browser the page tests drive (tests/e2e/test_browser.py, tests/unit/test_report.py).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # Small enough to compile and train in about a second per structure on 2 cores.
 TINY = [
     *BASE,

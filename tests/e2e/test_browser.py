@@ -13,22 +13,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY, mlflow_server, run_cli
+from conftest import CHROMIUM, CHROMIUM_ARGS, TINY, mlflow_server, run_cli
 
 from pipeline.tracking import runs_table_url
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "runs" / "screenshots" / "mlflow_runs.png"
 METRICS = ("steps_to_target", "explosion_count")
 PARAMS = ("init.weights", "model.activation")  # the keys the test's sweep searches

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import TINY, add_planted_trial
-from test_browser import CHROMIUM, CHROMIUM_ARGS
+from conftest import CHROMIUM, CHROMIUM_ARGS, TINY, add_planted_trial
 from test_heatmap import grid_study
 
 from pipeline.config import TrialSpec, load_config
