@@ -1,6 +1,6 @@
 """The pure core: JAX and NumPy only. No Optuna, MLflow, OmegaConf, YAML, argument parsing or file
-I/O under here (``tests/test_layout.py`` checks it); the shell (config, engine, search, tracking,
-reuse) imports the core, never the other way round.
+I/O under here (``tests/unit/test_layout.py`` checks it); the shell (config, engine, search,
+tracking, reuse) imports the core, never the other way round.
 
 - ``names``: the registries' names without JAX (what the config schema checks values against);
 - ``activations``, ``initializers``: registries, formulas with their papers, sampling;

@@ -29,8 +29,8 @@ Statist. 17): with 3-5 seeds a plain bootstrap of a median can only return the s
 so each resampled value is multiplied by exp(h z), z ~ N(0, 1), with h the pooled within-point
 standard deviation of log steps (over the network's points where every seed reached the target)
 over sqrt(n), which restores the variance of one draw. Percentile intervals (Efron & Tibshirani
-1993, ch. 13). Calibrated by simulation in tests/test_estimate.py: over synthetic studies from a
-known model (3 and 5 seeds, seed effects shared or not), the intervals of T* and of the ratio
+1993, ch. 13). Calibrated by simulation in tests/unit/test_estimate.py: over synthetic studies
+from a known model (3 and 5 seeds, seed effects shared or not), the intervals of T* and of the ratio
 cover the truth in 90-98% of them.
 
 The recommendation is the *set* of arms that tie with the best: those whose ``ratio_ci`` reaches

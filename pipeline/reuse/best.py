@@ -146,11 +146,11 @@ def parametrization_entry(nested: dict) -> dict:
     """What a reader of the best file needs to apply ``init.parametrization`` without running
     code (its name, ``model.base_width`` and ``model.base_depth`` are in the spec itself): per
     parameter-path glob of the built-in network, the multipliers of train.learning_rate and
-    train.weight_decay (``pipeline.reuse.export.rate_table``, the engine's own rule). Empty for
+    train.weight_decay (``pipeline.reuse.rates.rate_table``, the engine's own rule). Empty for
     sp and for a user's module (its multipliers need the module: docs/mup.md)."""
     if nested["init"]["parametrization"] == "sp" or nested["model"]["kind"] == "custom":
         return {}
-    from pipeline.reuse.export import lr_multipliers
+    from pipeline.reuse.rates import lr_multipliers
 
     rates = lr_multipliers(nested)
     return {"lr_multipliers": rates["lr"], "weight_decay_multipliers": rates["weight_decay"]}
@@ -206,16 +206,16 @@ def load_initializer(path: str | Path, rank: int = 0, param: str | None = None):
     ``init.rules`` (and those ``init.residual`` and ``init.readout`` generate) give that
     parameter (its initializer, gain and scale).
 
-    >>> import flax.nnx as nnx  # doctest: +SKIP
+    >>> import flax.nnx as nnx
     >>> layer = nnx.Linear(64, 64, kernel_init=load_initializer("conf/best/default.yaml"),
-    ...                    rngs=nnx.Rngs(0))  # doctest: +SKIP
+    ...                    rngs=nnx.Rngs(0))
     """
     entry = read_best(path, rank)
     init = entry["init"]
     if param is None:
         params = {k: init[k] for k in ("mode", "std", "limit", "value")}
         return make_initializer(init["weights"], float(init["gain_value"]), params)
-    from pipeline.reuse.export import init_spec  # the rules resolved as every export does
+    from pipeline.reuse.resolve import init_spec  # the rules resolved as every export does
 
     s = init_spec(entry, param.removesuffix("/kernel"))
     params = {"mode": s.mode, "std": s.std, "limit": s.limit, "value": s.value}
@@ -230,7 +230,8 @@ def init_params(best: str | Path | dict, module, key, x, rank: int = 0) -> dict:
     parameter dict; an NNX module is also updated in place.
 
     >>> params = pipeline.init_params("conf/best/my_study.yaml", model, jax.random.key(0), x)
-    ... # doctest: +SKIP
+    >>> sorted(params)
+    ['Dense_0', 'Dense_1', 'Dense_2']
     """
     import jax
     import jax.numpy as jnp

@@ -233,10 +233,10 @@ def test_torch_nonlinearity_names_have_our_gains():
 
 def test_he_with_gain_auto_is_torch_kaiming_with_the_activation():
     cfg = make_cfg("he_normal", gain="auto", activation="leaky_relu", negative_slope=0.2)
-    call, multiplier = export._torch_kernel(export.init_spec(cfg))
+    call, multiplier = export.torch_kernel(export.init_spec(cfg))
     assert call.kwargs == {"a": 0.2, "mode": "fan_in", "nonlinearity": "leaky_relu"}
     assert multiplier == 1.0
-    call, multiplier = export._torch_kernel(export.init_spec(make_cfg("he_normal", gain=1.5)))
+    call, multiplier = export.torch_kernel(export.init_spec(make_cfg("he_normal", gain=1.5)))
     assert call.kwargs["nonlinearity"] == "relu" and multiplier == 1.5
 
 
