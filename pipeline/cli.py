@@ -459,10 +459,10 @@ def cmd_dashboard(args, console: Console) -> int:
     print(f"optuna-dashboard for study {cfg.study.name!r}: {url}", flush=True)
     import optuna_dashboard
 
-    # The Python API takes a storage object, so the journal file works as well as any URL. It
-    # returns only when Ctrl-C stopped the server: bottle, under it, catches the interrupt.
-    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
-    raise KeyboardInterrupt
+    # The WSGI app takes a storage object, so the journal file works as well as any URL; it is
+    # served until Ctrl-C, which reaches this command as KeyboardInterrupt.
+    app = optuna_dashboard.wsgi(storage)
+    return serving.serve_wsgi(app, "optuna-dashboard", args.host, args.port, console)
 
 
 def cmd_report(args, console: Console) -> int:

@@ -1,5 +1,5 @@
 """Serving a page from the command line (`make ui`, `make dashboard`): the port checked before
-an address is printed, the server run as a child that Ctrl-C stops quietly."""
+an address is printed, the server run as a child (or a thread) that Ctrl-C stops quietly."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import errno
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from rich.console import Console
 
@@ -73,6 +75,43 @@ def serve(command: list[str], name: str, console: Console) -> int:
         highlight=False,
         soft_wrap=True,
     )
+    return EXIT_FAILED
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the standard library's name
+        """One line per request is noise on a terminal a user watches for the address."""
+
+
+class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):
+    """A request per thread, so that a browser's parallel requests do not queue."""
+
+    daemon_threads = True
+
+
+class _ThreadedServer6(_ThreadedServer):
+    address_family = socket.AF_INET6
+
+
+def serve_wsgi(app: Callable, name: str, host: str, port: int, console: Console) -> int:
+    """Serve a WSGI app until Ctrl-C, which raises KeyboardInterrupt here, as for any command.
+
+    The server runs in a thread of its own so that the interrupt reaches the main thread while
+    it only waits: a server on the main thread gets it inside a request, where wsgiref's
+    handler catches every exception, prints a traceback and goes on serving."""
+    server_class = _ThreadedServer6 if ":" in host else _ThreadedServer  # an IPv6 address
+    server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+    worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
+    worker.start()
+    try:
+        with _stop_signals():
+            while worker.is_alive():
+                worker.join(timeout=0.5)
+    finally:
+        server.shutdown()
+        server.server_close()
+        worker.join()
+    console.print(f"[red]error:[/] {name} stopped by itself", highlight=False, soft_wrap=True)
     return EXIT_FAILED
 
 
