@@ -6,6 +6,7 @@ saw this once, when a probe that had timed out was still being answered)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -54,10 +55,8 @@ def _get(url: str, timeout: float) -> bytes:
 
 def _get_dropped(url: str) -> None:
     """A request the stopping server drops: it ends with the connection closed."""
-    try:
+    with contextlib.suppress(OSError):
         _get(url, 60)
-    except OSError:
-        pass
 
 
 def test_ctrl_c_inside_a_slow_request_stops_the_server_without_a_traceback():
