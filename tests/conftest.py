@@ -33,6 +33,10 @@ import urllib.request
 import pytest
 
 from pipeline.config import load_config
+from pipeline.engine.devices import lower_cpu_optimization
+
+# The CPU compiler settings the commands use (JAX's backend starts later, at the first compile).
+lower_cpu_optimization()
 
 # The base values the tests were written against (the schema's defaults and the search space of
 # the first default study), in place of the default study's (conf/config.yaml: digits, 3 seeds,
