@@ -307,7 +307,7 @@ def cmd_train(args, console: Console) -> int:
     trial = TrialSpec.of_config(cfg)
     [result] = engine.run([trial])
     if result.diagnostics:  # what theory predicts beside what was measured, as a sweep logs it
-        from pipeline.core.theory import trial_prediction
+        from pipeline.core.predict import trial_prediction
 
         result.theory = trial_prediction(trial)
     report = {

@@ -14,6 +14,7 @@ tracking, reuse) imports the core, never the other way round.
 - ``diagnostics``, ``lsuv``: per-layer probes and LSUV inside the compiled call;
 - ``residual``: the residual-rule table (what each ``init.residual`` sets, by depth);
 - ``theory``: mean-field signal propagation, residual streams, attention logits;
+- ``predict``: what theory predicts for one trial, its config read into ``theory``;
 - ``data``: generated or bundled datasets;
 - ``estimate``: what a study estimates per network and arm (T*, basins, bootstrap intervals).
 """

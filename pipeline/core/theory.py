@@ -1,4 +1,5 @@
-"""Mean-field signal propagation in wide random networks, next to what a trial measures.
+"""Mean-field signal propagation in wide random networks: the math, in sigma_w2, sigma_b2, depth
+and activation names (what a trial's config means here is ``pipeline.core.predict``'s).
 
 For a network with weights ~ N(0, sigma_w2 / fan_in) and biases ~ N(0, sigma_b2), in the limit of
 infinite width (Poole et al. 2016, "Exponential expressivity in deep neural networks through
@@ -20,6 +21,7 @@ float64. Infinite depth scales (exactly critical) are returned as ``inf``.
 
 from __future__ import annotations
 
+import importlib
 import math
 from functools import cache
 from typing import NamedTuple
@@ -30,7 +32,6 @@ import numpy as np
 from scipy.optimize import brentq
 
 from pipeline.core.activations import ACTIVATIONS
-from pipeline.core.parametrization import branch_multiplier
 from pipeline.core.residual import (  # noqa: F401 (theory.RESIDUAL_RULES, ...: the names users call)
     INIT_RESIDUALS,
     NORMS,
@@ -181,121 +182,10 @@ def critical_sigma_w2(
     return float(brentq(gap, low, high, xtol=1e-10))
 
 
-class _Shapes(NamedTuple):
-    width: int
-    kind: str
-    n_in: int = 1
-    n_classes: int = 1
-
-
-def trial_variances(trial: dict) -> tuple[float, float] | None:
-    """(sigma_w2, sigma_b2) of a trial's hidden layers, from its flat config; None where the
-    mean-field picture does not apply (constant weights: every unit is the same unit) or the
-    variance is only known after seeing data (LSUV).
-
-    sigma_w2 = fan_in x Var(W) of a hidden kernel (fan_in = 9 x channels for a CNN, whose mean
-    field is the same as a dense network's, Xiao et al. 2018), so orthogonal with gain g
-    gives g^2 like a Gaussian of the same variance (Saxe et al. 2013 differ only beyond the
-    mean field). A constant bias enters as sigma_b2 = value^2: it is shared by every input
-    like a random bias is, though it also shifts the mean, which the mean field ignores.
-    """
-    from pipeline.core.initializers import INITIALIZERS, bias_moments
-
-    weights = trial["init.weights"]
-    if INITIALIZERS[weights].draw == "constant" or INITIALIZERS[weights].data_dependent:
-        return None
-    from pipeline.core.model import layer_shapes
-
-    width = int(trial["model.width"])
-    kind = trial.get("model.kind", "mlp")
-    shape = layer_shapes(_Shapes(width, kind))["hidden"]  # (w, w), or (3, 3, w, w) for a CNN
-    mean, bias_std = bias_moments(
-        trial["init.bias"], trial["init.bias_value"], trial["init.bias_std"]
-    )
-    return kernel_sigma_w2(trial, shape), bias_std * bias_std + mean * mean
-
-
-def kernel_sigma_w2(trial, shape: tuple[int, ...]) -> float:
-    """fan_in x Var(W) of a kernel of ``shape`` drawn by the trial's ``init.weights`` and gain:
-    the same for every shape with a fan-in rule (He, LeCun), not with fan_avg (Glorot) or
-    orthogonal ones, e.g. a transformer's (w, 4w) ``fc1`` and (4w, w) ``fc2``."""
-    from pipeline.core.initializers import expected_std, resolve_gain
-
-    weights = trial["init.weights"]
-    gain = resolve_gain(
-        weights, trial["init.gain"], trial["model.activation"], trial["model.negative_slope"]
-    )
-    params = {k: trial[f"init.{k}"] for k in ("mode", "std", "limit", "value")}
-    std = expected_std(weights, shape, gain, params)
-    return math.prod(shape[:-1]) * std * std
-
-
 @cache
 def cached_propagation(activation: str, sigma_w2: float, sigma_b2: float, slope: float) -> dict:
+    """``signal_propagation``, once per argument tuple: a sweep's trials share a few variances."""
     return signal_propagation(activation, sigma_w2, sigma_b2, slope)
-
-
-def trial_prediction(trial: dict) -> dict[str, float]:
-    """What theory predicts for a trial before it trains, as ``theory.*`` metrics (empty where
-    it does not apply). Variances are rounded to 4 significant digits so sweeps reuse results."""
-    variances = trial_variances(trial)
-    if variances is None:
-        return {}
-    sw2, sb2 = (float(f"{v:.4g}") for v in variances)
-    p = cached_propagation(
-        trial["model.activation"], sw2, sb2, float(trial["model.negative_slope"])
-    )
-    out = {
-        "theory.sigma_w2": sw2,
-        "theory.sigma_b2": sb2,
-        "theory.chi1": p["chi1"],
-        "theory.xi_c": p["xi_c"],
-        "theory.max_trainable_depth": p["max_trainable_depth"],
-    }
-    if trial.get("model.kind") == "transformer":
-        out.update(transformer_prediction(trial, sw2, sb2))
-    if trial.get("model.kind") == "resmlp":  # the branch layers are drawn like hidden ones
-        out["theory.stream_var_ratio"] = cached_stream_ratio(
-            trial["model.depth"],
-            trial["init.residual"],
-            trial["model.norm"],
-            trial["model.activation"],
-            sw2,
-            sb2,
-            float(trial["model.negative_slope"]),
-            trial_branch_multiplier(trial),
-        )
-    return out
-
-
-def trial_branch_multiplier(trial) -> float:
-    """``init.parametrization``'s factor on every residual branch: depth_mup's
-    1/sqrt(depth / base_depth) (Yang et al. 2023, Tensor Programs VI; Bordelon et al. 2023),
-    ``parametrization.branch_multiplier``, the factor the engine multiplies alpha by
-    (``engine.rows.residual_row``); 1 otherwise. It scales alpha, so the branch's variance
-    contribution by its square."""
-    depth = int(trial["model.depth"])
-    base_depth = trial.get("model.base_depth") or depth
-    name = trial.get("init.parametrization") or "sp"
-    return branch_multiplier(name, depth / int(base_depth))
-
-
-@cache
-def cached_stream_ratio(
-    depth: int,
-    residual: str,
-    norm: str,
-    activation: str,
-    sw2: float,
-    sb2: float,
-    slope: float,
-    branch: float = 1.0,
-) -> float:
-    """``residual_stream(...).stream_var_ratio``: q_0 = 1, as the built-in stream enters its
-    first block normalized (``pipeline.core.model``)."""
-    return residual_stream(
-        depth, residual, norm, activation, sw2, sb2, slope, branch=branch
-    ).stream_var_ratio
 
 
 # --- Residual streams (issue 13) ------------------------------------------------------------
@@ -329,6 +219,20 @@ def _branch_var(phi, q_in: float, sigma1_2: float, sigma2_2: float, sigma_b2: fl
     return sigma2_2 * _mean_square(phi, sigma1_2 * q_in + sigma_b2) + sigma_b2
 
 
+def branch_var(
+    activation: str,
+    q_in: float,
+    sigma1_2: float,
+    sigma2_2: float,
+    sigma_b2: float = 0.0,
+    slope: float = 0.01,
+) -> float:
+    """``_branch_var`` for an activation by name: a branch's mean square for an input of mean
+    square ``q_in``, e.g. a post-norm transformer's last MLP on its LayerNorm-ed input."""
+    phi, _, _ = _derivatives(activation, slope)
+    return _branch_var(phi, q_in, sigma1_2, sigma2_2, sigma_b2)
+
+
 def _check_residual_norm(residual: str, norm: str, activation: str) -> None:
     """One-line errors naming the allowed values; deepnorm is defined for post-norm only."""
     if residual not in RESIDUAL_RULES:
@@ -339,7 +243,7 @@ def _check_residual_norm(residual: str, norm: str, activation: str) -> None:
         raise ValueError(
             f"model.activation={activation!r}: expected one of {', '.join(ACTIVATIONS)}"
         )
-    if residual == "t_fixup":  # its constants are the transformer's (transformer_prediction)
+    if residual == "t_fixup":  # the transformer's constants (predict.transformer_prediction)
         raise ValueError("init.residual='t_fixup' is a transformer rule, not a residual MLP's")
     if residual == "deepnorm" and norm != "post":
         # Without the LayerNorm after the sum, the up-weighted skip a = (2L)^(1/4) > 1 would grow
@@ -387,9 +291,10 @@ def residual_stream(
       (Wang et al. 2022), branch/skip ratio 1 / (4L sqrt(2L)).
 
     ``branch`` multiplies alpha: ``init.parametrization=depth_mup``'s 1/sqrt(L / L_base)
-    (``trial_branch_multiplier``), so alpha^2 above becomes alpha^2 L_base / L; e.g. pre-norm
-    ReLU+He at L_base = 4 gives q_L = q_0 + 2 L_base whatever L, and ``none`` (1 + 2 L_base/L)^L
-    -> e^(2 L_base) (Tensor Programs VI's 1/sqrt(L) branches keep the stream bounded in depth).
+    (``predict.trial_branch_multiplier``), so alpha^2 above becomes alpha^2 L_base / L; e.g.
+    pre-norm ReLU+He at L_base = 4 gives q_L = q_0 + 2 L_base whatever L, and ``none``
+    (1 + 2 L_base/L)^L -> e^(2 L_base) (Tensor Programs VI's 1/sqrt(L) branches keep the stream
+    bounded in depth).
 
     ``stream_var_ratio`` is sum_var[-1] / q_0: q_L / q_0 without post-norm; with it, the
     variance entering the last LayerNorm over the input's (the normalized stream is 1 by
@@ -420,6 +325,24 @@ def residual_stream(
     )
 
 
+@cache
+def cached_stream_ratio(
+    depth: int,
+    residual: str,
+    norm: str,
+    activation: str,
+    sw2: float,
+    sb2: float,
+    slope: float,
+    branch: float = 1.0,
+) -> float:
+    """``residual_stream(...).stream_var_ratio``: q_0 = 1, as the built-in stream enters its
+    first block normalized (``pipeline.core.model``)."""
+    return residual_stream(
+        depth, residual, norm, activation, sw2, sb2, slope, branch=branch
+    ).stream_var_ratio
+
+
 # --- The transformer at initialization (issue 13) ---------------------------------------------
 #
 # ``pipeline.core.transformer``: x_0 = E[tokens] + P[positions], each table N(0, s^2) per entry
@@ -443,21 +366,6 @@ def attention_logit_std(
     zero-mean biases (a bias mean would shift the logits: this is then their root mean square).
     """
     return scale * math.sqrt(head_dim) * (sigma_w2 * q_in + sigma_b2)
-
-
-def token_match_rate(trial) -> float | None:
-    """The probability that two distinct positions of one sequence hold the same token, from
-    the trial's data keys; None where the data's token statistics are not known here.
-
-    ``data.name=recall`` (``pipeline.core.data.recall``): T = 2P + 1 positions, P distinct keys,
-    P values drawn uniformly with replacement from V = ``data.value_vocab``, a query equal to one
-    of the keys, keys and values from disjoint tokens. Equal pairs per sequence: the query and
-    its key (1) and each pair of equal values (C(P, 2) / V expected), out of C(T, 2) pairs."""
-    if trial.get("data.name") != "recall":
-        return None
-    pairs, values = int(trial["data.pairs"]), int(trial["data.value_vocab"])
-    tokens = 2 * pairs + 1
-    return (1.0 + pairs * (pairs - 1) / 2 / values) / (tokens * (tokens - 1) / 2)
 
 
 ATTENTION_ROWS = 8192  # softmax rows drawn per expectation in ``attention_overlaps``
@@ -539,8 +447,8 @@ def transformer_stream(
     x_i.x_k / n of two distinct positions (correlation c = r / q). Approximation, the one
     assumption beyond the infinite width: *positions are exchangeable*, every pair of positions
     carries the mean correlation c (on the recall task c_0 is set by which positions share a
-    token, ``token_match_rate``: pairs differ, 1/2 or 0, and the MLP's correlation map is not
-    linear, so this is the Gram matrix's mean, not its exact evolution). The branch sees
+    token, ``predict.token_match_rate``: pairs differ, 1/2 or 0, and the MLP's correlation map is
+    not linear, so this is the Gram matrix's mean, not its exact evolution). The branch sees
     (q_in, r_in) = (1, c) behind a pre-norm or RMSNorm (each position rescaled to unit mean
     square; the coordinate mean a LayerNorm removes is O(1/sqrt(n)) at init), (q, r) without.
 
@@ -581,7 +489,7 @@ def transformer_stream(
     if norm not in TRANSFORMER_STREAM_NORMS:
         raise ValueError(
             f"model.norm={norm!r}: transformer_stream covers "
-            f"{', '.join(TRANSFORMER_STREAM_NORMS)} (post-norm: transformer_prediction)"
+            f"{', '.join(TRANSFORMER_STREAM_NORMS)} (post-norm: predict.transformer_prediction)"
         )
     s = residual_scales(residual, depth)
     phi, _, _ = _derivatives(activation, slope)
@@ -627,110 +535,31 @@ def transformer_stream(
 
 
 @cache
-def _cached_transformer_stream(*args, **kwargs) -> TransformerStream:
+def cached_transformer_stream(*args, **kwargs) -> TransformerStream:
+    """``transformer_stream``, once per argument tuple (its attention overlaps are Monte Carlo)."""
     return transformer_stream(*args, **kwargs)
 
 
-def _fc_sigma_w2(trial) -> tuple[float, float]:
-    """fc1's and fc2's sigma_w2 (a (w, 4w) and a (4w, w) kernel), 4 significant digits."""
-    from pipeline.core.transformer import MLP_RATIO
-
-    width = int(trial["model.width"])
-    shapes = ((width, MLP_RATIO * width), (MLP_RATIO * width, width))
-    fc1, fc2 = (float(f"{kernel_sigma_w2(trial, shape):.4g}") for shape in shapes)
-    return fc1, fc2
-
-
-def _trial_stream(trial, sigma_w2: float, sigma_b2: float) -> TransformerStream | None:
-    """``transformer_stream`` of a transformer trial whose branches are live (no zero gate) and
-    not post-normed, on data whose token statistics are known (``token_match_rate``)."""
-    from pipeline.core.transformer import attention_scale
-
-    depth, residual, norm = int(trial["model.depth"]), trial["init.residual"], trial["model.norm"]
-    match = token_match_rate(trial)
-    q0 = 2.0 * float(trial["init.embedding_std"]) ** 2 * embedding_var(residual, depth)
-    if norm == "post" or residual in ("skipinit", "rezero") or q0 <= 0 or match is None:
-        return None
-    fc1, fc2 = _fc_sigma_w2(trial)
-    return _cached_transformer_stream(
-        depth,
-        residual,
-        norm,
-        trial["model.activation"],
-        sigma_w2,
-        sigma_b2,
-        float(trial["model.negative_slope"]),
-        tokens=2 * int(trial["data.pairs"]) + 1,
-        head_dim=int(trial["model.width"]) // int(trial["model.heads"]),
-        scale=float(attention_scale(trial)),
-        q0=q0,
-        c0=match / 2.0,  # equal tokens share one of the two equal-variance tables
-        fc1_sigma_w2=fc1,
-        fc2_sigma_w2=fc2,
-        branch=trial_branch_multiplier(trial),
-    )
+# The trial adapters that lived here until issue 25, now ``pipeline.core.predict``'s, still read
+# as ``theory.trial_prediction`` or ``pipeline.theory.trial_prediction`` by callers written before.
+# predict imports this module, so an import of predict here would close a cycle: the names are
+# looked up when first read (PEP 562), the one way back, and no module in pipeline/ uses it.
+MOVED_TO_PREDICT = (
+    "kernel_sigma_w2",
+    "token_match_rate",
+    "transformer_prediction",
+    "trial_branch_multiplier",
+    "trial_prediction",
+    "trial_transformer_stream",
+    "trial_variances",
+)
 
 
-def trial_transformer_stream(trial) -> TransformerStream | None:
-    """The stream of a transformer trial block by block (``transformer_stream``) where it is
-    given: live branches, ``model.norm`` none, pre or rmsnorm, recall data; None otherwise."""
-    variances = trial_variances(trial)
-    if variances is None or trial.get("model.kind") != "transformer":
-        return None
-    sw2, sb2 = (float(f"{v:.4g}") for v in variances)
-    return _trial_stream(trial, sw2, sb2)
+def __getattr__(name: str):
+    if name in MOVED_TO_PREDICT:
+        return getattr(importlib.import_module("pipeline.core.predict"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def transformer_prediction(trial, sigma_w2: float, sigma_b2: float) -> dict[str, float]:
-    """``theory.logit_std`` and ``theory.stream_var_ratio`` of a transformer trial:
-
-    - logit std (``attention_logit_std``, mean over blocks) from each block's attention input
-      mean square: 1 behind a ``pre``/``rmsnorm`` norm, 1 after the first block with ``post``
-      (the first reads x_0: q_0), q_0 for every block when the stream stays x_0 (a zero gate:
-      ``skipinit``/``rezero``) or there is one block, and otherwise (``none`` with live
-      branches) ``transformer_stream``'s, where the data's token statistics are known.
-    - stream_var_ratio (the sum entering the last post-norm, or the stream after the last block,
-      over q_0): with ``post`` the last branch is the MLP on a LayerNorm-ed input, so it is
-      (skip^2 + alpha^2 V(1)) / q_0 with V the residual MLP's branch variance
-      (``residual_stream``), whatever the data; a zero gate without post-norm keeps it exactly
-      1; live branches with ``none``/``pre``/``rmsnorm``: ``transformer_stream``, whose input is
-      the data's chance that two positions share a token (``token_match_rate``: the recall task;
-      not given for data without known token statistics: the attention branch's variance
-      depends on how correlated the positions are).
-
-    alpha includes ``init.parametrization=depth_mup``'s branch multiplier, the attention scale
-    is ``transformer.attention_scale``'s (mup and depth_mup set it), and fc1 and fc2 take their
-    own sigma_w2 (``kernel_sigma_w2``: they differ from a square kernel's under fan_avg or
-    orthogonal draws).
-    """
-    from pipeline.core.transformer import attention_scale
-
-    depth, residual, norm = int(trial["model.depth"]), trial["init.residual"], trial["model.norm"]
-    s = residual_scales(residual, depth)
-    alpha = s.alpha * trial_branch_multiplier(trial)
-    gated = residual in ("skipinit", "rezero")
-    q0 = 2.0 * float(trial["init.embedding_std"]) ** 2 * embedding_var(residual, depth)
-    d, scale = int(trial["model.width"]) // int(trial["model.heads"]), attention_scale(trial)
-    stream = _trial_stream(trial, sigma_w2, sigma_b2)
-    if norm in ("pre", "rmsnorm"):
-        q_in = [1.0] * depth
-    elif norm == "post":
-        q_in = [q0] + [1.0] * (depth - 1)
-    elif gated or depth == 1:
-        q_in = [q0] * depth
-    else:
-        q_in = None if stream is None else list(stream.attention_in)
-    out = {}
-    if q_in is not None:
-        stds = [attention_logit_std(d, scale, sigma_w2, sigma_b2, q) for q in q_in]
-        out["theory.logit_std"] = float(np.mean(stds))
-    if q0 > 0 and norm == "post":
-        phi, _, _ = _derivatives(trial["model.activation"], float(trial["model.negative_slope"]))
-        fc1, fc2 = _fc_sigma_w2(trial)
-        v = _branch_var(phi, 1.0, s.w1_var * fc1, s.w2_var * fc2, sigma_b2)
-        out["theory.stream_var_ratio"] = (s.skip**2 + alpha**2 * v) / q0
-    elif gated:
-        out["theory.stream_var_ratio"] = 1.0
-    elif stream is not None:
-        out["theory.stream_var_ratio"] = float(stream.stream_var_ratio)
-    return out
+def __dir__() -> list[str]:
+    return sorted({*globals(), *MOVED_TO_PREDICT})

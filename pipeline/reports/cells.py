@@ -56,7 +56,7 @@ class Trial(NamedTuple):
     learning_rate: float
     seed_steps: tuple[float, ...]  # steps to target per seed, never = steps + 1
     steps: int  # train.steps: beyond it is "never"
-    sigma_w2: float | None  # theory.trial_variances: what the gain means to mean-field theory
+    sigma_w2: float | None  # predict.trial_variances: what the gain means to mean-field theory
     sigma_b2: float | None
     activation: str
     negative_slope: float
@@ -82,7 +82,7 @@ def network_keys(specs: Iterable) -> tuple[str, ...]:
 def study_cells(study: optuna.Study) -> dict[tuple, list[Trial]]:
     """The study's completed trials per network: (structural key, value) pairs -> trials."""
     from pipeline.core.initializers import resolve_gain
-    from pipeline.core.theory import trial_variances
+    from pipeline.core.predict import trial_variances
 
     specs = [(t, trial_spec(study, t)) for t in ranked_trials(study)]
     keys = network_keys(s for _, s in specs)
@@ -138,7 +138,7 @@ def critical_gain(trial: Trial) -> float | None:
 def scale_to_critical(spec: Any) -> float | None:
     """sigma_w^2 / sigma_w^2* of a trial: its weight scale on theory's common axis (1 = the edge
     of chaos); None where theory has no prediction (a user's module, a transformer)."""
-    from pipeline.core.theory import trial_variances
+    from pipeline.core.predict import trial_variances
 
     variances = trial_variances(spec)
     if not variances or not variances[0]:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import optuna
 
-from pipeline.core import theory
 from pipeline.reports import cells, plots, recommend
 from pipeline.reports.heatmap import STAR
 from pipeline.reports.report import COLUMNS, reached
@@ -116,9 +115,8 @@ def _table(header: list[str], rows: list[list], table_id: str, shown: int | None
 def _best_rows(study: optuna.Study, ranked: list) -> list[list]:
     rows = []
     for rank, trial in enumerate(ranked):
-        m = trial.user_attrs.get("metrics", {})
-        spec = trial_spec(study, trial)
-        pred = theory.trial_prediction(spec)
+        row = plots.trial_row(study, trial)
+        m, spec, pred = row.metrics, row.config, plots.prediction(row)
         hit = reached(m, spec.train.steps)
         rows.append(
             [

@@ -1,7 +1,7 @@
 """Figures of a study, saved as PNG under runs/<study>/ and logged to the sweep's parent run.
 
-Every figure is drawn from what the study stores (Optuna's trials, their ``metrics`` and
-``trace`` user attributes, the base config), so ``make report`` can redraw them any time.
+Every figure is drawn from what the study stores (Optuna's trials, their ``metrics``, ``trace``
+and ``theory`` user attributes, the base config), so ``make report`` can redraw them any time.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
 from pipeline.config import TrialSpec  # noqa: E402
-from pipeline.core import theory  # noqa: E402
+from pipeline.core import predict, theory  # noqa: E402
 from pipeline.core.model import RESIDUAL_KINDS  # noqa: E402
 from pipeline.reports import cells, heatmap  # noqa: E402
 from pipeline.reports.cells import group_name, network_label  # noqa: E402
-from pipeline.search.study import trial_spec  # noqa: E402
+from pipeline.search.study import trial_spec, trial_theory  # noqa: E402
 
 NEVER = "never reached"
 # Panels per figure when a figure draws one panel per network; beyond it, the networks with the
@@ -33,19 +33,37 @@ MAX_PANELS = 9
 
 
 class Row(NamedTuple):
-    """One finished trial: its stored spec, its metrics, its stored curves."""
+    """One finished trial: its stored spec, its metrics, its stored curves, theory's stored
+    prediction (None where the study has none: read it through ``prediction``)."""
 
     config: TrialSpec
     metrics: dict
     trace: dict
+    theory: dict | None = None
+
+
+def trial_row(study: optuna.Study, t: optuna.trial.FrozenTrial) -> Row:
+    """A trial as the figures and the report's tables read it, from its user attributes."""
+    return Row(
+        trial_spec(study, t),
+        t.user_attrs.get("metrics", {}),
+        t.user_attrs.get("trace", {}),
+        trial_theory(t),
+    )
 
 
 def study_rows(study: optuna.Study) -> list[Row]:
     return [
-        Row(trial_spec(study, t), t.user_attrs["metrics"], t.user_attrs.get("trace", {}))
+        trial_row(study, t)
         for t in study.get_trials(deepcopy=False)
         if t.state.is_finished() and "metrics" in t.user_attrs
     ]
+
+
+def prediction(r: Row) -> dict[str, float]:
+    """Theory's prediction for a row's trial: as the sweep stored it, else computed from the
+    spec (a trial without diagnostics, a study written before it was stored): the same numbers."""
+    return predict.trial_prediction(r.config) if r.theory is None else r.theory
 
 
 def network_keys(specs) -> tuple[str, ...]:
@@ -184,7 +202,7 @@ def depth_gain_heatmaps(rows: list[Row], title: str, path: Path) -> Path | None:
     (Schoenholz et al. 2017: networks deeper than about 6 xi_c do not train)."""
     points = []
     for r in rows:
-        variances = theory.trial_variances(r.config)
+        variances = predict.trial_variances(r.config)
         if variances is not None and variances[0] > 0:
             points.append((r, *variances))
     acts = sorted({r.config["model.activation"] for r, _, _ in points})
@@ -388,7 +406,7 @@ def _chi1_points(rows: list[Row]) -> list[tuple[float, float, Row]]:
     for r in rows:
         if r.config["model.kind"] in RESIDUAL_KINDS:
             continue
-        pred = theory.trial_prediction(r.config)
+        pred = prediction(r)
         ratio = r.metrics.get("diag.init.backprop_ratio", math.nan)
         chi1 = pred.get("theory.chi1", math.nan)
         if 0 < chi1 < math.inf and 0 < ratio < math.inf:
@@ -431,7 +449,7 @@ def _residual_points(rows: list[Row]) -> list[tuple[float, float, str, str]]:
     for r in rows:
         if r.config["model.kind"] not in RESIDUAL_KINDS:
             continue
-        pred = theory.trial_prediction(r.config)
+        pred = prediction(r)
         for metric, key, marker, label in RESIDUAL_PAIRS:
             p, m = pred.get(key, math.nan), r.metrics.get(metric, math.nan)
             if 0 < p < math.inf and 0 < m < math.inf:
@@ -495,7 +513,7 @@ def attention_scales(rows: list[Row], title: str, path: Path) -> Path | None:
         for ax, key in zip(axes[:2], ("diag.init.logit_std", "diag.init.attention_entropy")):
             ax.scatter(i + np.asarray(jitter), [r.metrics[key] for r in mine], s=16,
                        color=colors[scale], alpha=0.8)  # fmt: skip
-        predicted = [theory.trial_prediction(r.config).get("theory.logit_std") for r in mine]
+        predicted = [prediction(r).get("theory.logit_std") for r in mine]
         predicted = [p for p in predicted if p is not None]
         if predicted:
             axes[0].hlines(np.median(predicted), i - 0.3, i + 0.3, color="k", lw=1.5,
@@ -601,7 +619,7 @@ def _init_stream(r: Row) -> float:
 
 
 def _predicted_stream(r: Row) -> float:
-    return theory.trial_prediction(r.config).get("theory.stream_var_ratio", np.nan)
+    return prediction(r).get("theory.stream_var_ratio", np.nan)
 
 
 def _stream_panel(ax, groups: dict[str, list[Row]], colors: dict) -> None:

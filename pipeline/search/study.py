@@ -143,6 +143,25 @@ def trial_seed_diverged(trial: optuna.trial.FrozenTrial, seeds: int) -> list[int
     return [int(bool(trial_metrics(trial).get("diverged", 0)))] * seeds
 
 
+# Theory's prediction for a trial (``predict.trial_prediction``: ``theory.*`` keys), stored when
+# the trial ran with ``metrics.diagnostics`` (the sweep computes it then, for MLflow), so the
+# reports read it instead of computing it again; ``{}`` where theory does not apply.
+THEORY_ATTR = "theory"
+
+
+def stored_theory(prediction: dict[str, float]) -> dict[str, float | str]:
+    """A prediction as JSON: an infinite depth scale (exactly critical) or a NaN as its name,
+    ``"inf"`` or ``"nan"``, which ``float`` reads back (strict JSON has no such numbers)."""
+    return {k: float(v) if math.isfinite(v) else str(float(v)) for k, v in prediction.items()}
+
+
+def trial_theory(trial: optuna.trial.FrozenTrial) -> dict[str, float] | None:
+    """A trial's stored prediction; None where it was not stored (a trial without diagnostics,
+    or a study written before it was stored, issue 25): compute it from the spec then."""
+    stored = trial.user_attrs.get(THEORY_ATTR)
+    return None if stored is None else {k: float(v) for k, v in stored.items()}
+
+
 # The study's question: the settings it was asked with (every run key but the few that change
 # nothing measured, the space, the design), stored once when the study is created.
 QUESTION_ATTR = "question"

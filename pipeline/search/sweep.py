@@ -366,7 +366,7 @@ class Sweep:
         if result.diagnostics:
             # Here, not on the logging thread: theory's quadrature runs on XLA too, and no JAX
             # call may run beside training (or after a stalled call, behind it).
-            from pipeline.core.theory import trial_prediction
+            from pipeline.core.predict import trial_prediction
 
             result.theory = trial_prediction(spec)
         self.recording.append(self.recorder.submit(self._record, trial, spec, result))
@@ -401,6 +401,8 @@ class Sweep:
                 trial.set_user_attr(
                     "trace", compact_trace(result, self.cfg.metrics.curve_every_steps)
                 )
+                if result.diagnostics:  # computed in _on_result; the reports read it back
+                    trial.set_user_attr(studies.THEORY_ATTR, studies.stored_theory(result.theory))
                 if result.pruned:
                     state = optuna.trial.TrialState.PRUNED
                     self.study.tell(trial, state=state)

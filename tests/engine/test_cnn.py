@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from pipeline.core import theory
+from pipeline.core import predict
 from pipeline.core.initializers import compute_fans, expected_std, make_initializer
 
 CNN = ["data.name=digits", "model.kind=cnn", "model.width=8", "train.batch_size=64"]
@@ -71,7 +71,7 @@ def test_cnn_mean_field_uses_the_receptive_field_fan():
         "init.bias_value": 0.0,
         "init.bias_std": 0.0,
     }
-    sw2, sb2 = theory.trial_variances(trial)
+    sw2, sb2 = predict.trial_variances(trial)
     assert sw2 == pytest.approx(2.0) and sb2 == 0.0  # He: fan_in x 2 / fan_in
     std = expected_std("he_normal", (3, 3, 16, 16), 1.0, {"mode": "fan_in"})
     assert std == pytest.approx(np.sqrt(2.0 / 144))

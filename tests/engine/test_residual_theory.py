@@ -15,14 +15,13 @@ from conftest import TINY
 
 from pipeline.config import TrialSpec, load_config
 from pipeline.core.activations import ACTIVATIONS
+from pipeline.core.predict import trial_branch_multiplier, trial_prediction
 from pipeline.core.theory import (
     NORMS,
     RESIDUALS,
     ResidualScales,
     residual_scales,
     residual_stream,
-    trial_branch_multiplier,
-    trial_prediction,
 )
 from pipeline.engine.rows import residual_row
 

@@ -21,7 +21,7 @@ from pipeline.core.data import recall
 from pipeline.core.diagnostics import measure
 from pipeline.core.model import Structure
 from pipeline.core.net import builtin_net, flatten, unflatten
-from pipeline.core.theory import trial_prediction, trial_transformer_stream
+from pipeline.core.predict import trial_prediction, trial_transformer_stream
 from pipeline.core.train import init_params
 from pipeline.engine import Engine, draws_for
 from pipeline.engine.datasets import load_dataset, sizes

@@ -82,6 +82,7 @@ def test_the_core_is_all_the_modules_the_guide_names():
         "names",
         "residual",
         "theory",
+        "predict",
         "data",
         "estimate",
     }

@@ -7,6 +7,7 @@ study."""
 
 import html
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -18,10 +19,11 @@ from conftest import CHROMIUM, CHROMIUM_ARGS, TINY, add_planted_trial
 from test_heatmap import grid_study
 
 from pipeline.config import TrialSpec, load_config
-from pipeline.reports import plots
+from pipeline.core import predict
+from pipeline.reports import html_report, plots
 from pipeline.reports.cells import group_name
 from pipeline.reports.html_report import write_report
-from pipeline.search.study import ranked_trials, trial_spec
+from pipeline.search.study import THEORY_ATTR, ranked_trials, trial_spec
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "runs" / "screenshots"
 
@@ -67,6 +69,36 @@ def test_static_gradient_figure_says_exactly_zero_instead_of_an_empty_log_axis(m
     assert mixed.get_yscale() == "log"
     assert [line.get_label() for line in mixed.get_lines()] == ["he (1)"]
     assert "constant (1)" in " ".join(t.get_text() for t in mixed.texts)
+
+
+def test_the_reports_read_theorys_stored_prediction_and_compute_only_a_missing_one():
+    """Two trials of one spec: the first stores a prediction no computation gives (chi1 = 4,
+    an infinite trainable depth written as ``"inf"``), the second none (a study written before
+    predictions were stored, or a trial without diagnostics)."""
+    from optuna.distributions import CategoricalDistribution
+
+    spec = TrialSpec.of_config(load_config(TINY)).with_values({"model.depth": 3, "init.gain": 1.2})
+    computed = predict.trial_prediction(spec)
+    planted = {**computed, "theory.chi1": 4.0, "theory.max_trainable_depth": "inf"}
+    assert computed["theory.chi1"] != 4.0 and computed["theory.max_trainable_depth"] < math.inf
+    study = optuna.create_study(study_name="stored")
+    params, distributions = {"model.depth": 3}, {"model.depth": CategoricalDistribution((3,))}
+    for steps, stored in ((10, {THEORY_ATTR: planted}), (20, {})):
+        metrics = {"steps_to_target": steps, "objective": steps, "diag.init.backprop_ratio": 8.0}
+        add_planted_trial(study, spec, params, distributions, [steps], metrics=metrics, **stored)
+    rows = plots.study_rows(study)
+    assert rows[0].theory == {
+        **computed,
+        "theory.chi1": 4.0,
+        "theory.max_trainable_depth": math.inf,
+    }
+    assert rows[1].theory is None and plots.prediction(rows[1]) == computed
+    assert [chi1 for chi1, _, _ in plots._chi1_points(rows)] == [4.0, computed["theory.chi1"]]
+    table = html_report._best_rows(study, ranked_trials(study))  # chi1, 6 xi_c, measured ratio
+    assert [r[-3:-1] for r in table] == [
+        [4.0, math.inf],
+        [computed["theory.chi1"], computed["theory.max_trainable_depth"]],
+    ]
 
 
 def test_the_page_leads_with_the_answer_then_the_evidence(tmp_path):

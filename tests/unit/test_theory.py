@@ -75,3 +75,16 @@ def test_chaotic_tanh_without_bias_decorrelates_fully_and_depth_scale_falls_smoo
         assert abs(p["c_star"]) < 1e-9
         scales.append(p["xi_c"])
     assert all(a > b for a, b in zip(scales, scales[1:]))
+
+
+def test_the_trial_adapters_still_read_through_theory_as_predicts_own():
+    # Split out of theory (issue 25); callers written before read them as theory's.
+    import pipeline.theory
+    from pipeline.core import predict, theory
+
+    assert theory.MOVED_TO_PREDICT
+    for name in theory.MOVED_TO_PREDICT:
+        assert getattr(theory, name) is getattr(predict, name) is getattr(pipeline.theory, name)
+        assert name in dir(theory)
+    with pytest.raises(AttributeError, match="no attribute 'trial_predictions'"):
+        theory.trial_predictions  # noqa: B018
