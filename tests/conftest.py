@@ -216,13 +216,27 @@ TIERS = ("unit", "engine", "e2e")
 
 
 def pytest_collection_modifyitems(items):
-    """Each test's tier marker from its folder; ``slow`` is end-to-end wherever it sits."""
+    """Each test's tier marker from its folder; ``slow`` is end-to-end wherever it sits.
+
+    ``make test`` spreads tests over pytest-xdist's workers one by one (``--dist loadgroup``),
+    so that a file of slow tests does not leave one worker busy long after the other is done; a
+    test that uses a module-scoped fixture (a study swept once for the file) is grouped with its
+    file's other users of it, so that the fixture is built once, on one worker."""
     for item in items:
         tier = item.path.parent.name
         if tier in TIERS:
             item.add_marker(tier)
         if item.get_closest_marker("slow") and tier != "e2e":
             item.add_marker("e2e")
+        if _uses_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+def _uses_a_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # pytest's: the fixtures a test item resolves
+    if info is None:
+        return False
+    return any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
 
 
 # The number of assert statements that passed, printed under the run (pytest's assertion-pass
