@@ -65,7 +65,7 @@ bench: $(STAMP) ## sweep command vs plain loops, whole processes, cold and warm 
 # .ci/run does (a missing system package, Chromium or PostgreSQL, skips its tests with the reason).
 test: EXTRAS = dev,keras,torch,postgres
 test: install ## the whole test suite (installs every extra its tests use), two workers
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 test-fast: EXTRAS = dev,keras,torch,postgres
 test-fast: install ## the inner loop: the unit and engine tiers (tests/unit, tests/engine), two workers

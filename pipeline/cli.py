@@ -226,6 +226,7 @@ def cmd_sweep(args, console: Console) -> int:
 
         code = launch(
             cfg,
+            space,
             args.experiment,
             args.overrides,
             args.workers,

@@ -216,27 +216,41 @@ TIERS = ("unit", "engine", "e2e")
 
 
 def pytest_collection_modifyitems(items):
-    """Each test's tier marker from its folder; ``slow`` is end-to-end wherever it sits.
-
-    ``make test`` spreads tests over pytest-xdist's workers one by one (``--dist loadgroup``),
-    so that a file of slow tests does not leave one worker busy long after the other is done; a
-    test that uses a module-scoped fixture (a study swept once for the file) is grouped with its
-    file's other users of it, so that the fixture is built once, on one worker."""
+    """Each test's tier marker from its folder; ``slow`` is end-to-end wherever it sits."""
     for item in items:
         tier = item.path.parent.name
         if tier in TIERS:
             item.add_marker(tier)
         if item.get_closest_marker("slow") and tier != "e2e":
             item.add_marker("e2e")
-        if _uses_a_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
-def _uses_a_module_fixture(item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)  # pytest's: the fixtures a test item resolves
-    if info is None:
-        return False
-    return any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
+# Test files with a module-scoped fixture (a study swept once for the file): ``make test`` keeps
+# each on one pytest-xdist worker, so the fixture is built once.
+SHARED_FIXTURE_FILES = frozenset(
+    path.relative_to(Path(__file__).parent.parent).as_posix()
+    for path in Path(__file__).parent.rglob("test_*.py")
+    if 'scope="module"' in path.read_text()
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` (``make test``) with our scopes: a test file that shares a module
+    fixture is one unit, every other test is a unit of its own, so that a file of slow tests does
+    not keep one worker busy long after the other is done (as ``--dist loadfile`` did). A module
+    fixture is torn down when its worker moves to another file, so such a file must stay whole.
+    pytest-xdist's ``xdist_group`` marks would say the same, but its ``loadgroup`` renames nodes
+    in a way pytest 9.2 ignores (xdist 3.8 sets ``item._nodeid``)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in SHARED_FIXTURE_FILES else nodeid
+
+    return Scheduling(config, log)
 
 
 # The number of assert statements that passed, printed under the run (pytest's assertion-pass

@@ -93,6 +93,10 @@ class Space:
     def ranges(self) -> list[str]:
         return [k for k, s in self.entries.items() if isinstance(s, dict)]
 
+    def searched(self) -> set[str]:
+        """The keys Optuna draws for each trial: a list or a range here."""
+        return set(self.lists()) | set(self.ranges())
+
     def values(self, key: str, base: Any) -> list[Any]:
         """Every value ``key`` can take in a sweep: its list, its fixed value, or ``base``."""
         spec = self.entries.get(key, base)

@@ -52,7 +52,7 @@ def _linear(kind: str, features: int, name: str) -> nn.Module:
     return nn.Dense(features, name=name)
 
 
-def _dropout(module: nn.Module, y: jax.Array, rate: jax.Array | None) -> jax.Array:
+def apply_dropout(module: nn.Module, y: jax.Array, rate: jax.Array | None) -> jax.Array:
     """Inverted dropout with a traced rate (``nn.Dropout`` needs a Python one); ``rate=None``
     (evaluation, or no trial of the call uses dropout) compiles no random numbers at all."""
     if rate is None:
@@ -72,7 +72,7 @@ class _HiddenLayer(nn.Module):
         pre = _linear(self.kind, self.width, "dense")(h)
         self.sow("intermediates", "pre", pre)
         y = self.perturb("h", activate(self.activation, pre, slope, which))
-        y = _dropout(self, y, dropout)
+        y = apply_dropout(self, y, dropout)
         # Layer `index` of the stack is hidden layer index + 2 (the input layer is the first).
         h = jnp.where(index + 2 <= depth, y, h)
         return (h, index + 1), None
@@ -100,7 +100,9 @@ class MLP(nn.Module):
             x = x.reshape(*x.shape[:-1], side, side, 1)
         pre = _linear(s.kind, s.width, "input")(x)
         self.sow("intermediates", "pre", pre)
-        h = _dropout(self, self.perturb("h", activate(s.activation, pre, slope, which)), dropout)
+        h = apply_dropout(
+            self, self.perturb("h", activate(s.activation, pre, slope, which)), dropout
+        )
         if s.n_hidden > 1:
             stack = nn.scan(
                 _HiddenLayer,
@@ -162,7 +164,7 @@ class _Block(nn.Module):
         x_in = _norm(self.norm)(x) if self.norm in ("pre", "rmsnorm") else x
         pre = nn.Dense(self.width, name="fc1")(x_in)
         self.sow("intermediates", "pre", pre)
-        h = _dropout(self, activate(self.activation, pre, slope, which), dropout)
+        h = apply_dropout(self, activate(self.activation, pre, slope, which), dropout)
         branch = nn.Dense(self.width, name="fc2")(h)
         # SkipInit (De & Smith 2020) and ReZero (Bachlechner et al. 2020): a learnable scalar
         # that starts at 0 (times alpha, depth-muP's branch multiplier, else 1); every other

@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 
 from pipeline.core.activations import ACTIVATIONS
-from pipeline.core.model import Residual, Structure, _dropout
+from pipeline.core.model import Residual, Structure, apply_dropout
 from pipeline.core.names import ATTENTION_SCALES  # noqa: F401 (transformer.ATTENTION_SCALES)
 
 MLP_RATIO = 4  # the MLP's hidden width over d_model (Vaswani et al. 2017: 2048 / 512)
@@ -122,7 +122,7 @@ class _Mlp(nn.Module):
     def __call__(self, x: jax.Array, slope, dropout) -> jax.Array:
         pre = nn.Dense(MLP_RATIO * self.width, name="fc1")(x)
         self.sow("intermediates", "pre", pre)
-        h = _dropout(self, ACTIVATIONS[self.activation].fn(pre, slope), dropout)
+        h = apply_dropout(self, ACTIVATIONS[self.activation].fn(pre, slope), dropout)
         return nn.Dense(self.width, name="fc2")(h)
 
 

@@ -79,16 +79,10 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def searched_keys(cfg) -> set[str]:
-    """The keys Optuna draws for each trial (a list or a range in the space)."""
-    space = Space.parse(cfg.space)
-    return set(space.lists()) | set(space.ranges())
-
-
-def recover(cfg, study: optuna.Study, tracker: Tracker | None, me: str = "") -> None:
+def recover(cfg, space: Space, study: optuna.Study, tracker: Tracker | None, me: str = "") -> None:
     """After a crash: fail and re-enqueue stale RUNNING trials, end their MLflow runs KILLED and
     log the child runs a killed worker had not logged yet (see pipeline.search.lease)."""
-    leases.recover(study, cfg.study.lease_s, me, searched_keys(cfg))
+    leases.recover(study, cfg.study.lease_s, me, space.searched())
     if tracker is None:
         return
     now, expiries = time.time(), leases.leases(study)
@@ -116,7 +110,7 @@ class Sweep:
         self.cfg = cfg
         self.log_artifacts = log_artifacts
         self.space = Space.parse(cfg.space) if space is None else space  # the CLI parsed it
-        self.searched = searched_keys(cfg)
+        self.searched = self.space.searched()
         # Refuse a space that cannot fit in memory before anything is written.
         check_fits(cfg, self.space)
         if cfg.tracking.enabled:  # a server that does not answer: one line, nothing written
@@ -124,9 +118,9 @@ class Sweep:
         self.study = studies.open_study(cfg, self.space, worker)
         Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
         self.lease = leases.Lease(self.study, cfg.study.lease_s).start()
-        self.tracker = open_tracker(cfg, experiment, self.lease.worker, parent_run)
+        self.tracker = open_tracker(cfg, self.space, experiment, self.lease.worker, parent_run)
         if worker is None:  # `sweep --workers N` recovers once, before it starts the workers
-            recover(cfg, self.study, self.tracker, self.lease.worker)
+            recover(cfg, self.space, self.study, self.tracker, self.lease.worker)
         # study.design=grid: every point enqueued (pipeline.search.grid), suggested from the
         # learning-rate range of the grid's limits.
         self.grid = cfg.study.design == "grid"

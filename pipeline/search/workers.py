@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from pipeline.config import Space
     from pipeline.search.sweep import LogArtifacts
 
 
@@ -53,6 +54,7 @@ def cores_per_worker(cfg, n: int) -> int:
 
 def launch(
     cfg,
+    space: Space,
     experiment: str | None,
     overrides: list[str],
     n: int,
@@ -63,7 +65,6 @@ def launch(
     """Run ``n`` workers to the end; 0 when all finished, 130 when interrupted, else 1.
     ``log_artifacts(cfg, study, tracker)``: what the finished study logs to its parent run (the
     config and trials table unless the caller passes more; see ``pipeline.search.sweep``)."""
-    from pipeline.config import Space
     from pipeline.engine import check_fits
     from pipeline.search import lease
     from pipeline.search.study import open_study
@@ -71,13 +72,12 @@ def launch(
     from pipeline.tracking import open_tracker
     from pipeline.tracking.artifacts import log_run_files
 
-    space = Space.parse(cfg.space)
     check_fits(cfg, space)
     study = open_study(cfg, space)
     Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
     held = lease.Lease(study, cfg.study.lease_s).start()  # keeps the parent run from looking dead
-    tracker = open_tracker(cfg, experiment, held.worker)
-    recover(cfg, study, tracker, held.worker)
+    tracker = open_tracker(cfg, space, experiment, held.worker)
+    recover(cfg, space, study, tracker, held.worker)
     if cfg.study.design == "grid":  # the workers ask the planned points (pipeline.search.grid)
         from pipeline.search.grid import plan
 

@@ -29,7 +29,7 @@ from urllib.request import url2pathname
 
 import numpy as np
 
-from pipeline.config import redacted, to_flat_dict
+from pipeline.config import Space, redacted, to_flat_dict
 from pipeline.core.metrics import TrialResult, diagnostic_scalars, diagnostics_csv
 from pipeline.engine.timing import Stopwatch
 from pipeline.writing import write_text
@@ -536,7 +536,7 @@ def share_view(client, experiment_id: str, params: Iterable[str]) -> None:
 
 
 def open_tracker(
-    cfg, experiment: str | None, worker: str = "", parent_run: str | None = None
+    cfg, space: Space, experiment: str | None, worker: str = "", parent_run: str | None = None
 ) -> Tracker | None:
     if not cfg.tracking.enabled:
         return None
@@ -551,7 +551,7 @@ def open_tracker(
     if parent_run is not None:  # a worker of `sweep --workers N`: the launcher owns the parent
         tracker.attach_parent(parent_run)
         return tracker
-    params = study_params(cfg)
+    params = study_params(cfg, space)
     searched = [k.removeprefix("space.") for k in params if k.startswith("space.")]
     share_view(tracker.client, tracker.experiment_id, searched or VIEW_PARAMS)
     tracker.start_parent(
@@ -562,15 +562,14 @@ def open_tracker(
     return tracker
 
 
-def study_params(cfg) -> dict[str, Any]:
+def study_params(cfg, space: Space) -> dict[str, Any]:
     """The parent run's params: what the study is, not the base values no trial used. A
     searched key appears as ``space.<key>`` (its list or range); every other trial key with the
     value all trials share; then the study's own settings (``study.*``, ``engine.*``, ...)."""
-    from pipeline.config import RUN_KEYS, Space
+    from pipeline.config import RUN_KEYS
 
-    space = Space.parse(cfg.space)
     flat = redacted(to_flat_dict(cfg))
-    searched = set(space.lists()) | set(space.ranges())
+    searched = space.searched()
     out = {f"space.{k}": v for k, v in space.entries.items() if k in searched}
     fixed = space.fixed()
     for k in RUN_KEYS:
