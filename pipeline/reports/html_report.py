@@ -8,9 +8,9 @@ how sure, each arm's numbers, the framework default beside it, and the LR x arm 
 interactive figures (the per-layer gradient at initialization, and steps to target against gain
 with theory's critical gain), and the static figures (``plots``) as inlined PNGs. Filters (each
 network key the study varies, and the initializers) hide table rows and redraw the interactive
-figures. Python computes every number (``plots.layer_profiles``, ``cells.study_cells``) into one
-JSON block; ``report_page.js`` only selects and draws, with Plotly's JavaScript inlined, so
-nothing is fetched when the page opens.
+figures. Python computes every number (``trial_rows.layer_profiles``, ``cells.study_cells``)
+into one JSON block; ``report_page.js`` only selects and draws, with Plotly's JavaScript inlined,
+so nothing is fetched when the page opens.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import optuna
 
-from pipeline.reports import cells, plots, recommend
+from pipeline.reports import cells, plots, recommend, trial_rows
 from pipeline.reports.heatmap import STAR
 from pipeline.reports.report import COLUMNS, reached
 from pipeline.search.study import ranked_trials, trial_spec
@@ -115,8 +115,8 @@ def _table(header: list[str], rows: list[list], table_id: str, shown: int | None
 def _best_rows(study: optuna.Study, ranked: list) -> list[list]:
     rows = []
     for rank, trial in enumerate(ranked):
-        row = plots.trial_row(study, trial)
-        m, spec, pred = row.metrics, row.config, plots.prediction(row)
+        row = trial_rows.trial_row(study, trial)
+        m, spec, pred = row.metrics, row.config, trial_rows.prediction(row)
         hit = reached(m, spec.train.steps)
         rows.append(
             [
@@ -341,8 +341,8 @@ def _page_data(study: optuna.Study, ranked: list, answers: list[dict], top_k: in
     profiles, steps-against-gain points), and which network and initializer each table row is
     (``recommend``: the network of each of the answer's networks, one ``<tbody>`` each)."""
     specs = [trial_spec(study, t) for t in ranked]
-    rows = plots.study_rows(study)
-    keys = plots.network_keys(specs or [r.config for r in rows])
+    rows = trial_rows.study_rows(study)
+    keys = trial_rows.network_keys(specs or [r.config for r in rows])
     nets: dict[str, dict] = {}
 
     def network(values: dict) -> dict:
@@ -351,12 +351,12 @@ def _page_data(study: optuna.Study, ranked: list, answers: list[dict], top_k: in
             label, {"label": label, "values": values, "profiles": {}, "points": {}}
         )
 
-    for members in plots.networks(rows, keys).values():
+    for members in trial_rows.networks(rows, keys).values():
         net = network({k: members[0].config[k] for k in keys})
         net["depth"] = int(members[0].config["model.depth"])
         net["steps"] = max(r.config.train.steps for r in members)
         net["profiles"] = {
-            key: {name: p._asdict() for name, p in plots.layer_profiles(members, key).items()}
+            key: {name: p._asdict() for name, p in trial_rows.layer_profiles(members, key).items()}
             for key, _, _ in QUANTITIES
         }
     for cell, trials in cells.study_cells(study).items():

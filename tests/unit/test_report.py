@@ -20,7 +20,7 @@ from test_heatmap import grid_study
 
 from pipeline.config import TrialSpec, load_config
 from pipeline.core import predict
-from pipeline.reports import html_report, plots
+from pipeline.reports import html_report, plots, plots_signal
 from pipeline.reports.cells import group_name
 from pipeline.reports.html_report import write_report
 from pipeline.search.study import THEORY_ATTR, ranked_trials, trial_spec
@@ -57,7 +57,7 @@ def test_layer_profiles_are_medians_and_quartiles_per_initializer():
 
 
 def test_static_gradient_figure_says_exactly_zero_instead_of_an_empty_log_axis(monkeypatch):
-    monkeypatch.setattr(plots, "_save", lambda fig, path: fig)
+    monkeypatch.setattr(plots_signal, "_save", lambda fig, path: fig)  # where the figure saves
     rows = [_row("zeros", [0.0, 0.0, 0.0], depth=3), _row("he_normal", [1.0, 0.5, 0.2], depth=3)]
     rows += [_row("zeros", [0.0, 0.0], depth=2)]
     fig = plots.layer_gradients(rows, "t", Path("unused.png"))
