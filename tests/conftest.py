@@ -190,11 +190,18 @@ def mlflow_server(folder: Path, timeout_s: float = 180, port: int | None = None)
         start_new_session=True,  # its workers are stopped with the group below
     )
     url = f"http://127.0.0.1:{port}"
+    # Ready means it answers an API question: /health answers before the first API request has
+    # loaded the store, which takes seconds on a busy machine.
+    search = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/experiments/search",
+        data=b'{"max_results": 1}',
+        headers={"Content-Type": "application/json"},
+    )
     deadline = time.time() + timeout_s
     try:
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as r:
+                with urllib.request.urlopen(search, timeout=30) as r:
                     if r.status == 200:
                         break
             except OSError:

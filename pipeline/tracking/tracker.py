@@ -47,8 +47,12 @@ def default_uri(runs_dir: str) -> str:
     return f"sqlite:///{Path(runs_dir).resolve() / 'mlflow.db'}"
 
 
-# How long one quick question to a tracking server may take (MLflow's own request settings).
-PROBE_TIMEOUT_S = 3
+# How long one quick question to a tracking server may take (MLflow's own request settings). A
+# fresh `mlflow server` answers its first question in ~0.7 s on an idle 2-core machine and in over
+# 3 s on a busy one (its first request loads the store); a silent server costs this wait once.
+PROBE_TIMEOUT_S = 10
+# While the server is away, how often the logging thread asks again.
+PROBE_EVERY_S = 5
 # Background logging to an http server: MLflow's retries, shortened from its ~4 minutes per
 # request (7 retries, backoff factor 2) so that an outage is noticed in seconds; what fails is
 # kept and logged again (Tracker.submit). Variables the user set win.
@@ -277,7 +281,7 @@ class Tracker:
     def _answers(self) -> bool:
         """Whether the server answers a quick question (asked at most every 5 s)."""
         when, answered = self._last_probe
-        if time.monotonic() - when < PROBE_TIMEOUT_S:
+        if time.monotonic() - when < PROBE_EVERY_S:
             return answered
         try:
             check_reachable(self.uri)
