@@ -4,6 +4,7 @@ Against real processes: ``python -m pipeline sweep`` and a real ``mlflow server`
 that the test stops and starts again on the same port and store.
 """
 
+import signal
 import socket
 import subprocess
 import sys
@@ -79,8 +80,8 @@ def _completed(journal) -> int:
 def test_a_server_that_goes_away_mid_sweep_loses_no_result(tmp_path):
     store = tmp_path / "server"
     store.mkdir()
-    n = 16  # in 8 calls of 2: the server goes after the first, 7 calls of training still to go
-    args = [*SMALL_SWEEP, f"study.n_trials={n}", "study.batch_size=2", "train.steps=600"]
+    n = 8  # in 4 calls of 2: the server goes after the first, 3 calls of training still to go
+    args = [*SMALL_SWEEP, f"study.n_trials={n}", "study.batch_size=2", "train.steps=200"]
     args += ["train.eval_every_steps=100"]
     with mlflow_server(store) as (url, port):
         proc = subprocess.Popen(
@@ -91,17 +92,18 @@ def test_a_server_that_goes_away_mid_sweep_loses_no_result(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        # The server goes once the first call's trials are told: read from the study's journal,
-        # which answers at once however loaded the machine is (asking the server for the first
-        # child run took long enough, once, for the sweep to finish first).
+        # The server goes once the first call's trials are told (read from the study's journal,
+        # which answers at once however loaded the machine is). The sweep is paused while the
+        # server stops, so that it cannot finish first on a quick machine or a slow stop.
         journal = tmp_path / "runs" / "optuna.journal"
         deadline = time.time() + 240
-        while not _completed(journal):
+        while not (done := _completed(journal)):
             assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
             time.sleep(0.2)
+        proc.send_signal(signal.SIGSTOP)
+        assert done < n and proc.poll() is None, "the sweep should still be training"
     stopped = time.time()  # the server is gone; the sweep trains on
-    time.sleep(3)
-    assert proc.poll() is None, "the sweep should still be training"
+    proc.send_signal(signal.SIGCONT)
     with mlflow_server(store, port=port):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
