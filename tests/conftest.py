@@ -157,6 +157,46 @@ def run_cli(tmp_path, *args, check=True, env=None, runs="runs"):
     return out
 
 
+# The JAX settings a command's set-up changes (pipeline.engine.devices.setup_jax), kept by run_main.
+JAX_SETTINGS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+
+def run_main(tmp_path, *args, check=True, runs="runs") -> subprocess.CompletedProcess:
+    """``run_cli`` in this process: ``pipeline.cli.main`` with the same arguments, working folder
+    and ``runs_dir``, its stdout and stderr captured. For tests of what a command computes and
+    writes, not of how its process behaves (signals, exit codes of the interpreter, children):
+    no interpreter start-up or imports, and executables this process compiled are reused. The
+    process's JAX devices are started first, so a command's set-up cannot change them, and its
+    JAX cache settings are put back after."""
+    import io
+
+    import jax
+
+    from pipeline.cli import main
+
+    jax.devices()
+    saved = {name: getattr(jax.config, name) for name in JAX_SETTINGS}
+    out, err = io.StringIO(), io.StringIO()
+    argv = [*args, f"runs_dir={tmp_path / runs}"]
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in argv])
+    finally:
+        os.chdir(here)
+        for name, value in saved.items():
+            jax.config.update(name, value)
+    done = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    if check:
+        assert code == 0, done.stderr[-2000:]
+    return done
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

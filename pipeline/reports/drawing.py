@@ -19,7 +19,7 @@ NEVER = "never reached"
 MAX_PANELS = 9
 
 
-def _network_panels(rows: list[Row]) -> tuple[dict[str, list[Row]], str]:
+def network_panels(rows: list[Row]) -> tuple[dict[str, list[Row]], str]:
     """At most ``MAX_PANELS`` networks (those with the most trials) and a title suffix saying
     how many were left out."""
     nets = networks(rows)
@@ -30,7 +30,7 @@ def _network_panels(rows: list[Row]) -> tuple[dict[str, list[Row]], str]:
     return shown, f" ({MAX_PANELS} of {len(nets)} networks; the HTML report filters show all)"
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     if fig.get_layout_engine() is None:
         fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -38,13 +38,13 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _colors(names) -> dict:
+def palette(names) -> dict:
     names = sorted(set(names))
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
 
 
-def _grid(n: int, width: float = 4.2, height: float = 3.2, sharey: bool = False):
+def panel_grid(n: int, width: float = 4.2, height: float = 3.2, sharey: bool = False):
     if n == 1:  # a lone panel gets room for the figure's title
         width, height = width * 1.5, height * 1.4
     cols = 2 if n == 4 else min(n, 3)  # four panels read best as a square

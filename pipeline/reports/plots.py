@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
 from pipeline.reports import heatmap  # noqa: E402
-from pipeline.reports.drawing import _save  # noqa: E402
+from pipeline.reports.drawing import save_figure  # noqa: E402
 from pipeline.reports.plots_residual import residual_rules  # noqa: E402
 from pipeline.reports.plots_signal import layer_gradients, layer_variances  # noqa: E402
 from pipeline.reports.plots_theory import (  # noqa: E402
@@ -87,7 +87,7 @@ def _optuna_figure(draw: Callable, study: optuna.Study, path: Path, **kw) -> Pat
             return None  # e.g. importances need at least two distinct values per parameter
     fig = np.ravel(ax)[0].figure
     fig.set_size_inches(9, 5)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 FIGURES: dict[str, Callable[[list[Row], str, Path], Path | None]] = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from pipeline.reports.drawing import NEVER, _colors, _grid, _save
+from pipeline.reports.drawing import NEVER, palette, panel_grid, save_figure
 from pipeline.reports.trial_rows import Row, prediction
 
 RESIDUAL_KEYS = ("init.residual", "model.norm")  # what the initial state depends on: the colour
@@ -124,7 +124,7 @@ def residual_rules(rows: list[Row], title: str, path: Path) -> Path | None:
     for r in rows:
         at_init.setdefault(_label(r, residual_keys), []).append(r)
         trained.setdefault(_label(r, residual_keys + other_keys), []).append(r)
-    colors = _colors(at_init)
+    colors = palette(at_init)
     styles = {}  # the colour of its residual variant, a line style per other setting
     for name in sorted(trained):
         color = colors[_label(trained[name][0], residual_keys)]
@@ -132,7 +132,7 @@ def residual_rules(rows: list[Row], title: str, path: Path) -> Path | None:
         styles[name] = (color, ("-", "--", ":", "-.")[taken % 4])
     steps = max(r.config.train.steps for r in rows)
     depths = sorted({int(r.config["model.depth"]) for r in rows})
-    fig, (stream, speed, reach, grads) = _grid(4, 5.2, 3.7)
+    fig, (stream, speed, reach, grads) = panel_grid(4, 5.2, 3.7)
     _stream_panel(stream, at_init, colors)
     _gradient_panel(grads, at_init, colors)
     for name, members in trained.items():
@@ -160,4 +160,4 @@ def residual_rules(rows: list[Row], title: str, path: Path) -> Path | None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.suptitle(f"{title}: residual rules against depth", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.reports.cells import group_name  # noqa: E402
-from pipeline.reports.drawing import _colors, _grid, _network_panels, _save  # noqa: E402
+from pipeline.reports.drawing import network_panels, palette, panel_grid, save_figure  # noqa: E402
 from pipeline.reports.trial_rows import Row, layer_profiles  # noqa: E402
 
 
@@ -25,15 +25,15 @@ def _per_layer(rows, title, path, key: str, ylabel: str, what: str):
     rows = [r for r in rows if key in r.trace]
     if not rows:
         return None
-    panels, note = _network_panels(rows)
-    colors = _colors(group_name(r.config.init.weights) for r in rows)
+    panels, note = network_panels(rows)
+    colors = palette(group_name(r.config.init.weights) for r in rows)
     by_gain = len(colors) == 1
     gains = [g for r in rows if isinstance(g := r.config["init.gain"], int | float) and g > 0]
     low, high = min(gains, default=1.0), max(gains, default=1.0)
     by_gain &= high > low  # colour by gain only when the gain varies
     norm = matplotlib.colors.LogNorm(low, high if by_gain else low * 1.01)
     cmap = plt.get_cmap("coolwarm")
-    fig, axes = _grid(len(panels))
+    fig, axes = panel_grid(len(panels))
     for ax, (label, members) in zip(axes, panels.items()):
         profiles = layer_profiles(members, key)
         zero = [f"{name} ({p.trials})" for name, p in profiles.items() if p.zero]
@@ -75,7 +75,7 @@ def _per_layer(rows, title, path, key: str, ylabel: str, what: str):
         mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
         fig.colorbar(mappable, ax=axes, label="init.gain (log)")
     fig.suptitle(f"{title}: {what}{note}", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def layer_gradients(rows: list[Row], title: str, path: Path) -> Path | None:

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.core.model import RESIDUAL_KINDS  # noqa: E402
-from pipeline.reports.drawing import NEVER, _colors, _save  # noqa: E402
+from pipeline.reports.drawing import NEVER, palette, save_figure  # noqa: E402
 from pipeline.reports.trial_rows import Row, prediction  # noqa: E402
 
 
@@ -37,7 +37,7 @@ def _chi1_points(rows: list[Row]) -> list[tuple[float, float, Row]]:
 
 
 def _chi1_panel(ax, pts: list[tuple[float, float, Row]]) -> None:
-    colors = _colors(r.config["model.activation"] for _, _, r in pts)
+    colors = palette(r.config["model.activation"] for _, _, r in pts)
     for act, color in colors.items():
         mine = [(c, m) for c, m, r in pts if r.config["model.activation"] == act]
         ax.scatter(*zip(*mine), s=14, color=color, label=act, alpha=0.8)
@@ -78,7 +78,7 @@ def _residual_points(rows: list[Row]) -> list[tuple[float, float, str, str]]:
 
 
 def _residual_panel(ax, pts: list[tuple[float, float, str, str]]) -> None:
-    colors = _colors(label for *_, label in pts)
+    colors = palette(label for *_, label in pts)
     for label, color in colors.items():
         mine = [(p, m, marker) for p, m, marker, name in pts if name == label]
         ax.scatter([p for p, _, _ in mine], [m for _, m, _ in mine], s=16, color=color,
@@ -112,7 +112,7 @@ def theory_vs_measurement(rows: list[Row], title: str, path: Path) -> Path | Non
     if residual:
         _residual_panel(axes.pop(0), residual)
     fig.suptitle(f"{title}: theory before training vs measurement at init", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def attention_scales(rows: list[Row], title: str, path: Path) -> Path | None:
@@ -178,7 +178,7 @@ def attention_scales(rows: list[Row], title: str, path: Path) -> Path | None:
     axes[3].set_ylabel("median training loss (log), best rate")
     axes[3].legend(fontsize=7)
     fig.suptitle(f"{title}: attention logit scale at initialization and in training")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _scale(row: Row) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.core import predict, theory
 from pipeline.reports.cells import group_name
-from pipeline.reports.drawing import NEVER, _colors, _grid, _network_panels, _save
+from pipeline.reports.drawing import NEVER, network_panels, palette, panel_grid, save_figure
 from pipeline.reports.trial_rows import Row
 
 
@@ -20,9 +20,9 @@ def loss_curves(rows: list[Row], title: str, path: Path) -> Path | None:
     rows = [r for r in rows if "loss" in r.trace]
     if not rows:
         return None
-    panels, note = _network_panels(rows)
-    colors = _colors(group_name(r.config.init.weights) for r in rows)
-    fig, axes = _grid(len(panels), sharey=True)
+    panels, note = network_panels(rows)
+    colors = palette(group_name(r.config.init.weights) for r in rows)
+    fig, axes = panel_grid(len(panels), sharey=True)
     start = np.nanmedian([r.trace["loss"][0] for r in rows])
     values = np.concatenate([np.asarray(r.trace["loss"], float) for r in rows])
     values = values[np.isfinite(values) & (values > 0)]
@@ -45,7 +45,7 @@ def loss_curves(rows: list[Row], title: str, path: Path) -> Path | None:
     fig.suptitle(
         f"{title}: training loss per network, by initializer (exploding runs leave the top)" + note
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def depth_gain_heatmaps(rows: list[Row], title: str, path: Path) -> Path | None:
@@ -61,7 +61,7 @@ def depth_gain_heatmaps(rows: list[Row], title: str, path: Path) -> Path | None:
     if not acts:
         return None
     steps = max(r.config.train.steps for r in rows)
-    fig, axes = _grid(len(acts), 4.6, 3.6)
+    fig, axes = panel_grid(len(acts), 4.6, 3.6)
     for ax, act in zip(axes, acts):
         mine = [(r, sw2, sb2) for r, sw2, sb2 in points if r.config["model.activation"] == act]
         sw2 = np.asarray([p[1] for p in mine])
@@ -98,7 +98,7 @@ def depth_gain_heatmaps(rows: list[Row], title: str, path: Path) -> Path | None:
         ax.legend(fontsize=7, loc="upper left")
         fig.colorbar(cells, ax=ax, label=f"steps_to_target ({steps + 1} = {NEVER})")
     fig.suptitle(f"{title}: trainability over depth and weight variance")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def depth_curves(rows: list[Row], title: str, path: Path) -> Path | None:
@@ -107,9 +107,9 @@ def depth_curves(rows: list[Row], title: str, path: Path) -> Path | None:
     if len(depths) < 2:
         return None
     acts = sorted({r.config["model.activation"] for r in rows})
-    colors = _colors(r.config["init.weights"] for r in rows)
+    colors = palette(r.config["init.weights"] for r in rows)
     steps = max(r.config.train.steps for r in rows)
-    fig, axes = _grid(len(acts), sharey=True)
+    fig, axes = panel_grid(len(acts), sharey=True)
     for ax, act in zip(axes, acts):
         for name, color in colors.items():
             mine = [r for r in rows if r.config["model.activation"] == act]
@@ -131,7 +131,7 @@ def depth_curves(rows: list[Row], title: str, path: Path) -> Path | None:
         ax.set_ylabel(f"median steps_to_target ({steps + 1} = {NEVER})")
         ax.legend(fontsize=7)
     fig.suptitle(f"{title}: convergence speed against depth")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def explosions_vs_gain(rows: list[Row], title: str, path: Path) -> Path | None:
@@ -139,10 +139,10 @@ def explosions_vs_gain(rows: list[Row], title: str, path: Path) -> Path | None:
     rows = [r for r in rows if isinstance(r.config["init.gain"], int | float)]
     if not rows:
         return None
-    panels, note = _network_panels(rows)
-    colors = _colors(group_name(r.config.init.weights) for r in rows)
+    panels, note = network_panels(rows)
+    colors = palette(group_name(r.config.init.weights) for r in rows)
     steps = max(r.config.train.steps for r in rows)
-    fig, axes = _grid(len(panels), sharey=True)
+    fig, axes = panel_grid(len(panels), sharey=True)
     for ax, (label, members) in zip(axes, panels.items()):
         for name, color in colors.items():
             mine = [r for r in members if group_name(r.config.init.weights) == name]
@@ -161,4 +161,4 @@ def explosions_vs_gain(rows: list[Row], title: str, path: Path) -> Path | None:
         ax.set_ylabel(f"explosion_count (steps of {steps}; symlog)")
         ax.legend(fontsize=7)
     fig.suptitle(f"{title}: exploding gradients against gain{note}")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -94,40 +94,66 @@ def recover(cfg, space: Space, study: optuna.Study, tracker: Tracker | None, me:
     tracker.reconcile(trials, dead, lambda t: studies.trial_spec(study, t).flat())
 
 
+@dataclass
+class Stores:
+    """What one sweep process writes to and trains with (``open_stores``)."""
+
+    study: optuna.Study
+    lease: leases.Lease
+    tracker: Tracker | None
+    engine: Engine
+
+
+def open_stores(
+    cfg, space: Space, experiment: str | None, parent_run: str | None, worker: int | None
+) -> Stores:
+    """Check, then open in order: the study, this process's lease, the MLflow parent run, the
+    crash recovery and the grid's plan (by a lone sweep; `sweep --workers N` does both in its
+    launcher), and the engine on the data. Nothing is written before the checks pass; what is
+    opened is closed again if a later step fails (the parent run ends FAILED, or KILLED on
+    Ctrl-C)."""
+    check_fits(cfg, space)  # a space that cannot fit in memory
+    if cfg.tracking.enabled:  # a server that does not answer: one line, nothing written
+        check_reachable(cfg.tracking.uri or default_uri(cfg.runs_dir))
+    study = studies.open_study(cfg, space, worker)
+    Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
+    lease = leases.Lease(study, cfg.study.lease_s).start()
+    tracker = None
+    try:
+        tracker = open_tracker(cfg, space, experiment, lease.worker, parent_run)
+        if worker is None:
+            recover(cfg, space, study, tracker, lease.worker)
+            if cfg.study.design == "grid":  # every point enqueued (pipeline.search.grid)
+                grids.plan(study, cfg, space)
+        engine = Engine(cfg, load_dataset(cfg.data), space)
+    except BaseException as e:
+        lease.end()
+        if tracker is not None:
+            tracker.close("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    return Stores(study, lease, tracker, engine)
+
+
 class Sweep:
-    """One ``make sweep``: the ask-train-tell loop and its bookkeeping."""
+    """One ``make sweep``: the ask-train-tell loop and its bookkeeping, over opened ``Stores``."""
 
     def __init__(
         self,
         cfg,
-        experiment: str | None,
+        space: Space,
+        stores: Stores,
         console: Console,
-        parent_run: str | None = None,
-        worker: int | None = None,
-        space: Space | None = None,
         log_artifacts: LogArtifacts = log_run_files,
     ):
         self.cfg = cfg
         self.log_artifacts = log_artifacts
-        self.space = Space.parse(cfg.space) if space is None else space  # the CLI parsed it
-        self.searched = self.space.searched()
-        # Refuse a space that cannot fit in memory before anything is written.
-        check_fits(cfg, self.space)
-        if cfg.tracking.enabled:  # a server that does not answer: one line, nothing written
-            check_reachable(cfg.tracking.uri or default_uri(cfg.runs_dir))
-        self.study = studies.open_study(cfg, self.space, worker)
-        Path(cfg.runs_dir).mkdir(parents=True, exist_ok=True)
-        self.lease = leases.Lease(self.study, cfg.study.lease_s).start()
-        self.tracker = open_tracker(cfg, self.space, experiment, self.lease.worker, parent_run)
-        if worker is None:  # `sweep --workers N` recovers once, before it starts the workers
-            recover(cfg, self.space, self.study, self.tracker, self.lease.worker)
-        # study.design=grid: every point enqueued (pipeline.search.grid), suggested from the
-        # learning-rate range of the grid's limits.
+        self.space = space
+        self.searched = space.searched()
+        self.study, self.lease = stores.study, stores.lease
+        self.tracker, self.engine = stores.tracker, stores.engine
+        # study.design=grid: suggested from the learning-rate range of the grid's limits.
         self.grid = cfg.study.design == "grid"
-        self.suggest_space = grids.search_space(cfg, self.space) if self.grid else self.space
-        if self.grid and worker is None:  # `sweep --workers N`: the launcher plans it
-            grids.plan(self.study, cfg, self.space)
-        self.engine = Engine(cfg, load_dataset(cfg.data), self.space)
+        self.suggest_space = grids.search_space(cfg, space) if self.grid else space
         # What every trial shares; each trial's spec adds the values the space fixes or samples.
         self.base = to_flat_dict(cfg, RUN_SECTIONS)
         self.multi = len(cfg.study.objectives) > 1
@@ -440,4 +466,6 @@ def run_sweep(
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = console or Console(stderr=True)
-    return Sweep(cfg, experiment, console, parent_run, worker, space, log_artifacts).run()
+    space = Space.parse(cfg.space) if space is None else space
+    stores = open_stores(cfg, space, experiment, parent_run, worker)
+    return Sweep(cfg, space, stores, console, log_artifacts).run()

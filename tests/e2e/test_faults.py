@@ -36,12 +36,6 @@ ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One JAX compilation cache for the module: only the first sweep compiles."""
-    return tmp_path_factory.mktemp("jax_cache")
-
-
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -164,7 +158,7 @@ def test_reconcile_kills_orphan_runs_and_logs_missing_children(tmp_path):
 # --- real processes -------------------------------------------------------------------------
 
 
-def sweep_cmd(tmp_path, cache, n, *extra):
+def sweep_cmd(tmp_path, n, *extra):
     return [
         sys.executable,
         "-m",
@@ -174,13 +168,12 @@ def sweep_cmd(tmp_path, cache, n, *extra):
         *ARGS,
         f"study.n_trials={n}",
         f"runs_dir={tmp_path / 'runs'}",
-        f"engine.cache_dir={cache}",
     ]
 
 
-def start(tmp_path, cache, n, *extra):
+def start(tmp_path, n, *extra):
     return subprocess.Popen(
-        sweep_cmd(tmp_path, cache, n, *extra),
+        sweep_cmd(tmp_path, n, *extra),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -188,9 +181,9 @@ def start(tmp_path, cache, n, *extra):
     )
 
 
-def finish(tmp_path, cache, n, *extra):
+def finish(tmp_path, n, *extra):
     out = subprocess.run(
-        sweep_cmd(tmp_path, cache, n, *extra),
+        sweep_cmd(tmp_path, n, *extra),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -247,8 +240,8 @@ def check_final(tmp_path, n):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_batch_then_rerun_completes(tmp_path, cache):
-    proc = start(tmp_path, cache, 8)
+def test_sigkill_mid_batch_then_rerun_completes(tmp_path):
+    proc = start(tmp_path, 8)
     wait_for_running(tmp_path, proc)
     time.sleep(1.0)  # past the parameter draws: the batch is configured and training
     proc.kill()
@@ -256,7 +249,7 @@ def test_sigkill_mid_batch_then_rerun_completes(tmp_path, cache):
     left = [t for t in load(tmp_path).trials if t.state == S.RUNNING]
     assert left, "the kill should leave the batch RUNNING"
 
-    finish(tmp_path, cache, 8)
+    finish(tmp_path, 8)
     trials, runs = check_final(tmp_path, 8)
     by_number = {t.number: t for t in trials}
     drawn = max(len(t.params) for t in trials)
@@ -273,12 +266,12 @@ def test_sigkill_mid_batch_then_rerun_completes(tmp_path, cache):
 
 
 @pytest.mark.slow
-def test_repeated_kill_and_resume_cycles(tmp_path, cache):
+def test_repeated_kill_and_resume_cycles(tmp_path):
     n, rng = 24, random.Random(6)  # enough trials that no cycle reaches the end
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGKILL, signal.SIGINT]
     rng.shuffle(signals)
     for sig in signals:
-        proc = start(tmp_path, cache, n)
+        proc = start(tmp_path, n)
         wait_for_running(tmp_path, proc)
         time.sleep(rng.uniform(0.0, 2.0))
         t0 = time.time()
@@ -290,15 +283,15 @@ def test_repeated_kill_and_resume_cycles(tmp_path, cache):
             assert proc.returncode in (0, 130), err[-3000:]
             assert time.time() - t0 < 60
             assert not [t for t in load(tmp_path).trials if t.state == S.RUNNING]
-    finish(tmp_path, cache, n)
+    finish(tmp_path, n)
     trials, runs = check_final(tmp_path, n)
     assert sum(t.state == S.FAIL for t in trials) >= 1  # the cycles did interrupt batches
     print(f"{len(signals)} kill/resume cycles ({', '.join(s.name for s in signals)}): ok")
 
 
 @pytest.mark.slow
-def test_workers_share_one_study_with_exact_counts(tmp_path, cache):
-    out = finish(tmp_path, cache, 10, "--workers", "3")
+def test_workers_share_one_study_with_exact_counts(tmp_path):
+    out = finish(tmp_path, 10, "--workers", "3")
     assert "3 workers" in out.stderr
     trials, runs = check_final(tmp_path, 10)
     assert all(t.user_attrs.get("overflow") for t in trials if t.state == S.FAIL)
@@ -309,19 +302,19 @@ def test_workers_share_one_study_with_exact_counts(tmp_path, cache):
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     # Rerunning a finished study asks nothing more.
-    finish(tmp_path, cache, 10, "--workers", "2")
+    finish(tmp_path, 10, "--workers", "2")
     check_final(tmp_path, 10)
 
 
 @pytest.mark.slow
-def test_interrupting_the_launcher_stops_every_worker(tmp_path, cache):
-    proc = start(tmp_path, cache, 12, "--workers", "2")
+def test_interrupting_the_launcher_stops_every_worker(tmp_path):
+    proc = start(tmp_path, 12, "--workers", "2")
     wait_for_running(tmp_path, proc, mark=":")  # leased by one of its workers
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     assert not [t for t in load(tmp_path).trials if t.state == S.RUNNING]
-    finish(tmp_path, cache, 12, "--workers", "2")
+    finish(tmp_path, 12, "--workers", "2")
     check_final(tmp_path, 12)
 
 
@@ -368,9 +361,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_a_stalled_call_fails_its_trials_and_loses_no_told_trial(tmp_path, cache):
+def test_a_stalled_call_fails_its_trials_and_loses_no_told_trial(tmp_path):
     (tmp_path / "plant.py").write_text(PLANT)
-    cmd = sweep_cmd(tmp_path, cache, 8, "engine.stall_timeout_s=5")
+    cmd = sweep_cmd(tmp_path, 8, "engine.stall_timeout_s=5")
     cmd[1:3] = [str(tmp_path / "plant.py")]  # the plant instead of `-m pipeline`
     t0 = time.time()
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -396,5 +389,5 @@ def test_a_stalled_call_fails_its_trials_and_loses_no_told_trial(tmp_path, cache
     logged = sorted(int(r.data.tags["trial_number"]) for r in runs if "trial_number" in r.data.tags)
     assert logged == sorted(t.number for t in told)
 
-    finish(tmp_path, cache, 8)  # the same command without the plant completes the study
+    finish(tmp_path, 8)  # the same command without the plant completes the study
     check_final(tmp_path, 8)

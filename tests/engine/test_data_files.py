@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import run_cli, train_trials
+from conftest import run_main, train_trials
 from sklearn.datasets import load_digits, load_iris
 
 from pipeline.cli import main
@@ -294,7 +294,7 @@ def test_a_regression_sweep_through_a_loader_records_it_and_its_best_retrains(lo
         "model.width=16", "train.steps=60", "train.eval_every_steps=20", "train.batch_size=64",
         "train.target_loss=0.8", "study.n_trials=2", "study.name=reg", "tracking.figures=wait",
     ]  # fmt: skip
-    run_cli(loaders, "sweep", *args)
+    run_main(loaders, "sweep", *args)
     study = optuna.load_study(
         study_name="reg", storage=make_storage(str(loaders / "runs" / "optuna.journal"))
     )
@@ -305,10 +305,10 @@ def test_a_regression_sweep_through_a_loader_records_it_and_its_best_retrains(lo
         assert spec["data.task"] == "regression"
         assert "final_val_accuracy" not in trial.user_attrs["metrics"]
     best = loaders / "best.yaml"
-    run_cli(loaders, "best", "study.name=reg", "--out", str(best))
+    run_main(loaders, "best", "study.name=reg", "--out", str(best))
     entry = yaml.safe_load(best.read_text())["configs"][0]
     assert entry["data"]["loader"] == "my_loaders:diabetes" and entry["data"]["sha256"] == digest
-    out = run_cli(loaders, "train", "--config", str(best), "--json")
+    out = run_main(loaders, "train", "--config", str(best), "--json")
     report = json.loads(out.stdout[out.stdout.index("{") :])
     assert report["steps_to_target"] == entry["measured"]["steps_to_target"]
     assert report["final_val_loss"] == pytest.approx(entry["measured"]["final_val_loss"])

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, run_main
 from conftest import train_trials as run
 
 from pipeline.config import ConfigError, Space, TrialSpec, load_config
@@ -168,11 +168,11 @@ def test_a_resmlp_sweep_best_and_train_reproduce_the_stored_metrics(tmp_path):
     args = [*RES, "model.depth=4", "model.norm=pre", "study.name=res", "study.sampler=grid"]
     space = ["space={init: {residual: [none, scaled, fixup, rezero]}}", "study.n_trials=4"]
     space += ["space.init.gain=1.0", "space.train.learning_rate=0.05"]  # BASE's ranges fixed
-    run_cli(tmp_path, "sweep", *args, *space, "tracking.figures=wait")
+    run_main(tmp_path, "sweep", *args, *space, "tracking.figures=wait")
     best = tmp_path / "best.yaml"
-    snippet = run_cli(tmp_path, "best", "study.name=res", "--out", str(best), "--format", "torch")
+    snippet = run_main(tmp_path, "best", "study.name=res", "--out", str(best), "--format", "torch")
     assert "model.kind=resmlp" in snippet.stdout and "init.residual=" in snippet.stdout
-    out = run_cli(tmp_path, "train", "--config", str(best), "--json")
+    out = run_main(tmp_path, "train", "--config", str(best), "--json")
     report = json.loads(out.stdout[out.stdout.index("{") :])
     import yaml
 

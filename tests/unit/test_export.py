@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import TINY, run_cli
+from conftest import TINY, run_main
 
 from pipeline.config import load_config
 from pipeline.core.initializers import (
@@ -389,7 +389,7 @@ def tiny_study(tmp_path_factory):
         "train.learning_rate=0.2",  # some trials reach the target in 60 steps, some do not
         "train.target_loss=2.2",
     ]
-    out = run_cli(tmp, "sweep", *args)
+    out = run_main(tmp, "sweep", *args)
     return tmp, out
 
 
@@ -434,7 +434,7 @@ def test_progress_shows_the_best_so_far_with_its_config(tiny_study):
 def test_best_format_prints_runnable_snippets(tiny_study, framework):
     need(framework)
     tmp, _ = tiny_study
-    out = run_cli(
+    out = run_main(
         tmp,
         "best",
         "study.name=export",

@@ -57,7 +57,7 @@ def test_layer_profiles_are_medians_and_quartiles_per_initializer():
 
 
 def test_static_gradient_figure_says_exactly_zero_instead_of_an_empty_log_axis(monkeypatch):
-    monkeypatch.setattr(plots_signal, "_save", lambda fig, path: fig)  # where the figure saves
+    monkeypatch.setattr(plots_signal, "save_figure", lambda fig, path: fig)  # the figure, unsaved
     rows = [_row("zeros", [0.0, 0.0, 0.0], depth=3), _row("he_normal", [1.0, 0.5, 0.2], depth=3)]
     rows += [_row("zeros", [0.0, 0.0], depth=2)]
     fig = plots.layer_gradients(rows, "t", Path("unused.png"))

@@ -3,8 +3,6 @@ MLflow say, for every preset; fixed space values and resumed studies keep their 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import re
@@ -13,10 +11,9 @@ import numpy as np
 import optuna
 import pytest
 import yaml
-from conftest import TINY, run_cli
+from conftest import TINY, run_main
 from mlflow.tracking import MlflowClient
 
-from pipeline.cli import main
 from pipeline.config import (
     CONF_DIR,
     RUN_KEYS,
@@ -48,7 +45,7 @@ def _study(tmp, name: str) -> optuna.Study:
 
 
 def _train_json(tmp, *args) -> dict:
-    out = run_cli(tmp, "train", *args, "--json")
+    out = run_main(tmp, "train", *args, "--json")
     return json.loads(out.stdout[out.stdout.index("{") :])
 
 
@@ -100,20 +97,12 @@ def test_a_best_config_retrains_to_its_stored_metrics_and_mlflow_holds_its_whole
 ):
     name = f"spec_{preset or 'default'}"
     preset_args = ["--experiment", preset, *_smallest(preset)] if preset else []
-    run_cli(tmp_path, "sweep", *preset_args, *SHRINK, f"study.name={name}")
+    run_main(tmp_path, "sweep", *preset_args, *SHRINK, f"study.name={name}")
     best_path = tmp_path / "best.yaml"
-    # `best` in this process (no JAX in it; a process start saved per preset), `train` in its own.
-    with contextlib.redirect_stderr(io.StringIO()):
-        code = main(
-            ["best", f"study.name={name}", "--out", str(best_path), f"runs_dir={tmp_path / 'runs'}"]
-        )
-    assert code == 0
+    run_main(tmp_path, "best", f"study.name={name}", "--out", str(best_path))
     # `recommend --json` answers on every preset's study: one row per network it covers.
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["recommend", f"study.name={name}", f"runs_dir={tmp_path / 'runs'}", "--json"])
-    assert code == 0
-    networks = json.loads(out.getvalue())["networks"]
+    out = run_main(tmp_path, "recommend", f"study.name={name}", "--json")
+    networks = json.loads(out.stdout)["networks"]
     fields = {"network", "keys", "recommended", "summary", "baseline", "arms"}
     assert networks and all(fields <= n.keys() for n in networks)
 
@@ -150,20 +139,20 @@ def test_a_best_config_retrains_to_its_stored_metrics_and_mlflow_holds_its_whole
 def test_a_value_the_space_fixes_survives_into_best_report_and_train(tmp_path):
     # The base says depth 2; the space fixes depth 4 (a scalar: no Optuna parameter).
     args = [*TINY, "model.depth=2", "space.model.depth=4", "study.n_trials=2", "study.name=fx"]
-    run_cli(tmp_path, "sweep", *args, "tracking.figures=wait")
+    run_main(tmp_path, "sweep", *args, "tracking.figures=wait")
     study = _study(tmp_path, "fx")
     assert all("model.depth" not in t.params for t in study.trials)
     assert {trial_spec(study, t).model.depth for t in study.trials} == {4}
 
     best_path = tmp_path / "best.yaml"
-    out = run_cli(tmp_path, "best", "study.name=fx", "--out", str(best_path))
+    out = run_main(tmp_path, "best", "study.name=fx", "--out", str(best_path))
     entries = yaml.safe_load(best_path.read_text())["configs"]
     assert {e["model"]["depth"] for e in entries} == {4}  # the answer's entries and the top 2
     depth_column = [row.split("│")[7].strip() for row in out.stderr.splitlines() if "│" in row]
     assert depth_column == ["4", "4"], out.stderr
     assert _train_json(tmp_path, "--config", str(best_path))["config"]["model.depth"] == 4
 
-    run_cli(tmp_path, "report", "study.name=fx")
+    run_main(tmp_path, "report", "study.name=fx")
     page = (tmp_path / "runs" / "fx" / "report.html").read_text()
     trials = page[page.index('id="best-table"') :]  # the single trials, after the answer
     header, *rows = re.findall(r"<tr>(.*?)</tr>", trials)[:3]
@@ -176,8 +165,8 @@ def test_best_reads_each_trials_own_steps_not_the_default_config(tmp_path):
     # 40 steps and a target no trial reaches: each is "never", not "41 steps" (it was printed
     # as a number because `best` compared against the default train.steps=300).
     args = [*TINY, "train.steps=40", "train.target_loss=0.001", "study.n_trials=2", "study.name=q"]
-    run_cli(tmp_path, "sweep", *args, "tracking.enabled=false")
-    out = run_cli(tmp_path, "best", "study.name=q", "tracking.enabled=false")
+    run_main(tmp_path, "sweep", *args, "tracking.enabled=false")
+    out = run_main(tmp_path, "best", "study.name=q", "tracking.enabled=false")
     rows = [row.split("│") for row in out.stderr.splitlines() if "│" in row]
     assert [r[3].strip() for r in rows] == ["never", "never"], out.stderr
     assert "41" not in "".join(r[3] for r in rows)
@@ -186,18 +175,18 @@ def test_best_reads_each_trials_own_steps_not_the_default_config(tmp_path):
 @pytest.mark.slow
 def test_a_resumed_study_never_rewrites_what_earlier_trials_were(tmp_path):
     args = [*TINY, "study.name=r", "tracking.enabled=false", "study.batch_size=2"]
-    run_cli(tmp_path, "sweep", *args, "study.n_trials=2", "train.steps=40")
+    run_main(tmp_path, "sweep", *args, "study.n_trials=2", "train.steps=40")
     # Another training budget is another question: refused, nothing written.
-    out = run_cli(tmp_path, "sweep", *args, "study.n_trials=4", "train.steps=60", check=False)
+    out = run_main(tmp_path, "sweep", *args, "study.n_trials=4", "train.steps=60", check=False)
     assert out.returncode == 2 and "train.steps (40 -> 60)" in out.stderr
     assert len(_study(tmp_path, "r").trials) == 2
     # --resume continues the study as it was asked: its later trials train 40 steps too.
-    run_cli(tmp_path, "sweep", *args, "study.n_trials=4", "train.steps=60", "--resume")
+    run_main(tmp_path, "sweep", *args, "study.n_trials=4", "train.steps=60", "--resume")
     study = _study(tmp_path, "r")
     steps = [trial_spec(study, t).train.steps for t in sorted(study.trials, key=lambda t: t.number)]
     assert steps == [40, 40, 40, 40]
     best_path = tmp_path / "best.yaml"
-    run_cli(
+    run_main(
         tmp_path,
         "best",
         "study.name=r",
