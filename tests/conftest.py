@@ -50,6 +50,9 @@ BASE = [
     "study.design=search",
     "space.init.gain={low: 0.5, high: 2.0, log: true}",
     "space.train.learning_rate={low: 0.01, high: 0.3, log: true}",
+    # No figures process after each sweep (about 5 s of CPU each): the tests of the figures and
+    # of what a sweep leaves for `make ui` set tracking.figures to background or wait.
+    "tracking.figures=off",
 ]
 # The browser the page tests drive (tests/e2e/test_browser.py, tests/unit/test_report.py).
 CHROMIUM = "/usr/bin/chromium"

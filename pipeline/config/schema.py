@@ -48,7 +48,7 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsgaii")
 DESIGNS = ("grid", "search")
 PRUNERS = ("none", "median", "hyperband")
 OBJECTIVES = ("steps_to_target", "explosion_count")
-FIGURES = ("background", "wait")
+FIGURES = ("background", "wait", "off")
 READOUTS = ("default", "zero")
 MAX_DEPTH = 1024
 
@@ -555,7 +555,8 @@ class Tracking:
         "background",
         one_of(FIGURES),
         "figures drawn by a process of their own after the command returns "
-        "(runs/<study>/figures.pending while it works), or before it ends",
+        "(runs/<study>/figures.pending while it works), before it ends, or not at all "
+        "(make report draws them)",
     )
 
 

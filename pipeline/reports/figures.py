@@ -21,8 +21,11 @@ from pipeline.tracking.tracker import Tracker
 
 
 def log_sweep_artifacts(cfg, study: optuna.Study, tracker: Tracker) -> None:
-    """The parent run's artifacts: the resolved config, the trials table and the figures."""
+    """The parent run's artifacts: the resolved config, the trials table and the figures
+    (``tracking.figures``: drawn in a process of their own, before the sweep ends, or not)."""
     out = log_run_files(cfg, study, tracker)
+    if cfg.tracking.figures == "off":
+        return
     job = {
         "storage": studies.storage_spec(cfg),
         "study": cfg.study.name,

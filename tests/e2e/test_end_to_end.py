@@ -31,6 +31,7 @@ TINY = [
     "space.init.weights=[he_normal, glorot_uniform, orthogonal, normal]",
     "study.batch_size=4",
     "study.name=e2e",
+    "tracking.figures=background",  # as a user's sweep draws them
 ]
 cli = run_cli
 
