@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 SECRET = "hunter2"
 S = optuna.trial.TrialState
-ARGS = SMALL_SWEEP
+ARGS = [*SMALL_SWEEP, "tracking.figures=background"]  # its process is handed the storage URL
 
 
 def wait_until(check, what: str, timeout: float = 60) -> None:

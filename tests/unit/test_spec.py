@@ -139,7 +139,15 @@ def test_a_best_config_retrains_to_its_stored_metrics_and_mlflow_holds_its_whole
 def test_a_value_the_space_fixes_survives_into_best_report_and_train(tmp_path):
     # The base says depth 2; the space fixes depth 4 (a scalar: no Optuna parameter).
     args = [*TINY, "model.depth=2", "space.model.depth=4", "study.n_trials=2", "study.name=fx"]
-    run_main(tmp_path, "sweep", *args, "tracking.figures=wait")
+    run_main(tmp_path, "sweep", *args)  # tracking.figures=off (the tests' base)
+    figures = tmp_path / "runs" / "fx"
+    assert not list(figures.glob("*.png")) and not (figures / "figures.pending").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    [parent] = client.search_runs(
+        [client.get_experiment_by_name("fx").experiment_id], filter_string="tags.role = 'sweep'"
+    )
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "config.yaml" in artifacts and "plots" not in artifacts
     study = _study(tmp_path, "fx")
     assert all("model.depth" not in t.params for t in study.trials)
     assert {trial_spec(study, t).model.depth for t in study.trials} == {4}
@@ -153,6 +161,7 @@ def test_a_value_the_space_fixes_survives_into_best_report_and_train(tmp_path):
     assert _train_json(tmp_path, "--config", str(best_path))["config"]["model.depth"] == 4
 
     run_main(tmp_path, "report", "study.name=fx")
+    assert list(figures.glob("*.png"))  # the report draws them
     page = (tmp_path / "runs" / "fx" / "report.html").read_text()
     trials = page[page.index('id="best-table"') :]  # the single trials, after the answer
     header, *rows = re.findall(r"<tr>(.*?)</tr>", trials)[:3]
