@@ -3,9 +3,7 @@ attention logit scale, residual rules and attention diagnostics (issue 13): clos
 data, equivalences (vmapped = alone, masked = shallower), theory against measurement, refusals,
 and one tiny run end to end."""
 
-import contextlib
 import functools
-import io
 import json
 import math
 
@@ -13,9 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import BASE
+from conftest import BASE, run_main
 
-from pipeline.cli import main
 from pipeline.config import ConfigError, Space, TrialSpec, load_config
 from pipeline.core.data import recall
 from pipeline.core.diagnostics import measure
@@ -410,39 +407,16 @@ def test_rules_and_forward_constants_export_to_each_framework():
     assert f"N(0, {72**-0.25:.6g}^2)" in export.snippet(fixup, "torch")  # (9 x 8)^(-1/4)
 
 
-def _cli(*args: str, runs) -> str:
-    """``python -m pipeline *args`` in this process (no interpreter start-up): its stdout."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        assert main([*args, f"runs_dir={runs}"]) == 0, args
-    return out.getvalue()
-
-
-@contextlib.contextmanager
-def _jax_cache_restored():
-    """The commands turn on JAX's persistent cache (their runs_dir's): `train` then loads the
-    sweep's executable instead of compiling it again. Put the process's settings back after."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")  # fmt: skip
-    saved = {n: getattr(jax.config, n) for n in names}
-    try:
-        yield
-    finally:
-        for n, v in saved.items():
-            jax.config.update(n, v)
-
-
 @pytest.mark.slow
 def test_a_transformer_sweep_logs_attention_diagnostics_and_best_exports_it(tmp_path):
     runs = tmp_path / "runs"
     args = [*TRANS, "model.depth=2", "study.name=tr", "study.sampler=grid", "study.n_trials=2"]
     args += ["space.init.gain=1.0", "space.train.learning_rate=0.05"]  # BASE's ranges fixed
     space = "space={model: {attention_scale: [1/sqrt(d), none]}}"
-    with _jax_cache_restored():
-        _cli("sweep", *args, space, "tracking.figures=wait", runs=runs)
-        best = tmp_path / "best.yaml"
-        out = _cli("best", "study.name=tr", "--out", str(best), "--format", "torch", runs=runs)
-        report = _cli("train", "--config", str(best), "--json", runs=runs)
+    run_main(tmp_path, "sweep", *args, space, "tracking.figures=wait")
+    best = tmp_path / "best.yaml"
+    out = run_main(tmp_path, "best", "study.name=tr", "--out", str(best), "--format", "torch")
+    report = run_main(tmp_path, "train", "--config", str(best), "--json").stdout
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
@@ -456,7 +430,7 @@ def test_a_transformer_sweep_logs_attention_diagnostics_and_best_exports_it(tmp_
     for metrics in by_scale.values():  # theory beside the measurement, in every child run
         assert metrics["theory.logit_std"] > 0 and 0 < metrics["diag.init.attention_entropy"] <= 1
     assert (runs / "tr" / "attention_scales.png").exists()
-    assert "model.kind=transformer" in out and "embedding.weight" in out
+    assert "model.kind=transformer" in out.stdout and "embedding.weight" in out.stdout
     report = json.loads(report[report.index("{") :])
     assert 0 < report["diag.init.attention_entropy"] <= 1
     assert report["theory.logit_std"] > 0 and report["diag.init.logit_std"] > 0
