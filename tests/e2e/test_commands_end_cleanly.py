@@ -73,7 +73,7 @@ def only_line(err: str) -> str:
     return lines[0]
 
 
-def run_main(capfd, *args: str) -> tuple[int, str, str]:
+def main_captured(capfd, *args: str) -> tuple[int, str, str]:
     code = cli.main(list(args))
     out, err = capfd.readouterr()
     return code, out, err
@@ -142,7 +142,9 @@ def test_your_model_without_its_data_says_to_run_make_example_data(capfd, monkey
     assert read_yaml(CONF_DIR / "experiment" / "your_model.yaml")["data"]["path"] == (
         "examples/breast_cancer.npz"
     )
-    code, out, err = run_main(capfd, "sweep", "--experiment", "your_model", "runs_dir=/nonexistent")
+    code, out, err = main_captured(
+        capfd, "sweep", "--experiment", "your_model", "runs_dir=/nonexistent"
+    )
     assert code == 2 and out == ""
     assert only_line(err) == (
         "error: data.path='examples/breast_cancer.npz': no such file; write it with "
@@ -177,7 +179,7 @@ def test_make_help_prints_no_make_variable_unexpanded():
 @pytest.mark.parametrize("command", ["ui", "dashboard"])
 @pytest.mark.parametrize("port", ["0", "99999"])
 def test_a_port_out_of_range_is_refused(runs, capfd, command, port):
-    code, out, err = run_main(capfd, command, "--port", port, f"runs_dir={runs}")
+    code, out, err = main_captured(capfd, command, "--port", port, f"runs_dir={runs}")
     assert code == 2 and out == ""
     assert only_line(err) == f"error: --port={port} is invalid: expected an integer from 1 to 65535"
 
@@ -206,7 +208,7 @@ def test_ui_on_a_busy_port_says_so_before_printing_an_address(runs, busy_port):
 
 
 def test_dashboard_on_a_busy_port_says_so(runs, capfd, busy_port):
-    code, out, err = run_main(capfd, "dashboard", "--port", str(busy_port), f"runs_dir={runs}")
+    code, out, err = main_captured(capfd, "dashboard", "--port", str(busy_port), f"runs_dir={runs}")
     assert code == 2 and out == ""
     assert only_line(err).startswith(f"error: port {busy_port} on 127.0.0.1 is in use")
     assert only_line(err).endswith("make dashboard PORT=<port>)")
@@ -214,7 +216,7 @@ def test_dashboard_on_a_busy_port_says_so(runs, capfd, busy_port):
 
 def test_ui_print_url_does_not_need_the_port_free(runs, capfd, busy_port):
     """--print-url gives the address of a server already running there."""
-    code, out, err = run_main(
+    code, out, err = main_captured(
         capfd, "ui", "--print-url", "--port", str(busy_port), f"runs_dir={runs}"
     )
     assert code == 0 and err == ""
@@ -227,7 +229,7 @@ def test_ui_print_url_does_not_need_the_port_free(runs, capfd, busy_port):
 
 
 def test_ui_refuses_a_study_the_mlflow_store_does_not_hold(runs, capfd):
-    code, out, err = run_main(capfd, "ui", "study.name=nosuch", f"runs_dir={runs}")
+    code, out, err = main_captured(capfd, "ui", "study.name=nosuch", f"runs_dir={runs}")
     assert code == 2 and out == ""
     assert only_line(err) == (
         f"error: no study named 'nosuch' in the MLflow store sqlite:///{runs / 'mlflow.db'} "
@@ -238,7 +240,7 @@ def test_ui_refuses_a_study_the_mlflow_store_does_not_hold(runs, capfd):
 @pytest.mark.parametrize("command", ["best", "report", "recommend", "transfer", "dashboard"])
 def test_an_unknown_study_is_one_line(runs, capfd, tmp_path, command):
     extra = ["--out", str(tmp_path / "best.yaml")] if command == "best" else []
-    code, out, err = run_main(capfd, command, *extra, "study.name=nosuch", f"runs_dir={runs}")
+    code, out, err = main_captured(capfd, command, *extra, "study.name=nosuch", f"runs_dir={runs}")
     assert code == 2 and out == ""
     assert only_line(err) == (
         f"error: no study named 'nosuch' in {runs / 'optuna.journal'} (studies: default)"
@@ -252,7 +254,7 @@ def test_an_unknown_study_is_one_line(runs, capfd, tmp_path, command):
 def test_best_under_a_file_or_onto_a_folder_is_one_line(runs, capfd, tmp_path):
     (tmp_path / "afile").write_text("not a folder")  # a file where conf/best/ should be
     out_path = tmp_path / "afile" / "best.yaml"
-    code, out, err = run_main(capfd, "best", "--out", str(out_path), f"runs_dir={runs}")
+    code, out, err = main_captured(capfd, "best", "--out", str(out_path), f"runs_dir={runs}")
     assert code == 2 and out == ""
     assert only_line(err) == (
         f"error: cannot write {out_path}: {tmp_path / 'afile'} is a file, not a folder; choose "
@@ -260,7 +262,7 @@ def test_best_under_a_file_or_onto_a_folder_is_one_line(runs, capfd, tmp_path):
     )
     folder = tmp_path / "adir"  # a folder where the file should be
     folder.mkdir()
-    code, out, err = run_main(capfd, "best", "--out", str(folder), f"runs_dir={runs}")
+    code, out, err = main_captured(capfd, "best", "--out", str(folder), f"runs_dir={runs}")
     assert code == 2 and out == ""
     assert only_line(err) == (
         f"error: cannot write {folder}: {folder} is a folder; choose another file with --out"
@@ -279,7 +281,7 @@ def study_copy(runs: Path, tmp_path: Path) -> Path:
 def test_report_into_a_folder_that_is_a_file_is_one_line(runs, capfd, tmp_path):
     mine = study_copy(runs, tmp_path)
     (mine / "default").write_text("not a folder")  # where runs/<study>/ should be
-    code, out, err = run_main(capfd, "report", f"runs_dir={mine}")
+    code, out, err = main_captured(capfd, "report", f"runs_dir={mine}")
     assert code == 2 and out == ""
     assert only_line(err) == (
         f"error: cannot write {mine / 'default'}: {mine / 'default'} is a file, not a folder; "
@@ -293,7 +295,7 @@ def test_report_that_cannot_replace_its_page_leaves_no_temporary(runs, capfd, tm
     blocker = mine / "default" / "report.html"
     blocker.mkdir(parents=True)  # a folder where the page should be: the rename fails
     (blocker / "keep").write_text("x")
-    code, out, err = run_main(capfd, "report", f"runs_dir={mine}")
+    code, out, err = main_captured(capfd, "report", f"runs_dir={mine}")
     assert code == 2
     assert only_line(err) == (
         f"error: cannot write {mine / 'default'}: {blocker} is a folder; set runs_dir=<folder> "
@@ -311,7 +313,7 @@ def no_training(monkeypatch):
 
 def test_coord_check_into_a_folder_that_is_a_file_is_one_line(capfd, tmp_path, no_training):
     (tmp_path / "coord_check").write_text("not a folder")
-    code, out, err = run_main(
+    code, out, err = main_captured(
         capfd, "coord-check", "--widths", "8,16", "data.name=gaussian", f"runs_dir={tmp_path}"
     )
     assert code == 2 and out == ""
@@ -327,7 +329,7 @@ def test_ctrl_c_while_coord_check_draws_leaves_no_figure(capfd, tmp_path, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr("pipeline.reports.coord_check.plot", draw)
-    code, out, err = run_main(
+    code, out, err = main_captured(
         capfd, "coord-check", "--widths", "8,16", "data.name=gaussian", f"runs_dir={tmp_path}"
     )
     assert code == 130 and out == ""
@@ -340,14 +342,14 @@ def test_ctrl_c_while_coord_check_draws_leaves_no_figure(capfd, tmp_path, monkey
 
 def test_ctrl_c_while_report_writes_keeps_the_earlier_page(runs, capfd, tmp_path, monkeypatch):
     mine = study_copy(runs, tmp_path)
-    code, _, _ = run_main(capfd, "report", f"runs_dir={mine}")
+    code, _, _ = main_captured(capfd, "report", f"runs_dir={mine}")
     page = mine / "default" / "report.html"
     assert code == 0 and page.stat().st_size > 10_000
     before = page.read_bytes()
     figures = {p.name: p.read_bytes() for p in (mine / "default").glob("*.png")}
     # after the new figures are drawn (into the staging folder), while the page is assembled
     monkeypatch.setattr("pipeline.reports.html_report._plotly_gz", interrupt)
-    code, out, err = run_main(capfd, "report", f"runs_dir={mine}")
+    code, out, err = main_captured(capfd, "report", f"runs_dir={mine}")
     assert code == 130 and out == ""
     assert only_line(err) == "interrupted: no report was written (an earlier one is unchanged)"
     assert page.read_bytes() == before and leftovers(mine) == []
@@ -356,7 +358,7 @@ def test_ctrl_c_while_report_writes_keeps_the_earlier_page(runs, capfd, tmp_path
 
 def test_ctrl_c_while_best_writes_keeps_the_earlier_file(runs, capfd, tmp_path, monkeypatch):
     path = tmp_path / "best.yaml"
-    code, _, _ = run_main(capfd, "best", "--out", str(path), f"runs_dir={runs}")
+    code, _, _ = main_captured(capfd, "best", "--out", str(path), f"runs_dir={runs}")
     assert code == 0
     before = path.read_bytes()
 
@@ -367,7 +369,7 @@ def test_ctrl_c_while_best_writes_keeps_the_earlier_file(runs, capfd, tmp_path, 
 
     original = Path.replace
     monkeypatch.setattr(Path, "replace", rename)
-    code, out, err = run_main(capfd, "best", "--out", str(path), f"runs_dir={runs}")
+    code, out, err = main_captured(capfd, "best", "--out", str(path), f"runs_dir={runs}")
     assert code == 130 and out == ""
     assert only_line(err) == (
         "interrupted: no best-config file was written (an earlier one is unchanged)"
@@ -400,7 +402,7 @@ def test_ctrl_c_gives_the_line_of_the_command(
 ):
     monkeypatch.setattr(where, interrupt)
     mine = study_copy(runs, tmp_path)
-    code, out, err = run_main(capfd, *command, f"runs_dir={mine}")
+    code, out, err = main_captured(capfd, *command, f"runs_dir={mine}")
     assert code == 130 and out == ""
     assert only_line(err) == line
     assert leftovers(tmp_path) == []

@@ -55,7 +55,7 @@ def counts_its_own_cases(request):
         assert ran >= MIN_ERROR_CASES, f"only {ran} cases reached the error path"
 
 
-def run_main(argv: list[str]) -> tuple[int, str, bool]:
+def main_in_tempdir(argv: list[str]) -> tuple[int, str, bool]:
     """(exit code, stderr + stdout, whether runs_dir was created) of one in-process command."""
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp) / "runs"
@@ -121,7 +121,7 @@ unknown_keys = st.lists(key_part, min_size=1, max_size=3).map(".".join)
 def test_unknown_keys(key, value):
     assume(key not in RULES and not any(k.startswith(key + ".") for k in RULES))
     assume(not key.startswith("space"))
-    line = assert_one_error_line(*run_main(["sweep", *SAFE, f"{key}={render(value)}"]))
+    line = assert_one_error_line(*main_in_tempdir(["sweep", *SAFE, f"{key}={render(value)}"]))
     assert "unknown key" in line or "invalid" in line or "conflicts" in line
 
 
@@ -132,7 +132,7 @@ def test_any_value_of_a_known_key(key, value):
     if is_valid([override]):
         CASES["valid_skipped"] += 1
         assume(False)
-    line = assert_one_error_line(*run_main(["sweep", *SAFE, override]))
+    line = assert_one_error_line(*main_in_tempdir(["sweep", *SAFE, override]))
     assert key in line or "override" in line
 
 
@@ -143,7 +143,7 @@ def test_search_space_entries(key, value):
     if is_valid([override]):
         CASES["valid_skipped"] += 1
         assume(False)
-    line = assert_one_error_line(*run_main(["sweep", *SAFE, override]))
+    line = assert_one_error_line(*main_in_tempdir(["sweep", *SAFE, override]))
     assert f"space.{key}" in line or "override" in line
 
 
@@ -153,7 +153,7 @@ def test_free_text_overrides(text):
     if is_valid([text]):
         CASES["valid_skipped"] += 1
         assume(False)
-    assert_one_error_line(*run_main(["sweep", *SAFE, text]))
+    assert_one_error_line(*main_in_tempdir(["sweep", *SAFE, text]))
 
 
 SIZE_KEYS = [
@@ -188,7 +188,7 @@ def test_zero_negative_and_wrong_type_sizes_are_refused(key, value):
         return  # a real number of seconds
     if key == "train.warmup_steps" and value == 0:
         return  # 0 = no warmup
-    line = assert_one_error_line(*run_main(["sweep", *SAFE, f"{key}={value}"]))
+    line = assert_one_error_line(*main_in_tempdir(["sweep", *SAFE, f"{key}={value}"]))
     assert key in line
 
 
@@ -212,7 +212,7 @@ def test_zero_negative_and_wrong_type_sizes_are_refused(key, value):
     ],
 )
 def test_huge_depths_and_empty_spaces_are_refused(override):
-    assert_one_error_line(*run_main(["sweep", *SAFE, override]))
+    assert_one_error_line(*main_in_tempdir(["sweep", *SAFE, override]))
 
 
 MALFORMED_URLS = [
@@ -232,7 +232,7 @@ MALFORMED_URLS = [
 
 @pytest.mark.parametrize(("key", "url"), MALFORMED_URLS)
 def test_malformed_urls_are_refused_without_their_password(key, url):
-    line = assert_one_error_line(*run_main(["sweep", *SAFE, f"{key}={url}"]))
+    line = assert_one_error_line(*main_in_tempdir(["sweep", *SAFE, f"{key}={url}"]))
     assert key in line
 
 
@@ -247,7 +247,7 @@ def test_fuzzed_urls(scheme, rest, key):
     if is_valid([f"{key}={url}"]):
         CASES["valid_skipped"] += 1
         assume(False)
-    assert_one_error_line(*run_main(["sweep", *SAFE, f"{key}={url}"]))
+    assert_one_error_line(*main_in_tempdir(["sweep", *SAFE, f"{key}={url}"]))
 
 
 # --- unreadable YAML --------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def test_unreadable_experiment_file(conf_dir, content):
         if _experiment_is_valid():
             CASES["valid_skipped"] += 1
             assume(False)
-        line = assert_one_error_line(*run_main(["sweep", "--experiment", "bad", *SAFE]))
+        line = assert_one_error_line(*main_in_tempdir(["sweep", "--experiment", "bad", *SAFE]))
     assert "bad.yaml" in line or "unknown key" in line or "invalid" in line or "space" in line
 
 
@@ -308,7 +308,7 @@ def test_unreadable_train_config_file(tmp_path, content):
     with contextlib.suppress(Exception):
         document = yaml.safe_load(path.read_text())
     assume(not (isinstance(document, dict) and document.get("configs")))
-    assert_one_error_line(*run_main(["train", "--config", str(path), *SAFE]))
+    assert_one_error_line(*main_in_tempdir(["train", "--config", str(path), *SAFE]))
 
 
 # --- a few as real subprocesses ---------------------------------------------------------------
