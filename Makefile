@@ -69,7 +69,7 @@ test: install ## the whole test suite (installs every extra its tests use), two 
 
 test-fast: EXTRAS = dev,keras,torch,postgres
 test-fast: install ## the inner loop: the unit and engine tiers (tests/unit, tests/engine), two workers
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope -m "not e2e"
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope -m "not e2e" tests/unit tests/engine
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check pipeline tests benchmarks examples

@@ -48,11 +48,13 @@ def check_free(host: str, port: int, command: str) -> None:
             raise LookupError(f"cannot serve on {host}:{port}: {e.strerror}") from None
 
 
-def serve(command: list[str], name: str, console: Console) -> int:
-    """Run a server as a child in its own process group, so that Ctrl-C reaches this process
-    only; its output is relayed to stderr until then, and it is stopped quietly after."""
+def serve(command: list[str], name: str, console: Console, env: dict | None = None) -> int:
+    """Run a server as a child in its own process group (with ``env``, or this process's
+    environment), so that Ctrl-C reaches this process only; its output is relayed to stderr
+    until then, and it is stopped quietly after."""
     child = subprocess.Popen(
         command,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -5,7 +5,7 @@ names, set here from the folder: **unit** tests compile nothing beyond eager ops
 compile the engine's functions in this process on tiny shapes, **e2e** tests run the command as a
 user does (a subprocess, real stores, servers, signals, the browser). A test marked ``slow`` in a
 unit or engine file is an end-to-end test there and is marked e2e too. ``make test`` runs every
-tier; ``make test-fast`` runs ``-m "not e2e"``.
+tier; ``make test-fast`` runs ``-m "not e2e" tests/unit tests/engine``.
 """
 
 import os
@@ -32,6 +32,7 @@ import urllib.request
 
 import pytest
 
+from pipeline.cli import mlflow_server_env
 from pipeline.config import load_config
 from pipeline.engine.devices import lower_cpu_optimization
 
@@ -231,6 +232,7 @@ def mlflow_server(folder: Path, timeout_s: float = 180, port: int | None = None)
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its workers are stopped with the group below
+        env=mlflow_server_env(),  # as `make ui` starts it
     )
     url = f"http://127.0.0.1:{port}"
     # Ready means it answers an API question: /health answers before the first API request has

@@ -17,7 +17,7 @@ value like any other and never stops the batch.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -231,7 +231,15 @@ class UnitSampler(NamedTuple):
         return units
 
 
-def make_unit_draws(net: Net, draws: tuple[str, ...]) -> UnitSampler:
+def make_unit_draws(net: Net, draws: Sequence[str]) -> UnitSampler:
+    """``_unit_sampler(net, draws)``, once per process and network: an engine that samples a
+    layout an earlier engine of the process sampled reuses its jitted sampler, so it is neither
+    traced nor compiled again (``net_for`` gives one ``Net`` per structure)."""
+    return _unit_sampler(net, tuple(draws))
+
+
+@functools.cache
+def _unit_sampler(net: Net, draws: tuple[str, ...]) -> UnitSampler:
     """The sampler of every unit draw of every parameter leaf, per seed index (``UnitSampler``):
     kernels ``(seeds, draws, *shape)``, biases a standard normal ``(seeds, *shape)``, other
     leaves the module's own initial values ``(seeds, *shape)``.

@@ -23,6 +23,7 @@ step count the chunk divides compiles no mask and trains bit for bit as before.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -81,6 +82,15 @@ class EngineStats:
     executables: int = 0
     layer_steps: int = 0  # rows x real layers x steps
     padded_layer_steps: int = 0  # the same, counting masked layers and padding rows
+
+
+@functools.cache
+def batched_train(net: Net, settings: Settings, activation_axis: int | None) -> tuple:
+    """``batched(make_train(net, settings), activation_axis)``, once per process: an engine that
+    trains a structure an earlier engine of the process trained (coord-check and transfer build
+    several, the tests many) reuses its jitted functions, so their executables are neither traced
+    nor compiled again. ``net_for`` gives one ``Net`` per structure, so the key is stable."""
+    return batched(make_train(net, settings), activation_axis)
 
 
 def batched(fns: TrainFns, activation_axis: int | None = None) -> tuple[Callable, Callable]:
@@ -264,7 +274,7 @@ class Engine:
     def _compile(self, call: Call, row: Hparams):
         s = call.structure
         axis = None if self.index_per_call else 0
-        init_fn, chunk_fn = batched(make_train(self.net(s), call.settings), axis)
+        init_fn, chunk_fn = batched_train(self.net(s), call.settings, axis)
         units = jax.eval_shape(self._sampler(s).raw, self.key, self.n_seeds)
         units = jax.tree.map(lambda a: self._abstract(a, self.replicated), units)
         hp = jax.tree.map(
