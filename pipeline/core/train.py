@@ -232,14 +232,16 @@ class UnitSampler(NamedTuple):
 
 
 def make_unit_draws(net: Net, draws: Sequence[str]) -> UnitSampler:
-    """``_unit_sampler(net, draws)``, once per process and network: an engine that samples a
-    layout an earlier engine of the process sampled reuses its jitted sampler, so it is neither
-    traced nor compiled again (``net_for`` gives one ``Net`` per structure)."""
-    return _unit_sampler(net, tuple(draws))
+    """``_unit_sampler``, once per process and layout: an engine that samples a layout an
+    earlier engine of the process sampled (with any activation) reuses its jitted sampler, so
+    it is neither traced nor compiled again. The network matters only through its own initial
+    values of ``other`` leaves (``net_for`` gives one ``Net`` per structure)."""
+    own = net.own if net.layout.others else None
+    return _unit_sampler(net.layout, tuple(draws), own)
 
 
 @functools.cache
-def _unit_sampler(net: Net, draws: tuple[str, ...]) -> UnitSampler:
+def _unit_sampler(layout: Layout, draws: tuple[str, ...], own: Callable | None) -> UnitSampler:
     """The sampler of every unit draw of every parameter leaf, per seed index (``UnitSampler``):
     kernels ``(seeds, draws, *shape)``, biases a standard normal ``(seeds, *shape)``, other
     leaves the module's own initial values ``(seeds, *shape)``.
@@ -253,7 +255,6 @@ def _unit_sampler(net: Net, draws: tuple[str, ...]) -> UnitSampler:
     folds in its index, so a leaf's draw depends neither on the other leaves nor on the stack
     height: a masked deep stack starts exactly like the real shallower network.
     """
-    layout = net.layout
 
     def per_layer(key, leaf, sample):
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(leaf.layers))
@@ -279,8 +280,8 @@ def _unit_sampler(net: Net, draws: tuple[str, ...]) -> UnitSampler:
             stacked = per_layer(jax.random.fold_in(key, leaf.tag), leaf, bias)
             units[leaf.path] = stacked.reshape(leaf.shape)
         if layout.others:
-            own = flatten(net.own(key))
-            units.update({leaf.path: own[leaf.path] for leaf in layout.others})
+            values = flatten(own(key))
+            units.update({leaf.path: values[leaf.path] for leaf in layout.others})
         return units
 
     def sample(key: jax.Array, n_seeds: int):

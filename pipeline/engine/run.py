@@ -48,7 +48,6 @@ from pipeline.core.train import (
     Data,
     Hparams,
     Settings,
-    TrainFns,
     UnitSampler,
     make_train,
     make_unit_draws,
@@ -85,17 +84,16 @@ class EngineStats:
 
 
 @functools.cache
-def batched_train(net: Net, settings: Settings, activation_axis: int | None) -> tuple:
-    """``batched(make_train(net, settings), activation_axis)``, once per process: an engine that
-    trains a structure an earlier engine of the process trained (coord-check and transfer build
-    several, the tests many) reuses its jitted functions, so their executables are neither traced
-    nor compiled again. ``net_for`` gives one ``Net`` per structure, so the key is stable."""
-    return batched(make_train(net, settings), activation_axis)
-
-
-def batched(fns: TrainFns, activation_axis: int | None = None) -> tuple[Callable, Callable]:
-    """The core's per-row functions over a batch of rows: ``jit(vmap(...))``, rows on axis 0,
-    the unit draws and the data shared; the chunk's input state is donated (updated in place)."""
+def batched_train(
+    net: Net, settings: Settings, activation_axis: int | None = 0
+) -> tuple[Callable, Callable]:
+    """The core's per-row functions (``make_train``) over a batch of rows: ``jit(vmap(...))``,
+    rows on axis 0, the unit draws and the data shared; the chunk's input state is donated
+    (updated in place). Once per process: an engine that trains a structure an earlier engine
+    of the process trained (coord-check and transfer build several, the tests many) reuses the
+    jitted functions, so their executables are neither traced nor compiled again (``net_for``
+    gives one ``Net`` per structure, so the key is stable)."""
+    fns = make_train(net, settings)
     # A merged structure's activation index is one per call (``Engine.plan``), not a row axis
     # (``activation_axis=None``), so its ``lax.switch`` stays a branch: only the call's runs.
     hp = Hparams(*[0] * len(Hparams._fields))._replace(activation=activation_axis)

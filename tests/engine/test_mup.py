@@ -27,11 +27,10 @@ from pipeline.core.train import (
     Settings,
     init_params,
     make_optimizer,
-    make_train,
 )
 from pipeline.engine import draws_for
 from pipeline.engine.rows import leaf_multipliers, residual_row, row_hparams, stack_rows
-from pipeline.engine.run import batched
+from pipeline.engine.run import batched_train
 
 # Width 32 against a base of 8: every multiplier of μP is a power of m = 4, far from 1.
 WIDTH, BASE, M = 32, 8, 4.0
@@ -72,7 +71,7 @@ def _calls(optimizer: str):
     one row compiles once for the hand-written step and the rows trained alone)."""
     settings = Settings(optimizer, 64, 1, 0.9, 0.7, 1e3, 1e-6, diagnostics=False)
     net, _ = _net_and_units()
-    return batched(make_train(net, settings))
+    return batched_train(net, settings)
 
 
 def _train(optimizer: str, rows: list, steps: int):

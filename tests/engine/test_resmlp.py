@@ -16,11 +16,11 @@ from pipeline.config import ConfigError, Space, TrialSpec, load_config
 from pipeline.core.data import batch_schedule, gaussian
 from pipeline.core.model import Structure
 from pipeline.core.net import builtin_net
-from pipeline.core.train import Data, Settings, init_params, make_train, make_unit_draws
+from pipeline.core.train import Data, Settings, init_params, make_unit_draws
 from pipeline.engine import Engine, draws_for
 from pipeline.engine.datasets import load_dataset
 from pipeline.engine.rows import row_hparams, stack_rows
-from pipeline.engine.run import batched
+from pipeline.engine.run import batched_train
 from pipeline.reuse import export
 
 RES = [*TINY, "model.kind=resmlp", "train.steps=20", "train.eval_every_steps=10", "train.seeds=1"]
@@ -112,7 +112,7 @@ def test_rezero_starts_as_the_network_without_blocks_and_its_gate_learns():
     ds = gaussian(10, 16, 256, 64, 6.0, 0)
     data = Data(*(jnp.asarray(a) for a in ds[:4]), jnp.asarray(batch_schedule(256, 32, 1, 1, 0)))
     settings = Settings("sgd", 32, 1, 0.9, 0.7, 1e3, 1e-6, diagnostics=False)
-    init_fn, chunk_fn = batched(make_train(net, settings))
+    init_fn, chunk_fn = batched_train(net, settings)
     hps = stack_rows([_initial(t)[0] for t in trials])
     state = init_fn(hps, units, data)
     state, _ = chunk_fn(state, hps, jnp.ones(2, bool), data)

@@ -9,7 +9,7 @@ from conftest import train_trials as run
 
 from pipeline.core.model import MLP, Structure
 from pipeline.core.net import builtin_net
-from pipeline.core.train import Hparams, make_train, make_unit_draws
+from pipeline.core.train import Hparams, make_unit_draws
 from pipeline.engine import draws_for
 
 
@@ -103,10 +103,10 @@ def _trained_params(structure, draw, scale, bias_std, steps=30):
     sched = batch_schedule(256, 32, steps, 1, 0)
     data = Data(*(jnp.asarray(a) for a in ds[:4]), jnp.asarray(sched))
     settings = Settings("sgd", 32, steps, 0.9, 0.7, 1e3, 1e-6)
-    from pipeline.engine.run import batched
+    from pipeline.engine.run import batched_train
 
     net = builtin_net(structure)
-    init_fn, chunk_fn = batched(make_train(net, settings))
+    init_fn, chunk_fn = batched_train(net, settings)
     draws = ("constant", "normal")
     units = make_unit_draws(net, draws)(jax.random.key(0), 1)
     one = lambda v, dt=jnp.float32: jnp.asarray([v], dt)  # noqa: E731
