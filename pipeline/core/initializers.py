@@ -219,13 +219,19 @@ def unit_draw(draw: str, key: jax.Array, shape: Sequence[int], dtype=jnp.float32
     return finish_draw(draw, raw_draw(draw, key, shape), len(shape), jnp).astype(dtype)
 
 
+def raw_source(draw: str) -> str:
+    """The draw whose numbers ``raw_draw(draw)`` returns: the orthogonal draws start from the
+    normal draw's (same key, same shape: the same numbers)."""
+    return "normal" if draw in ORTHOGONAL_DRAWS else draw
+
+
 def raw_draw(draw: str, key: jax.Array, shape: Sequence[int]) -> jax.Array:
     """The random numbers a unit draw starts from: the draw itself, or for the orthogonal
     draws the Gaussian of the kernel's shape that ``finish_draw`` orthonormalizes."""
     shape = tuple(shape)
     if draw == "constant":
         return jnp.ones(shape, jnp.float32)
-    if draw in ("normal", *ORTHOGONAL_DRAWS):
+    if raw_source(draw) == "normal":
         return jax.random.normal(key, shape, jnp.float32)
     if draw == "truncated_normal":
         return jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import TINY, add_planted_trial, run_cli
+from conftest import TINY, add_planted_trial, run_main
 
 from pipeline.config import Space, TrialSpec, load_config
 from pipeline.reports.answer_text import WIDTH, answer_text
@@ -279,7 +279,7 @@ GRID = [
 @pytest.fixture(scope="module")
 def grid_study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grid")
-    out = run_cli(tmp, "sweep", *GRID)
+    out = run_main(tmp, "sweep", *GRID)
     return tmp, out
 
 
@@ -287,7 +287,7 @@ def grid_study(tmp_path_factory):
 def test_a_grid_study_tunes_every_arm_on_one_grid_and_extends_it(grid_study):
     tmp, out = grid_study
     assert "which initialization, per network" in out.stderr
-    document = json.loads(run_cli(tmp, "recommend", "study.name=grid", "--json").stdout)
+    document = json.loads(run_main(tmp, "recommend", "study.name=grid", "--json").stdout)
     check_contract(document)
     [net] = document["networks"]
     arms = {a["arm"]: a for a in net["arms"]}
@@ -327,7 +327,7 @@ def test_a_changed_question_is_refused_and_resume_continues_the_stored_one(grid_
 
     before = snapshot()
     changed = [a for a in GRID if not a.startswith("space.model.depth")]
-    out = run_cli(tmp, "sweep", *changed, "space.model.depth=[2]", "train.steps=40", check=False)
+    out = run_main(tmp, "sweep", *changed, "space.model.depth=[2]", "train.steps=40", check=False)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in out.stderr
@@ -335,18 +335,18 @@ def test_a_changed_question_is_refused_and_resume_continues_the_stored_one(grid_
     assert "study.name=grid-2" in lines[0] and "--resume" in lines[0]
     assert snapshot() == before  # nothing written
     # --resume: the stored question wins; the grid is complete, so nothing more runs
-    out = run_cli(tmp, "sweep", *changed, "space.model.depth=[2]", "--resume")
+    out = run_main(tmp, "sweep", *changed, "space.model.depth=[2]", "--resume")
     assert "resuming study 'grid' as it was asked; ignoring" in out.stderr
     assert "space.model.depth ([1] -> [2])" in out.stderr
     assert "mlp·relu·d1" in out.stderr and "mlp·relu·d2" not in out.stderr
     # the same question again resumes without a word
-    out = run_cli(tmp, "sweep", *GRID)
+    out = run_main(tmp, "sweep", *GRID)
     assert "asked with other settings" not in out.stderr
-    assert "--resume" not in run_cli(tmp, "sweep", *GRID).stderr
+    assert "--resume" not in run_main(tmp, "sweep", *GRID).stderr
 
 
 def test_resume_of_an_unknown_study_is_one_line(tmp_path):
-    out = run_cli(tmp_path, "sweep", *GRID, "study.name=nosuch", "--resume", check=False)
+    out = run_main(tmp_path, "sweep", *GRID, "study.name=nosuch", "--resume", check=False)
     assert out.returncode == 2 and "no study 'nosuch'" in out.stderr
     assert len([line for line in out.stderr.splitlines() if line.strip()]) == 1
 
