@@ -26,12 +26,17 @@ def log_sweep_artifacts(cfg, study: optuna.Study, tracker: Tracker) -> None:
     out = log_run_files(cfg, study, tracker)
     if cfg.tracking.figures == "off":
         return
+    from pipeline.engine.devices import cache_dir
+
     job = {
         "storage": studies.storage_spec(cfg),
         "study": cfg.study.name,
         "out": str(out),
         "uri": tracker.uri,
         "parent": tracker.parent_id,
+        # the sweep's JAX set-up, so that theory's kernels load from the sweep's cache
+        "cpu_devices": cfg.engine.cpu_devices,
+        "jax_cache": str(cache_dir(cfg)) if cfg.engine.compilation_cache else None,
     }
     if cfg.tracking.figures == "wait":
         draw_figures(job, lambda path: tracker.log_parent_artifact(path, "plots"))
@@ -94,9 +99,15 @@ def wait_for_figures(out: Path, timeout_s: float = 300) -> None:
 if __name__ == "__main__":  # python -m pipeline.reports.figures --figures <job>
     import sys
 
+    from pipeline.engine.devices import configure_cpu, use_compilation_cache
+
     job_path = Path(sys.argv[2])
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        draw_figures(json.loads(job_path.read_text()))
+        job = json.loads(job_path.read_text())
+        configure_cpu(job.get("cpu_devices", "auto"))  # the entry point's JAX set-up
+        if job.get("jax_cache"):
+            use_compilation_cache(job["jax_cache"])
+        draw_figures(job)
     finally:
         job_path.unlink(missing_ok=True)
