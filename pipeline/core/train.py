@@ -17,6 +17,7 @@ value like any other and never stops the batch.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -266,11 +267,9 @@ def _unit_sampler(layout: Layout, draws: tuple[str, ...], own: Callable | None) 
         tags = jnp.asarray([leaf.tag for leaf in leaves for _ in range(leaf.layers)], jnp.int32)
         index = jnp.asarray([i for leaf in leaves for i in range(leaf.layers)], jnp.int32)
         keys = jax.vmap(lambda t, i: jax.random.fold_in(jax.random.fold_in(key, t), i))(tags, index)
-        values, start = jax.vmap(sample)(keys), 0  # (all layers, ...)
-        out = {}
-        for leaf in leaves:
-            out[leaf.path], start = values[start : start + leaf.layers], start + leaf.layers
-        return out
+        values = jax.vmap(sample)(keys)  # (all layers, ...)
+        ends = itertools.accumulate(leaf.layers for leaf in leaves)
+        return {leaf.path: values[end - leaf.layers : end] for leaf, end in zip(leaves, ends)}
 
     def by_shape(leaves, shape) -> list[list]:
         groups: dict = {}

@@ -72,12 +72,19 @@ def _accelerator_installed() -> bool:
 
 def setup_jax(cfg) -> None:
     """CPU devices and JAX's persistent cache under runs/ (a second sweep compiles ~nothing)."""
+    apply_jax_setup(**jax_setup(cfg))
 
-    from pipeline.engine.devices import configure_cpu, use_compilation_cache
 
-    configure_cpu(cfg.engine.cpu_devices)
-    if cfg.engine.compilation_cache:
-        use_compilation_cache(cache_dir(cfg))
+def jax_setup(cfg) -> dict:
+    """What ``setup_jax(cfg)`` sets, as plain values (a figures process gets them in its job)."""
+    cache = str(cache_dir(cfg)) if cfg.engine.compilation_cache else None
+    return {"cpu_devices": cfg.engine.cpu_devices, "jax_cache": cache}
+
+
+def apply_jax_setup(cpu_devices: int | str, jax_cache: str | None) -> None:
+    configure_cpu(cpu_devices)
+    if jax_cache:
+        use_compilation_cache(jax_cache)
 
 
 def cache_dir(cfg) -> Path:

@@ -26,7 +26,7 @@ def log_sweep_artifacts(cfg, study: optuna.Study, tracker: Tracker) -> None:
     out = log_run_files(cfg, study, tracker)
     if cfg.tracking.figures == "off":
         return
-    from pipeline.engine.devices import cache_dir
+    from pipeline.engine.devices import jax_setup
 
     job = {
         "storage": studies.storage_spec(cfg),
@@ -34,9 +34,7 @@ def log_sweep_artifacts(cfg, study: optuna.Study, tracker: Tracker) -> None:
         "out": str(out),
         "uri": tracker.uri,
         "parent": tracker.parent_id,
-        # the sweep's JAX set-up, so that theory's kernels load from the sweep's cache
-        "cpu_devices": cfg.engine.cpu_devices,
-        "jax_cache": str(cache_dir(cfg)) if cfg.engine.compilation_cache else None,
+        "jax": jax_setup(cfg),  # the sweep's: theory's kernels load from the sweep's cache
     }
     if cfg.tracking.figures == "wait":
         draw_figures(job, lambda path: tracker.log_parent_artifact(path, "plots"))
@@ -99,15 +97,13 @@ def wait_for_figures(out: Path, timeout_s: float = 300) -> None:
 if __name__ == "__main__":  # python -m pipeline.reports.figures --figures <job>
     import sys
 
-    from pipeline.engine.devices import configure_cpu, use_compilation_cache
+    from pipeline.engine.devices import apply_jax_setup
 
     job_path = Path(sys.argv[2])
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         job = json.loads(job_path.read_text())
-        configure_cpu(job.get("cpu_devices", "auto"))  # the entry point's JAX set-up
-        if job.get("jax_cache"):
-            use_compilation_cache(job["jax_cache"])
+        apply_jax_setup(**job["jax"])  # the entry point's JAX set-up
         draw_figures(job)
     finally:
         job_path.unlink(missing_ok=True)
