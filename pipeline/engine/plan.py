@@ -4,6 +4,7 @@ refuses a space whose largest trial cannot fit)."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -124,6 +125,10 @@ def row_bytes(net: Net, structure: Structure, settings: Settings, n_val: int) ->
         features += leaf.layers * leaf.fan_shape[-1] * positions
     if s.kind == "transformer":  # each block's attention logits and weights: heads x T x T
         features += 2 * s.n_hidden * s.heads * s.n_in * s.n_in
+    if s.kind == "cnn":  # model.conv3x3's backward: the patches (9 values per channel and
+        # pixel) of one layer's input and of its output's gradient
+        convs = [leaf.fan_shape for leaf in net.layout.kernels if len(leaf.fan_shape) > 2]
+        features += 2 * max(math.prod(shape[:-1]) for shape in convs) * s.n_in
     activations = 4 * max(settings.batch_size, n_val) * features
     curves = settings.chunk_steps * (sum(leaf.layers for leaf in net.layout.kernels) + 4)
     return 4 * (state + activations + curves)

@@ -1,14 +1,43 @@
 """The CNN family on digits: receptive-field fans, delta-orthogonal kernels, masked depth."""
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from pipeline.config import ConfigError, load_config
 from pipeline.core import predict
 from pipeline.core.initializers import compute_fans, expected_std, make_initializer
+from pipeline.core.model import KERNEL, PatchConv
 
 CNN = ["data.name=digits", "model.kind=cnn", "model.width=8", "train.batch_size=64"]
+
+
+@pytest.mark.parametrize(
+    "lead, side, c_in, c_out", [((), 5, 1, 4), ((3,), 8, 4, 6), ((2, 2), 6, 3, 3)]
+)
+def test_patch_convolution_is_flax_conv_in_parameters_values_and_gradients(lead, side, c_in, c_out):
+    x = jax.random.normal(jax.random.key(0), (*lead, side, side, c_in))
+    conv = nn.Conv(c_out, KERNEL, padding="SAME")
+    patch = PatchConv(c_out, KERNEL, padding="SAME")
+    params = conv.init(jax.random.key(1), x)
+    mine = patch.init(jax.random.key(1), x)
+    assert jax.tree.map(jnp.shape, mine) == jax.tree.map(jnp.shape, params)
+    for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)  # the same draws: the same names, shapes, initializers
+    params = jax.tree.map(lambda a: a + 0.1, params)  # a nonzero bias too
+    np.testing.assert_allclose(patch.apply(params, x), conv.apply(params, x), rtol=1e-5, atol=1e-6)
+
+    def loss(module):
+        return lambda p, x: jnp.sum(jnp.tanh(module.apply(p, x)) ** 2)
+
+    (g_patch, gx_patch), (g_conv, gx_conv) = (
+        jax.grad(loss(m), argnums=(0, 1))(params, x) for m in (patch, conv)
+    )
+    for a, b in zip(jax.tree.leaves(g_patch), jax.tree.leaves(g_conv)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gx_patch, gx_conv, rtol=1e-4, atol=1e-5)
 
 
 def test_delta_orthogonal_is_an_orthogonal_centre_tap():
