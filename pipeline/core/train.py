@@ -17,22 +17,20 @@ value like any other and never stops the batch.
 from __future__ import annotations
 
 import functools
-import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from pipeline.core import losses, metrics
 from pipeline.core.diagnostics import Probe, measure
-from pipeline.core.initializers import finish_draw, raw_draw, raw_source, uniform_from_normal
+from pipeline.core.initializers import uniform_from_normal
 from pipeline.core.lsuv import lsuv
 from pipeline.core.model import Residual
 from pipeline.core.names import OPTIMIZERS, check_registry
-from pipeline.core.net import Layout, Net, flatten, kernel_norms, unflatten
+from pipeline.core.net import Layout, Net, kernel_norms, unflatten
 
 # Each optimizer's direction, before its learning rate (pipeline.core.names.OPTIMIZERS).
 DIRECTIONS = {
@@ -203,110 +201,6 @@ def make_optimizer(
     scale = None if hp.decay_scale is None or layout is None else leaf_tree(hp.decay_scale, layout)
     decayed = add_leaf_decayed_weights(hp.values["train.weight_decay"], scale)
     return optax.chain(clip, decayed, direction, rate)
-
-
-class UnitSampler(NamedTuple):
-    """Every unit draw of every parameter leaf, per seed index: ``sampler(key, n_seeds)``.
-
-    ``raw`` is the jitted sampler of the random numbers (pure XLA: no custom call, nothing that
-    can wedge its CPU thread pool); ``finish`` orthonormalizes the orthogonal draws with NumPy
-    on the host (``initializers.finish_draw`` says why not inside XLA).
-    """
-
-    raw: Callable  # jitted (key, n_seeds) -> {leaf path: array}
-    draws: tuple[str, ...]
-    layout: Layout
-
-    def __call__(self, key: jax.Array, n_seeds: int) -> dict:
-        return self.finish(jax.device_get(self.raw(key, n_seeds)))
-
-    def finish(self, raw: dict) -> dict:
-        units = dict(raw)
-        for leaf in self.layout.kernels:
-            # (seeds, draws, *stack, *layer) -> one layer's fan shape, finished, and back
-            stacked = np.asarray(units[leaf.path])
-            fan = stacked.reshape(*stacked.shape[: 2 + leaf.stack], *leaf.fan_shape)
-            rank = len(leaf.fan_shape)
-            parts = [finish_draw(d, fan[:, i], rank) for i, d in enumerate(self.draws)]
-            units[leaf.path] = np.stack(parts, axis=1).reshape(stacked.shape).astype(np.float32)
-        return units
-
-
-def make_unit_draws(net: Net, draws: Sequence[str]) -> UnitSampler:
-    """``_unit_sampler``, once per process and layout: an engine that samples a layout an
-    earlier engine of the process sampled (with any activation) reuses its jitted sampler, so
-    it is neither traced nor compiled again. The network matters only through its own initial
-    values of ``other`` leaves (``net_for`` gives one ``Net`` per structure)."""
-    own = net.own if net.layout.others else None
-    return _unit_sampler(net.layout, tuple(draws), own)
-
-
-@functools.cache
-def _unit_sampler(layout: Layout, draws: tuple[str, ...], own: Callable | None) -> UnitSampler:
-    """The sampler of every unit draw of every parameter leaf, per seed index (``UnitSampler``):
-    kernels ``(seeds, draws, *shape)``, biases a standard normal ``(seeds, *shape)``, other
-    leaves the module's own initial values ``(seeds, *shape)``.
-
-    Sampling happens once per sweep and layout, outside the training executable (threefry inside
-    the training call tripled its compile time). Rows then pick their draw by index and multiply
-    by their scale, so trials that share a seed share the same random directions and differ only
-    in distribution and scale: common random numbers make their comparison sharper.
-
-    Each leaf's key is ``fold_in(seed key, tag of its path)`` and each layer of a stacked leaf
-    folds in its index, so a leaf's draw depends neither on the other leaves nor on the stack
-    height: a masked deep stack starts exactly like the real shallower network.
-    """
-
-    def per_layer(key, leaves, sample) -> dict:
-        """``sample(k)`` for every layer of every leaf in ``leaves`` (leaves of one shape): the
-        layer's key folds the leaf's tag, then the layer's index, into ``key``; one vmapped call
-        for all of them, each row the same numbers as a call of its own. Measured against a
-        call per leaf (3 draws, 3 seeds, cold, two runs each, 2 cores): the sampler of a width-16
-        MLP compiled in 0.66 s instead of 0.84 s, a residual MLP's in 0.75 s instead of 1.06 s,
-        a transformer's in 1.50 s instead of 1.69 s, a CNN's in 0.89 s instead of 0.95 s."""
-        tags = jnp.asarray([leaf.tag for leaf in leaves for _ in range(leaf.layers)], jnp.int32)
-        index = jnp.asarray([i for leaf in leaves for i in range(leaf.layers)], jnp.int32)
-        keys = jax.vmap(lambda t, i: jax.random.fold_in(jax.random.fold_in(key, t), i))(tags, index)
-        values = jax.vmap(sample)(keys)  # (all layers, ...)
-        ends = itertools.accumulate(leaf.layers for leaf in leaves)
-        return {leaf.path: values[end - leaf.layers : end] for leaf, end in zip(leaves, ends)}
-
-    def by_shape(leaves, shape) -> list[list]:
-        groups: dict = {}
-        for leaf in leaves:
-            groups.setdefault(shape(leaf), []).append(leaf)
-        return list(groups.values())
-
-    def per_seed(key):
-        units = {}
-        for leaves in by_shape(layout.kernels, lambda leaf: (leaf.fan_shape, leaf.layer_shape)):
-            fan, layer = leaves[0].fan_shape, leaves[0].layer_shape
-
-            def kernel(k, fan=fan, layer=layer):
-                sources = dict.fromkeys(raw_source(d) for d in draws)
-                raw = {s: raw_draw(s, k, fan).reshape(layer) for s in sources}
-                return jnp.stack([raw[raw_source(d)] for d in draws])
-
-            stacked = per_layer(key, leaves, kernel)
-            for leaf in leaves:  # (layers, draws, *layer) -> (draws, *shape)
-                units[leaf.path] = jnp.moveaxis(stacked[leaf.path], 1, 0).reshape(
-                    len(draws), *leaf.shape
-                )
-        for leaves in by_shape(layout.biases, lambda leaf: leaf.layer_shape):
-            layer = leaves[0].layer_shape
-            stacked = per_layer(key, leaves, lambda k, layer=layer: jax.random.normal(k, layer))
-            for leaf in leaves:
-                units[leaf.path] = stacked[leaf.path].reshape(leaf.shape)
-        if layout.others:
-            values = flatten(own(key))
-            units.update({leaf.path: values[leaf.path] for leaf in layout.others})
-        return units
-
-    def sample(key: jax.Array, n_seeds: int):
-        keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.arange(n_seeds))
-        return jax.vmap(per_seed)(keys)
-
-    return UnitSampler(jax.jit(sample, static_argnums=1), tuple(draws), layout)
 
 
 def init_params(units: dict, hp: Hparams, layout: Layout) -> dict:

@@ -46,7 +46,8 @@ import numpy as np
 from pipeline.config import ConfigError, Space, TrialSpec
 from pipeline.core.model import BUILTIN_KINDS
 from pipeline.core.net import Net, forward_constants, unflatten
-from pipeline.core.train import Data, Hparams, Settings, init_row, make_unit_draws, train_step
+from pipeline.core.train import Data, Hparams, Settings, init_row, train_step
+from pipeline.core.unit_draws import make_unit_draws
 
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 STACKS = {"hidden": "hidden", "blocks": "block"}  # scanned stacks: one entry per layer

@@ -7,9 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 
+import jax
 import numpy as np
 import pytest
-from conftest import TINY, run_cli, train_trials
+from conftest import TINY, run_cli
+from data.unit_draws_before_flat import unit_draws_before_flat
 
 from benchmarks import baseline
 from pipeline.config import Space, TrialSpec, load_config
@@ -40,7 +42,8 @@ GOLDEN_VARIANTS = [
 # multiple of train.eval_every_steps), on this project's 2-core CPU machine: GOLDEN_VARIANTS
 # trained with GOLDEN_CONFIG through conftest.train_trials, each result printed as
 # (_digest(result), repr of every metric); twice, in two processes, with the same output. The
-# digest covers the per-seed values, every curve and the diagnostics table with its steps.
+# digest covers the per-seed values, every curve and the diagnostics table with its steps. The
+# unit draws were that sampler's (tests/engine/data/unit_draws_before_flat.py).
 GOLDEN = [
     (
         "05d7fb8164a6e228",
@@ -167,7 +170,16 @@ def _train(steps: int, every: int, *overrides: str):
 
 
 def test_a_step_count_the_chunks_divide_trains_bit_for_bit_as_before():
-    results, _ = train_trials(load_config(GOLDEN_CONFIG), *GOLDEN_VARIANTS)
+    # GOLDEN was recorded with the unit draws of the sampler before pipeline.core.unit_draws:
+    # today's engine trains from those same numbers (both structures share one layout).
+    cfg = load_config(GOLDEN_CONFIG)
+    trials = [TrialSpec.of_config(cfg).with_values(v) for v in GOLDEN_VARIANTS]
+    space = Space.parse({"init.weights": [t["init.weights"] for t in trials]})
+    engine = Engine(cfg, load_dataset(cfg.data), space)
+    net = engine.net(engine.structure_of(trials[0]))
+    units = unit_draws_before_flat(net.layout, engine.draws, net.own, engine.key, engine.n_seeds)
+    engine._unit_values[net.layout] = jax.device_put(units, engine.replicated)
+    results = engine.run(trials)
     for result, (digest, metrics) in zip(results, GOLDEN, strict=True):
         assert result.metrics == metrics
         assert _digest(result) == digest

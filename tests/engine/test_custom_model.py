@@ -16,7 +16,8 @@ from conftest import BASE, train_trials
 from pipeline.cli import main
 from pipeline.config import Space, TrialSpec
 from pipeline.core.initializers import expected_std
-from pipeline.core.train import init_params, make_unit_draws
+from pipeline.core.train import init_params
+from pipeline.core.unit_draws import make_unit_draws
 from pipeline.engine import Engine, row_hparams
 from pipeline.engine.datasets import load_dataset
 

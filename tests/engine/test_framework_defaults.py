@@ -34,7 +34,8 @@ from pipeline.core.initializers import (
 )
 from pipeline.core.model import Structure
 from pipeline.core.net import as_net, builtin_net, flatten
-from pipeline.core.train import init_params, make_unit_draws
+from pipeline.core.train import init_params
+from pipeline.core.unit_draws import make_unit_draws
 from pipeline.engine import draws_for
 from pipeline.engine.rows import bias_fan_ins, row_hparams, stack_rows
 

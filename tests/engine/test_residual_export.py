@@ -19,7 +19,8 @@ from conftest import train_trials as run
 from pipeline.config import Space, TrialSpec, load_config
 from pipeline.core.net import flatten
 from pipeline.core.predict import trial_prediction
-from pipeline.core.train import init_params, make_unit_draws
+from pipeline.core.train import init_params
+from pipeline.core.unit_draws import make_unit_draws
 from pipeline.engine import Engine, draws_for
 from pipeline.engine.datasets import load_dataset
 from pipeline.engine.rows import row_hparams

@@ -16,7 +16,8 @@ from pipeline.config import ConfigError, Space, TrialSpec, load_config
 from pipeline.core.data import batch_schedule, gaussian
 from pipeline.core.model import Structure
 from pipeline.core.net import builtin_net
-from pipeline.core.train import Data, Settings, init_params, make_unit_draws
+from pipeline.core.train import Data, Settings, init_params
+from pipeline.core.unit_draws import make_unit_draws
 from pipeline.engine import Engine, draws_for
 from pipeline.engine.datasets import load_dataset
 from pipeline.engine.rows import row_hparams, stack_rows

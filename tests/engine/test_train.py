@@ -9,7 +9,8 @@ from conftest import train_trials as run
 
 from pipeline.core.model import MLP, Structure
 from pipeline.core.net import builtin_net
-from pipeline.core.train import Hparams, make_unit_draws
+from pipeline.core.train import Hparams
+from pipeline.core.unit_draws import make_unit_draws
 from pipeline.engine import draws_for
 
 
@@ -175,7 +176,7 @@ def test_unit_draws_compile_no_custom_call_and_orthogonal_ones_are_orthonormal(k
 
     n_in = 25 if kind == "cnn" else 5  # 5x5 images
     sampler = make_unit_draws(builtin_net(Structure("relu", 6, 8, n_in, 3, kind)), DRAWS)
-    hlo = sampler.raw.lower(jax.random.key(0), 3).as_text()
+    hlo = sampler.hlo(jax.random.key(0), 3)
     assert "custom_call" not in hlo and "qr" not in hlo.lower()
     units = sampler(jax.random.key(0), 3)
     hidden = units["hidden/dense/kernel"]

@@ -75,6 +75,7 @@ def test_the_core_is_all_the_modules_the_guide_names():
         "parametrization",
         "transformer",
         "train",
+        "unit_draws",
         "metrics",
         "losses",
         "diagnostics",
