@@ -181,7 +181,8 @@ def _basin_words(arm: dict) -> str:
     if decades is None:
         return "no rate where every seed reached it"
     width = "narrow basin" if decades <= 0.75 else "wide basin" if decades >= 1.5 else "basin"
-    return f"{width}, {decades:.2g} decades"
+    unit = "decade" if f"{decades:.2g}" == "1" else "decades"
+    return f"{width}, {decades:.2g} {unit}"
 
 
 def _list(names: list[str]) -> str:

@@ -168,3 +168,12 @@ def test_no_heatmap_without_two_learning_rates(tmp_path):
     study = grid_study(grid=False)
     assert heatmap.lr_heatmap(study, tmp_path / "none.png") is None
     assert not Path(tmp_path / "none.png").exists()
+
+
+def test_a_basin_is_named_by_its_width_in_decades():
+    from pipeline.reports.recommend import _basin_words
+
+    assert _basin_words({"basin_decades": 1.0}) == "basin, 1 decade"
+    assert _basin_words({"basin_decades": 0.75}) == "narrow basin, 0.75 decades"
+    assert _basin_words({"basin_decades": 2.5}) == "wide basin, 2.5 decades"
+    assert _basin_words({"basin_decades": None}) == "no rate where every seed reached it"
