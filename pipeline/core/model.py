@@ -95,6 +95,15 @@ class PatchConv(nn.Conv):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        ones = (None, 1, (1, 1))
+        plain = self.feature_group_count == 1 and all(
+            v in ones for v in (self.strides, self.input_dilation, self.kernel_dilation)
+        )
+        if tuple(self.kernel_size) != KERNEL or self.padding != "SAME" or not plain:
+            raise ValueError(
+                "PatchConv is a 3x3, SAME-padded, stride-1 convolution; use nn.Conv for "
+                f"kernel_size={self.kernel_size}, padding={self.padding!r}, strides={self.strides}"
+            )
         shape = (*KERNEL, x.shape[-1], self.features)
         kernel = self.param("kernel", self.kernel_init, shape, self.param_dtype)
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)

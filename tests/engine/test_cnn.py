@@ -40,6 +40,13 @@ def test_patch_convolution_is_flax_conv_in_parameters_values_and_gradients(lead,
     np.testing.assert_allclose(gx_patch, gx_conv, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kwargs", [{"kernel_size": (5, 5)}, {"padding": "VALID"}, {"strides": 2}])
+def test_patch_convolution_refuses_what_it_does_not_compute(kwargs):
+    args = {"kernel_size": KERNEL, "padding": "SAME", **kwargs}
+    with pytest.raises(ValueError, match="3x3, SAME-padded, stride-1"):
+        PatchConv(4, **args).init(jax.random.key(0), jnp.ones((1, 6, 6, 2)))
+
+
 def test_delta_orthogonal_is_an_orthogonal_centre_tap():
     w = np.array(make_initializer("delta_orthogonal", 1.5)(jax.random.key(0), (3, 3, 16, 24)))
     centre = w[1, 1]
