@@ -180,11 +180,15 @@ class UnitSampler(NamedTuple):
     def compile(self, key: jax.Array, n_seeds: int) -> Callable[[jax.Array], dict]:
         plan = _plan(self.layout, self.sources, n_seeds)
         flat = _flat_compiled(len(plan.segments.start), plan.n_pairs)
-        own = None
-        if self.layout.others:
-            paths = tuple(leaf.path for leaf in self.layout.others)
-            own = _own_values(self.own, paths).lower(key, n_seeds).compile()
+        own = self._own_fn()
+        own = own and own.lower(key, n_seeds).compile()
         return functools.partial(self._run, plan, flat, own)
+
+    def _own_fn(self) -> Callable | None:
+        """The jitted sampler of the ``other`` leaves' own values; None when there are none."""
+        if not self.layout.others:
+            return None
+        return _own_values(self.own, tuple(leaf.path for leaf in self.layout.others))
 
     def _run(self, plan: _Plan, flat, own, key: jax.Array) -> dict:
         values = np.asarray(flat(_root(key), plan.segments))
@@ -231,9 +235,8 @@ class UnitSampler(NamedTuple):
             (leaf.path, jax.ShapeDtypeStruct((n_seeds, *leaf.shape), jnp.float32))
             for leaf in self.layout.biases
         )
-        if self.layout.others:
-            paths = tuple(leaf.path for leaf in self.layout.others)
-            own = _own_values(self.own, paths)
+        own = self._own_fn()
+        if own is not None:
             out.update(jax.eval_shape(lambda key: own(key, n_seeds), jax.random.key(0)))
         return out
 
@@ -241,9 +244,9 @@ class UnitSampler(NamedTuple):
         """The text of every executable the sampler runs (the tests read it)."""
         plan = _plan(self.layout, self.sources, n_seeds)
         texts = [_flat_jit.lower(_root(key), plan.segments, plan.n_pairs).as_text()]
-        if self.layout.others:
-            paths = tuple(leaf.path for leaf in self.layout.others)
-            texts.append(_own_values(self.own, paths).lower(key, n_seeds).as_text())
+        own = self._own_fn()
+        if own is not None:
+            texts.append(own.lower(key, n_seeds).as_text())
         return "\n".join(texts)
 
 
